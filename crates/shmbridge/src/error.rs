@@ -1,0 +1,189 @@
+//! The one error type of the crate.
+
+use std::io;
+
+/// Everything that can go wrong with a shared-memory segment.
+///
+/// Every variant names the segment it is about, and its message says what to do
+/// next. `Error` converts into [`std::io::Error`] (keeping the kind), so it flows
+/// through `?` in code that speaks `io::Result`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The name cannot be used as a segment name on this platform.
+    #[error("invalid segment name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it was refused, and the rule it broke.
+        reason: String,
+    },
+
+    /// The requested size cannot be created or mapped.
+    #[error("invalid size {size} for segment {name:?}: {reason}")]
+    InvalidSize {
+        /// The segment name.
+        name: String,
+        /// The size asked for, in bytes.
+        size: u64,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+
+    /// No segment of that name exists.
+    #[error(
+        "no shared memory segment named {name:?}: create it first, or check the name \
+         (it is global to the machine and case-sensitive)"
+    )]
+    NotFound {
+        /// The segment name.
+        name: String,
+    },
+
+    /// A segment of that name exists already, and create is exclusive.
+    #[error(
+        "a shared memory segment named {name:?} already exists: open it instead, pick \
+         another name (see unique_name), or ask to replace it"
+    )]
+    AlreadyExists {
+        /// The segment name.
+        name: String,
+    },
+
+    /// The OS refused access (permissions, or another user's segment).
+    #[error("permission denied for segment {name:?}: {source}")]
+    PermissionDenied {
+        /// The segment name.
+        name: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The segment exists but is smaller than the caller expected.
+    #[error(
+        "segment {name:?} holds {actual} bytes but {expected} were expected: opening never \
+         resizes; create it with the right size or expect less"
+    )]
+    TooSmall {
+        /// The segment name.
+        name: String,
+        /// The size the caller asked for.
+        expected: u64,
+        /// The segment's real size.
+        actual: u64,
+    },
+
+    /// Not enough memory to back the segment (a full `/dev/shm` on Linux).
+    #[error(
+        "no space to create segment {name:?} of {size} bytes{}: free some shared memory \
+         (see `shmbridge ls`) or ask for less",
+        match .available { Some(a) => format!(" ({a} bytes free)"), None => String::new() }
+    )]
+    NoSpace {
+        /// The segment name.
+        name: String,
+        /// The size asked for.
+        size: u64,
+        /// Free bytes where the platform tells.
+        available: Option<u64>,
+    },
+
+    /// A range that does not lie inside the segment.
+    #[error("range of {len} bytes at offset {offset} is outside segment {name:?} of {size} bytes")]
+    OutOfBounds {
+        /// The segment name.
+        name: String,
+        /// Start of the range, in bytes.
+        offset: u64,
+        /// Length of the range, in bytes.
+        len: u64,
+        /// The segment's size.
+        size: u64,
+    },
+
+    /// A typed view whose start is not aligned for its element type.
+    #[error(
+        "offset {offset} in segment {name:?} is not aligned for {type_name} (alignment \
+         {align}): use an offset that is a multiple of {align}"
+    )]
+    Misaligned {
+        /// The segment name.
+        name: String,
+        /// The offset asked for.
+        offset: u64,
+        /// The element type.
+        type_name: &'static str,
+        /// The alignment it needs.
+        align: usize,
+    },
+
+    /// A write through a segment that was opened read-only.
+    #[error("segment {name:?} was opened read-only: open it writable to change it")]
+    ReadOnly {
+        /// The segment name.
+        name: String,
+    },
+
+    /// Any other OS error, with the operation that failed.
+    #[error("{op} failed for segment {name:?}: {source}")]
+    Os {
+        /// The segment name.
+        name: String,
+        /// What was being done (`"shm_open"`, `"mmap"`, ...).
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The [`io::ErrorKind`] that best describes this error.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::InvalidName { .. }
+            | Error::InvalidSize { .. }
+            | Error::TooSmall { .. }
+            | Error::OutOfBounds { .. }
+            | Error::Misaligned { .. } => io::ErrorKind::InvalidInput,
+            Error::NotFound { .. } => io::ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+            Error::PermissionDenied { .. } | Error::ReadOnly { .. } => {
+                io::ErrorKind::PermissionDenied
+            }
+            Error::NoSpace { .. } => io::ErrorKind::StorageFull,
+            Error::Os { source, .. } => source.kind(),
+        }
+    }
+
+    /// The OS error number behind this error, if there is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::PermissionDenied { source, .. } | Error::Os { source, .. } => {
+                source.raw_os_error()
+            }
+            _ => None,
+        }
+    }
+
+    /// Wraps an OS error for `name`, choosing the variant from its kind.
+    pub(crate) fn from_os(name: &str, op: &'static str, source: io::Error) -> Self {
+        let name = name.to_owned();
+        match source.kind() {
+            io::ErrorKind::NotFound => Error::NotFound { name },
+            io::ErrorKind::AlreadyExists => Error::AlreadyExists { name },
+            io::ErrorKind::PermissionDenied => Error::PermissionDenied { name, source },
+            _ => Error::Os { name, op, source },
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> Self {
+        io::Error::new(err.kind(), err)
+    }
+}

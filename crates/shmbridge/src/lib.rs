@@ -1,0 +1,45 @@
+//! Zero-copy shared memory between Rust and Python processes.
+//!
+//! A [`SharedMemory`] is a named segment of memory that several processes map at
+//! once: what one writes, the others see, with no copy and no serialization. The
+//! Python package `shmbridge` opens the same segments through the same code, and
+//! segments are raw bytes, so Python's own `multiprocessing.shared_memory` (and C,
+//! and Go) interoperate too.
+//!
+//! ```
+//! use std::io::Write;
+//! use shmbridge::SharedMemory;
+//!
+//! // Process A creates and writes.
+//! let name = shmbridge::unique_name("doc_crate")?;
+//! let mut shm = SharedMemory::create(&name, 1024 * 1024)?;
+//! shm.write_all(b"Hello from Rust!")?;
+//! shm.view_mut::<f64>(64, 2)?.copy_from_slice(&[3.14159, 2.71828]);
+//!
+//! // Process B (here, the same one) opens by name; the size comes with it.
+//! let peer = SharedMemory::open(&name)?;
+//! assert_eq!(&peer.as_slice()[..16], b"Hello from Rust!");
+//! assert_eq!(peer.view::<f64>(64, 2)?, &[3.14159, 2.71828]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Everything that can fail returns [`Error`], which names the segment and says
+//! what to do next.
+
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod error;
+mod name;
+mod options;
+mod segment;
+mod sys;
+mod view;
+
+pub use error::{Error, Result};
+pub use name::{canonical_name, max_name_len, unique_name};
+pub use options::SharedMemoryOptions;
+pub use segment::SharedMemory;
+
+/// Re-exported so callers can name the trait bound of typed views (and derive it)
+/// without adding the dependency themselves.
+pub use bytemuck;

@@ -1,0 +1,225 @@
+//! The builder for creating and opening segments.
+
+use crate::error::{Error, Result};
+use crate::name::canonical_name;
+use crate::segment::SharedMemory;
+use crate::sys;
+
+/// How to create or open a [`SharedMemory`] segment.
+///
+/// [`SharedMemory::create`] and [`SharedMemory::open`] cover the common cases; this
+/// builder holds the rest.
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::SharedMemory;
+///
+/// let name = shmbridge::unique_name("doc_opts")?;
+/// let shm = SharedMemory::options().mode(0o640).create(&name, 4096)?;
+/// let reader = SharedMemory::options().read_only(true).min_size(4096).open(&name)?;
+/// assert_eq!(reader.len(), 4096);
+/// assert!(!reader.is_writable());
+/// # drop(shm);
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SharedMemoryOptions {
+    mode: u32,
+    replace: bool,
+    persist: bool,
+    read_only: bool,
+    populate: bool,
+    reserve: bool,
+    min_size: usize,
+}
+
+impl Default for SharedMemoryOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SharedMemoryOptions {
+    /// The defaults: mode `0o600`, exclusive create, unlink when the creator drops,
+    /// writable, pages reserved at create, no prefault, no size expectation.
+    pub fn new() -> Self {
+        Self {
+            mode: 0o600,
+            replace: false,
+            persist: false,
+            read_only: false,
+            populate: false,
+            reserve: true,
+            min_size: 0,
+        }
+    }
+
+    /// Permission bits of a created segment (default `0o600`, owner only).
+    ///
+    /// Applied exactly on Linux, regardless of the umask. No effect on Windows.
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether create may replace an existing segment of the same name (default
+    /// `false`: an existing name is [`Error::AlreadyExists`]).
+    ///
+    /// Replacing unlinks the old name first; processes that have the old segment
+    /// mapped keep it. On Windows, where a mapping cannot be destroyed while in use,
+    /// this has no effect.
+    pub fn replace(&mut self, yes: bool) -> &mut Self {
+        self.replace = yes;
+        self
+    }
+
+    /// Whether a created segment keeps its name after the creator closes or drops it
+    /// (default `false`: the creator unlinks it).
+    ///
+    /// A persisting segment lasts until someone unlinks it or the machine restarts.
+    /// No effect on Windows, where a mapping lives as long as some process holds it.
+    pub fn persist(&mut self, yes: bool) -> &mut Self {
+        self.persist = yes;
+        self
+    }
+
+    /// Whether open maps the segment read-only (`PROT_READ`; default `false`).
+    ///
+    /// Writes through a read-only segment are [`Error::ReadOnly`]; the process cannot
+    /// corrupt the segment by accident. Ignored by create.
+    pub fn read_only(&mut self, yes: bool) -> &mut Self {
+        self.read_only = yes;
+        self
+    }
+
+    /// Whether to fault all pages in when mapping (default `false`).
+    ///
+    /// This option corresponds to `MAP_POPULATE` on Linux: mapping then costs time
+    /// proportional to the size, and first accesses cost nothing. No effect on other
+    /// platforms.
+    pub fn populate(&mut self, yes: bool) -> &mut Self {
+        self.populate = yes;
+        self
+    }
+
+    /// Whether create reserves the memory of the whole segment up front (default
+    /// `true`).
+    ///
+    /// On Linux this is `fallocate` on the tmpfs file: a full `/dev/shm` is then an
+    /// [`Error::NoSpace`] from create instead of a SIGBUS at the first write of a
+    /// page. Turn it off only for sparse segments whose size is mostly never touched.
+    /// Windows always commits at create; no effect on macOS.
+    pub fn reserve(&mut self, yes: bool) -> &mut Self {
+        self.reserve = yes;
+        self
+    }
+
+    /// The size the opener expects at least (default 0, anything).
+    ///
+    /// Open fails with [`Error::TooSmall`] if the segment is smaller; it never
+    /// resizes. Ignored by create.
+    pub fn min_size(&mut self, bytes: usize) -> &mut Self {
+        self.min_size = bytes;
+        self
+    }
+
+    /// Creates a new segment of `size` bytes, filled with zeros.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidName`] for a name the platform cannot hold;
+    /// - [`Error::InvalidSize`] for a size of 0 or more than this process can map;
+    /// - [`Error::AlreadyExists`] if the name is taken (and `replace` is off);
+    /// - [`Error::NoSpace`] if the machine cannot back the segment;
+    /// - [`Error::PermissionDenied`] or [`Error::Os`] for what else the OS refuses.
+    ///
+    /// A failed create leaves no name behind.
+    pub fn create(&self, name: &str, size: usize) -> Result<SharedMemory> {
+        let name = canonical_name(name)?;
+        check_mappable(&name, size as u64)?;
+        if self.replace {
+            match sys::unlink(&name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::from_os(&name, "shm_unlink", e)),
+            }
+        }
+        let handle =
+            sys::create(&name, size, self.mode, self.reserve).map_err(|e| match e.kind() {
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::OutOfMemory => {
+                    Error::NoSpace {
+                        name: name.clone(),
+                        size: size as u64,
+                        available: sys::free_space(),
+                    }
+                }
+                std::io::ErrorKind::FileTooLarge => Error::InvalidSize {
+                    name: name.clone(),
+                    size: size as u64,
+                    reason: "larger than this platform allows for a segment",
+                },
+                _ => Error::from_os(&name, "create", e),
+            })?;
+        let mapping = match sys::map(&handle, size, true, self.populate) {
+            Ok(mapping) => mapping,
+            Err(e) => {
+                let _ = sys::unlink(&name);
+                return Err(map_error(&name, size as u64, e));
+            }
+        };
+        Ok(SharedMemory::from_parts(mapping, name, true, !self.persist))
+    }
+
+    /// Opens an existing segment; its size is the segment's own.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidName`] for a name the platform cannot hold;
+    /// - [`Error::NotFound`] if no segment has that name;
+    /// - [`Error::TooSmall`] if the segment holds fewer than `min_size` bytes;
+    /// - [`Error::InvalidSize`] if the segment is empty (size 0: nothing to map);
+    /// - [`Error::PermissionDenied`] or [`Error::Os`] for what else the OS refuses.
+    pub fn open(&self, name: &str) -> Result<SharedMemory> {
+        let name = canonical_name(name)?;
+        let writable = !self.read_only;
+        let (handle, size) =
+            sys::open(&name, writable).map_err(|e| Error::from_os(&name, "open", e))?;
+        if size == 0 {
+            return Err(Error::InvalidSize {
+                name,
+                size,
+                reason: "the segment is empty, so there is nothing to map; its creator has \
+                         not sized it yet",
+            });
+        }
+        if size < self.min_size as u64 {
+            return Err(Error::TooSmall { name, expected: self.min_size as u64, actual: size });
+        }
+        check_mappable(&name, size)?;
+        let mapping = sys::map(&handle, size as usize, writable, self.populate)
+            .map_err(|e| map_error(&name, size, e))?;
+        Ok(SharedMemory::from_parts(mapping, name, writable, false))
+    }
+}
+
+/// Refuses sizes no mapping can have: zero, or more than a slice may span (`isize::MAX`,
+/// the limit Rust places on any object).
+fn check_mappable(name: &str, size: u64) -> Result<()> {
+    let reason = if size == 0 {
+        "a segment needs at least one byte"
+    } else if size > isize::MAX as u64 {
+        "larger than this process can address"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidSize { name: name.to_owned(), size, reason })
+}
+
+fn map_error(name: &str, size: u64, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::OutOfMemory {
+        Error::NoSpace { name: name.to_owned(), size, available: None }
+    } else {
+        Error::from_os(name, "mmap", e)
+    }
+}

@@ -1,0 +1,393 @@
+//! `SharedMemory`: a named, sized mapping and its lifecycle.
+
+use std::fmt;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use crate::error::{Error, Result};
+use crate::name::unique_name;
+use crate::options::SharedMemoryOptions;
+use crate::sys;
+
+/// A named shared-memory segment mapped into this process.
+///
+/// Offset 0 is the user's first byte: the segment carries nothing of shmbridge's
+/// own, so it opens byte for byte in Python's `multiprocessing.shared_memory`, in C,
+/// or in any other language that maps the same name.
+///
+/// Access comes in three forms:
+/// - a cursor, through [`Read`], [`Write`] and [`Seek`], which behave exactly like
+///   [`std::io::Cursor`] over a `&mut [u8]` of the segment's size: reads at the end
+///   are short, then 0; writes at the end are short, then 0 (so `write_all` fails
+///   with [`io::ErrorKind::WriteZero`]); seeking past the end is allowed, before the
+///   start is an error;
+/// - positional [`read_at`](Self::read_at) / [`write_at`](Self::write_at) (and their
+///   `_exact`/`_all` forms), which need no cursor, like
+///   `std::os::unix::fs::FileExt`;
+/// - zero-copy views: [`as_slice`](Self::as_slice), typed views over any
+///   [`bytemuck::Pod`] type ([`view`](Self::view), [`view_from`](Self::view_from),
+///   ...), and raw pointers for FFI.
+///
+/// # Lifecycle
+///
+/// The process that creates a segment owns its name: closing or dropping it unlinks
+/// the name (unless told to persist), after which nobody new can open it. Processes
+/// that have it mapped keep their mapping until they close it. Opening never
+/// resizes; the size is the segment's own.
+///
+/// # Concurrent access
+///
+/// Inside this process the borrow checker keeps views and writes apart. Another
+/// process, though, can write to the segment at any moment. Every bit pattern is a
+/// valid value of a `Pod` type, so this never makes a value invalid, but bytes read
+/// while another process writes them may be a mix of old and new: coordinate the
+/// two sides (the spec's call-and-answer, or the synchronization primitives).
+///
+/// # Example
+///
+/// ```
+/// use std::io::{Read, Seek, SeekFrom, Write};
+/// use shmbridge::SharedMemory;
+///
+/// let name = shmbridge::unique_name("doc_hello")?;
+/// let mut shm = SharedMemory::create(&name, 1024 * 1024)?;
+/// shm.write_all(b"Hello from Rust!")?;
+///
+/// let mut other = SharedMemory::open(&name)?; // another process would do the same
+/// let mut buf = [0u8; 16];
+/// other.read_exact(&mut buf)?;
+/// assert_eq!(&buf, b"Hello from Rust!");
+///
+/// shm.seek(SeekFrom::Start(0))?;
+/// shm.read_exact(&mut buf)?;
+/// shm.close()?; // unlinks the name: `other` keeps its mapping
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SharedMemory {
+    mapping: sys::Mapping,
+    name: String,
+    writable: bool,
+    unlink_on_drop: bool,
+    pos: u64,
+}
+
+impl SharedMemory {
+    pub(crate) fn from_parts(
+        mapping: sys::Mapping,
+        name: String,
+        writable: bool,
+        unlink_on_drop: bool,
+    ) -> Self {
+        Self { mapping, name, writable, unlink_on_drop: unlink_on_drop && sys::CAN_UNLINK, pos: 0 }
+    }
+
+    /// The options builder, for what [`create`](Self::create) and
+    /// [`open`](Self::open) do not cover.
+    pub fn options() -> SharedMemoryOptions {
+        SharedMemoryOptions::new()
+    }
+
+    /// Creates a new segment of `size` bytes, filled with zeros, readable and
+    /// writable by this user only (mode `0o600`).
+    ///
+    /// The name is unlinked when the returned value is closed or dropped.
+    ///
+    /// # Errors
+    ///
+    /// See [`SharedMemoryOptions::create`]; an existing name is
+    /// [`Error::AlreadyExists`].
+    pub fn create(name: &str, size: usize) -> Result<Self> {
+        Self::options().create(name, size)
+    }
+
+    /// Creates a new segment under a fresh [`unique_name`] with `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create); a name collision is retried, not reported.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let shm = shmbridge::SharedMemory::create_unique("doc_unique", 64)?;
+    /// assert!(shm.name().starts_with("/doc_unique_"));
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
+    pub fn create_unique(prefix: &str, size: usize) -> Result<Self> {
+        let mut attempts = 0;
+        loop {
+            match Self::create(&unique_name(prefix)?, size) {
+                Err(Error::AlreadyExists { .. }) if attempts < 8 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Opens an existing segment, writable; its size is the segment's own.
+    ///
+    /// # Errors
+    ///
+    /// See [`SharedMemoryOptions::open`]; a missing name is [`Error::NotFound`].
+    pub fn open(name: &str) -> Result<Self> {
+        Self::options().open(name)
+    }
+
+    /// The segment's name, in canonical form (with its leading `/`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The size of the segment in bytes (never 0).
+    ///
+    /// On macOS the system rounds segment sizes up to whole pages, and an opener
+    /// sees the rounded size.
+    pub fn len(&self) -> usize {
+        self.mapping.len()
+    }
+
+    /// Always `false`: a segment holds at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether this mapping may be written (`false` for a read-only open).
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Whether closing or dropping this value unlinks the segment's name.
+    pub fn unlinks_on_drop(&self) -> bool {
+        self.unlink_on_drop
+    }
+
+    /// Keeps the name after this value is closed or dropped: another process may
+    /// open the segment later, and someone must [`unlink`](Self::unlink) it.
+    pub fn persist(&mut self) {
+        self.unlink_on_drop = false;
+    }
+
+    /// Removes the segment's name now; the mapping stays usable.
+    ///
+    /// Anyone may unlink a name (the creator does so on close). Afterwards nobody
+    /// new can open the segment; processes that have it mapped keep it until they
+    /// close it. A no-op on Windows, where names go away with their last user.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if the name is already gone.
+    pub fn unlink(&mut self) -> Result<()> {
+        self.unlink_on_drop = false;
+        sys::unlink(&self.name).map_err(|e| Error::from_os(&self.name, "shm_unlink", e))
+    }
+
+    /// Unmaps the segment, and unlinks its name if this value owns it, reporting
+    /// what fails (dropping does the same and ignores failures).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if the unmap fails, or an unlink error as in
+    /// [`unlink`](Self::unlink). The segment is unmapped and its name released
+    /// as far as possible either way.
+    pub fn close(mut self) -> Result<()> {
+        let unlinked = if self.unlink_on_drop { self.unlink() } else { Ok(()) };
+        let unmapped = self.mapping.unmap().map_err(|e| Error::from_os(&self.name, "munmap", e));
+        unlinked.and(unmapped)
+    }
+
+    /// Reads bytes at `offset` into `buf`, without moving the cursor.
+    ///
+    /// Returns how many bytes were read: fewer than `buf.len()` near the end of the
+    /// segment, 0 at or past it.
+    ///
+    /// # Errors
+    ///
+    /// None today; the `io::Result` keeps the signature of `FileExt::read_at`.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        // SAFETY: buf is a valid, exclusively borrowed destination of buf.len() bytes,
+        // and a &mut [u8] cannot point into this mapping while &self is borrowed.
+        Ok(unsafe { self.read_at_raw(buf.as_mut_ptr(), buf.len(), offset) })
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::UnexpectedEof`] if the segment ends first; `buf` is then
+    /// left unspecified, as with `FileExt::read_exact_at`.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if self.read_at(buf, offset)? < buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                self.out_of_bounds(offset, buf.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes bytes from `buf` at `offset`, without moving the cursor.
+    ///
+    /// Returns how many bytes were written: fewer than `buf.len()` near the end of
+    /// the segment, 0 at or past it; a segment never grows.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadOnly`] (as an `io::Error` of kind `PermissionDenied`) on a
+    /// read-only segment.
+    pub fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        let n = buf.len().min(self.remaining_from(offset));
+        // SAFETY: &mut self means no reference into the mapping is live; buf cannot
+        // point into the mapping either, since that would be a borrow of self.
+        unsafe { self.write_all_at_raw(buf.as_ptr(), n, offset)? };
+        Ok(n)
+    }
+
+    /// Writes all of `buf` at `offset`, or nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`] if `buf` does not fit (nothing is written), or
+    /// [`Error::ReadOnly`]; both as `io::Error`s.
+    pub fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        // SAFETY: as in write_at.
+        unsafe { self.write_all_at_raw(buf.as_ptr(), buf.len(), offset)? };
+        Ok(())
+    }
+
+    /// Copies up to `len` bytes at `offset` to `dst`, for callers that hold no
+    /// Rust reference to either side (the Python binding). Returns the count copied,
+    /// short at the end of the segment. Overlap between `dst` and the segment is
+    /// allowed.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of `len` bytes, and no Rust reference may be
+    /// live to those bytes.
+    pub unsafe fn read_at_raw(&self, dst: *mut u8, len: usize, offset: u64) -> usize {
+        let n = len.min(self.remaining_from(offset));
+        if n > 0 {
+            // SAFETY: offset + n <= self.len() (remaining_from), so the source lies in
+            // the live mapping; the caller vouches for dst. `copy` tolerates overlap.
+            unsafe { std::ptr::copy(self.mapping.as_ptr().add(offset as usize), dst, n) };
+        }
+        n
+    }
+
+    /// Copies `len` bytes from `src` to `offset`, all or nothing, through a shared
+    /// borrow, for callers that hold no Rust reference into the segment (the Python
+    /// binding). Overlap between `src` and the segment is allowed.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of `len` bytes, and no Rust reference may be
+    /// live to the segment's bytes `offset..offset + len` (views, slices): this
+    /// writes through `&self`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadOnly`] on a read-only segment; [`Error::OutOfBounds`] if the
+    /// range does not lie inside the segment. Nothing is written then.
+    pub unsafe fn write_all_at_raw(&self, src: *const u8, len: usize, offset: u64) -> Result<()> {
+        if !self.writable {
+            return Err(Error::ReadOnly { name: self.name.clone() });
+        }
+        if len > self.remaining_from(offset) {
+            return Err(self.out_of_bounds(offset, len));
+        }
+        if len > 0 {
+            // SAFETY: the range is inside the live, writable mapping (checked above);
+            // the caller vouches for src and for the absence of references. `copy`
+            // tolerates overlap.
+            unsafe { std::ptr::copy(src, self.mapping.as_ptr().add(offset as usize), len) };
+        }
+        Ok(())
+    }
+
+    /// Bytes from `offset` to the end of the segment (0 past the end).
+    fn remaining_from(&self, offset: u64) -> usize {
+        (self.len() as u64).saturating_sub(offset) as usize
+    }
+
+    pub(crate) fn out_of_bounds(&self, offset: u64, len: usize) -> Error {
+        Error::OutOfBounds {
+            name: self.name.clone(),
+            offset,
+            len: len as u64,
+            size: self.len() as u64,
+        }
+    }
+
+    pub(crate) fn mapping_ptr(&self) -> *mut u8 {
+        self.mapping.as_ptr()
+    }
+}
+
+impl Read for SharedMemory {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for SharedMemory {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.write_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    /// Nothing to flush: writes land in shared memory directly.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for SharedMemory {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let (base, delta) = match pos {
+            SeekFrom::Start(n) => {
+                self.pos = n;
+                return Ok(n);
+            }
+            SeekFrom::End(d) => (self.len() as u64, d),
+            SeekFrom::Current(d) => (self.pos, d),
+        };
+        match base.checked_add_signed(delta) {
+            Some(n) => {
+                self.pos = n;
+                Ok(n)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "invalid seek in segment {:?}: to a negative or overflowing position",
+                    self.name
+                ),
+            )),
+        }
+    }
+
+    fn stream_position(&mut self) -> io::Result<u64> {
+        Ok(self.pos)
+    }
+}
+
+impl fmt::Debug for SharedMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMemory")
+            .field("name", &self.name)
+            .field("len", &self.len())
+            .field("writable", &self.writable)
+            .field("unlink_on_drop", &self.unlink_on_drop)
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+impl Drop for SharedMemory {
+    /// Unmaps (by dropping the mapping) and unlinks the name if owned; never panics.
+    fn drop(&mut self) {
+        if self.unlink_on_drop {
+            let _ = sys::unlink(&self.name);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Named file mappings backed by the paging file, for Windows.
+//!
+//! Names are used without their leading `/` and live in the session's namespace,
+//! which is what Python's `multiprocessing.shared_memory` does, so segments open
+//! across the two. A mapping lives while any process holds a handle or a view:
+//! there is no unlink and no persistence past the last user.
+
+use std::io;
+use std::ptr::NonNull;
+
+use windows_sys::Win32::Foundation::{
+    CloseHandle, ERROR_ALREADY_EXISTS, GetLastError, HANDLE, INVALID_HANDLE_VALUE,
+};
+use windows_sys::Win32::System::Memory::{
+    CreateFileMappingW, FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION,
+    MEMORY_MAPPED_VIEW_ADDRESS, MapViewOfFile, OpenFileMappingW, PAGE_READWRITE, SEC_COMMIT,
+    UnmapViewOfFile, VirtualQuery,
+};
+
+/// Kernel object names may be up to MAX_PATH characters.
+pub(crate) const MAX_NAME_LEN: usize = 255;
+/// A backslash would select another object namespace (`Global\...`).
+pub(crate) const FORBIDDEN_NAME_CHARS: &[char] = &['\\'];
+/// A named mapping disappears with its last handle; there is nothing to unlink.
+pub(crate) const CAN_UNLINK: bool = false;
+
+/// An open file-mapping object.
+pub(crate) struct Handle(HANDLE);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: self.0 is a valid handle owned by this value, closed only here.
+        unsafe { CloseHandle(self.0) };
+    }
+}
+
+fn wide(name: &str) -> Vec<u16> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    bare.encode_utf16().chain(std::iter::once(0)).collect()
+}
+
+pub(crate) fn create(name: &str, size: usize, _mode: u32, _reserve: bool) -> io::Result<Handle> {
+    let wname = wide(name);
+    let size = size as u64;
+    // SAFETY: wname is NUL-terminated UTF-16 that outlives the call; a null security
+    // descriptor means the default one. SEC_COMMIT charges the whole size against the
+    // commit limit now, so a lack of memory fails here rather than at first touch.
+    let h = unsafe {
+        CreateFileMappingW(
+            INVALID_HANDLE_VALUE,
+            std::ptr::null(),
+            PAGE_READWRITE | SEC_COMMIT,
+            (size >> 32) as u32,
+            size as u32,
+            wname.as_ptr(),
+        )
+    };
+    if h.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: reads this thread's last-error value, set by CreateFileMappingW above.
+    if unsafe { GetLastError() } == ERROR_ALREADY_EXISTS {
+        drop(Handle(h));
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
+    Ok(Handle(h))
+}
+
+pub(crate) fn open(name: &str, writable: bool) -> io::Result<(Handle, u64)> {
+    let wname = wide(name);
+    let access = if writable { FILE_MAP_READ | FILE_MAP_WRITE } else { FILE_MAP_READ };
+    // SAFETY: wname is NUL-terminated UTF-16 that outlives the call.
+    let h = unsafe { OpenFileMappingW(access, 0, wname.as_ptr()) };
+    if h.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let handle = Handle(h);
+    let size = query_size(&handle)?;
+    Ok((handle, size))
+}
+
+/// The size of a mapping object, read from a temporary view of the whole of it.
+fn query_size(handle: &Handle) -> io::Result<u64> {
+    // SAFETY: a read-only view of the whole object at an address of the system's choice.
+    let view = unsafe { MapViewOfFile(handle.0, FILE_MAP_READ, 0, 0, 0) };
+    if view.Value.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: all-zero is a valid MEMORY_BASIC_INFORMATION (integers and pointers).
+    let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: view.Value is the base of the live view made above; info is writable and
+    // of the size passed.
+    let written = unsafe {
+        VirtualQuery(view.Value, &mut info, std::mem::size_of::<MEMORY_BASIC_INFORMATION>())
+    };
+    let result =
+        if written == 0 { Err(io::Error::last_os_error()) } else { Ok(info.RegionSize as u64) };
+    // SAFETY: unmaps the view made above, which nothing else refers to.
+    unsafe { UnmapViewOfFile(view) };
+    result
+}
+
+pub(crate) fn unlink(_name: &str) -> io::Result<()> {
+    Ok(())
+}
+
+pub(crate) fn free_space() -> Option<u64> {
+    None
+}
+
+/// A view of a mapping in this process; unmapped on drop.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Mapping is a range of shared memory owned by this value alone; moving it
+// to or sharing it with another thread is no different from doing so with a Box<[u8]>.
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send; &Mapping exposes only the pointer and length.
+unsafe impl Sync for Mapping {}
+
+pub(crate) fn map(
+    handle: &Handle,
+    len: usize,
+    writable: bool,
+    _populate: bool,
+) -> io::Result<Mapping> {
+    let access = if writable { FILE_MAP_READ | FILE_MAP_WRITE } else { FILE_MAP_READ };
+    // SAFETY: a fresh view at an address of the system's choosing, of at most the
+    // object's size (checked by the segment layer).
+    let view = unsafe { MapViewOfFile(handle.0, access, 0, 0, len) };
+    let ptr = NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+    Ok(Mapping { ptr, len })
+}
+
+impl Mapping {
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Unmaps now and reports the error; the drop that follows does nothing.
+    pub(crate) fn unmap(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.len) == 0 {
+            return Ok(());
+        }
+        let view = MEMORY_MAPPED_VIEW_ADDRESS { Value: self.ptr.as_ptr().cast() };
+        // SAFETY: the view is live (len was non-zero and is now zeroed, so this runs
+        // once) and no reference into it outlives `&mut self`.
+        if unsafe { UnmapViewOfFile(view) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let _ = self.unmap();
+    }
+}

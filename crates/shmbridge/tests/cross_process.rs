@@ -1,0 +1,105 @@
+//! Two real processes share a segment: this test binary re-runs itself as the
+//! child, which opens the segment the parent created, checks what the parent wrote,
+//! writes an answer, and exits; the parent waits for the child's exit (with a
+//! deadline) and checks the answer. `harness = false`, so the child needs no
+//! dummy test: `main` decides which side it is.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use shmbridge::SharedMemory;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("child") {
+        child(&args[2], &args[3]);
+        return;
+    }
+    let tests: &[(&str, fn())] = &[
+        ("bytes_both_ways", bytes_both_ways),
+        ("typed_slices_both_ways", typed_slices_both_ways),
+        ("child_creates_parent_opens", child_creates_parent_opens),
+    ];
+    for (name, test) in tests {
+        test();
+        println!("test {name} ... ok");
+    }
+    println!("\n{} passed, 0 failed", tests.len());
+}
+
+fn spawn(scenario: &str, name: &str) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["child", scenario, name])
+        .spawn()
+        .expect("re-run this test binary as the child")
+}
+
+/// Waits for the child's exit, polling with a deadline; a hung child is killed and
+/// fails the test instead of hanging it.
+fn wait(mut child: Child) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("child did not finish within {DEADLINE:?}");
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn child(scenario: &str, name: &str) {
+    match scenario {
+        "bytes" => {
+            let mut shm = SharedMemory::open(name).unwrap();
+            let mut got = [0u8; 15];
+            shm.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"Hello from Rust");
+            shm.write_all_at(b"Hello from the child", 0).unwrap();
+        }
+        "typed" => {
+            let mut shm = SharedMemory::open(name).unwrap();
+            let v = shm.view_from_mut::<f64>(0).unwrap();
+            assert_eq!(v[1000], 1000.0);
+            v.iter_mut().for_each(|x| *x *= 2.0);
+        }
+        "create" => {
+            let mut shm = SharedMemory::options().persist(true).create(name, 4096).unwrap();
+            shm.write_all(b"made by the child").unwrap();
+        }
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+fn bytes_both_ways() {
+    let mut shm = SharedMemory::create_unique("xp_bytes", 1 << 20).unwrap();
+    shm.write_all(b"Hello from Rust").unwrap();
+    assert!(wait(spawn("bytes", shm.name())).success());
+    let mut answer = [0u8; 20];
+    shm.read_exact_at(&mut answer, 0).unwrap();
+    assert_eq!(&answer, b"Hello from the child");
+}
+
+fn typed_slices_both_ways() {
+    let mut shm = SharedMemory::create_unique("xp_typed", 8 * 4096).unwrap();
+    for (i, x) in shm.view_from_mut::<f64>(0).unwrap().iter_mut().enumerate() {
+        *x = i as f64;
+    }
+    assert!(wait(spawn("typed", shm.name())).success());
+    let v = shm.view_from::<f64>(0).unwrap();
+    assert!(v.iter().enumerate().all(|(i, &x)| x == 2.0 * i as f64));
+}
+
+fn child_creates_parent_opens() {
+    let name = shmbridge::unique_name("xp_create").unwrap();
+    assert!(wait(spawn("create", &name)).success());
+    let mut shm = SharedMemory::open(&name).unwrap();
+    assert_eq!(shm.len(), 4096);
+    assert_eq!(&shm.as_slice()[..17], b"made by the child");
+    shm.unlink().unwrap();
+}
