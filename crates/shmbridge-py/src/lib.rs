@@ -1,1 +1,35 @@
+//! `shmbridge._native`: the Python face of the shmbridge core.
+//!
+//! Thin by design: it converts arguments and errors, exports the mapping through
+//! the buffer protocol, and releases the GIL around large copies. Every check and
+//! layout lives in the core crate.
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod errors;
+mod segment;
+
+use pyo3::prelude::*;
+
+/// A fresh segment name of the form `/<prefix>_<pid>_<random>`.
+#[pyfunction]
+#[pyo3(signature = (prefix = "shmbridge"))]
+fn unique_name(prefix: &str) -> PyResult<String> {
+    shmbridge::unique_name(prefix).map_err(errors::to_py)
+}
+
+/// Removes a segment's name; processes that have it mapped keep their mapping.
+#[pyfunction]
+fn unlink(name: &str) -> PyResult<()> {
+    shmbridge::unlink(name).map_err(errors::to_py)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<segment::SharedMemory>()?;
+    m.add_function(wrap_pyfunction!(unique_name, m)?)?;
+    m.add_function(wrap_pyfunction!(unlink, m)?)?;
+    m.add("MAX_NAME_LEN", shmbridge::max_name_len())?;
+    m.add("__all__", ["MAX_NAME_LEN", "SharedMemory", "unique_name", "unlink"])?;
+    Ok(())
+}

@@ -38,7 +38,7 @@ mod view;
 pub use error::{Error, Result};
 pub use name::{canonical_name, max_name_len, unique_name};
 pub use options::SharedMemoryOptions;
-pub use segment::SharedMemory;
+pub use segment::{SharedMemory, unlink};
 
 /// Re-exported so callers can name the trait bound of typed views (and derive it)
 /// without adding the dependency themselves.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::error::{Error, Result};
-use crate::name::unique_name;
+use crate::name::{canonical_name, unique_name};
 use crate::options::SharedMemoryOptions;
 use crate::sys;
 
@@ -176,7 +176,7 @@ impl SharedMemory {
     /// [`Error::NotFound`] if the name is already gone.
     pub fn unlink(&mut self) -> Result<()> {
         self.unlink_on_drop = false;
-        sys::unlink(&self.name).map_err(|e| Error::from_os(&self.name, "shm_unlink", e))
+        unlink(&self.name)
     }
 
     /// Unmaps the segment, and unlinks its name if this value owns it, reporting
@@ -318,6 +318,31 @@ impl SharedMemory {
     pub(crate) fn mapping_ptr(&self) -> *mut u8 {
         self.mapping.as_ptr()
     }
+}
+
+/// Removes the name of a segment; processes that have it mapped keep it until they
+/// close it.
+///
+/// For cleaning up segments left by others (a crashed creator, a persisting
+/// segment). A no-op on Windows, where names go away with their last user.
+///
+/// # Errors
+///
+/// [`Error::InvalidName`] for a malformed name, [`Error::NotFound`] if no segment
+/// has it, [`Error::PermissionDenied`] if it belongs to someone else.
+///
+/// # Example
+///
+/// ```
+/// let name = shmbridge::unique_name("doc_unlink")?;
+/// shmbridge::SharedMemory::options().persist(true).create(&name, 64)?;
+/// shmbridge::unlink(&name)?;
+/// assert!(shmbridge::SharedMemory::open(&name).is_err());
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
+pub fn unlink(name: &str) -> Result<()> {
+    let name = canonical_name(name)?;
+    sys::unlink(&name).map_err(|e| Error::from_os(&name, "shm_unlink", e))
 }
 
 impl Read for SharedMemory {

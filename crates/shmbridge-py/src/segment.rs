@@ -1,0 +1,551 @@
+//! `shmbridge.SharedMemory`: the Python class over the core `SharedMemory`.
+//!
+//! The core segment lives in an `Arc`. The Python object holds one reference until
+//! `close()`, and every exported buffer (memoryview, NumPy array) holds its own, so
+//! the memory stays mapped until the last of them goes: `close()` with live views
+//! succeeds, the views keep working, and the unmap follows the last release.
+//!
+//! This module never creates a Rust reference into the mapping (Python code may
+//! write through exported buffers at any time); it copies through raw pointers
+//! only, with the core's bounds checks.
+
+use std::ffi::{c_int, c_void};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::{PyBufferError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyMemoryView, PyType};
+
+use crate::errors::{closed, to_py};
+
+type Segment = shmbridge::SharedMemory;
+
+/// Copies at least this large release the GIL (other threads run meanwhile); below
+/// it the release costs more than it frees.
+const DETACH_AT: usize = 1 << 20;
+
+/// A shared-memory segment: a named block of memory that several processes map.
+///
+/// Opens an existing segment by default (`SharedMemory("/my_data")`); with
+/// `create=True` makes a new one. See the package docstring for the full story.
+#[pyclass(module = "shmbridge", name = "SharedMemory", frozen, weakref)]
+pub(crate) struct SharedMemory {
+    name: String,
+    size: usize,
+    readonly: bool,
+    /// Set for the creator unless `persist=True`: close (or collection) unlinks.
+    unlink_on_close: AtomicBool,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// `None` once closed.
+    segment: Option<Arc<Segment>>,
+    pos: u64,
+}
+
+impl SharedMemory {
+    fn wrap(segment: Segment, unlink_on_close: bool) -> Self {
+        Self {
+            name: segment.name().to_owned(),
+            size: segment.len(),
+            readonly: !segment.is_writable(),
+            unlink_on_close: AtomicBool::new(unlink_on_close),
+            state: Mutex::new(State { segment: Some(Arc::new(segment)), pos: 0 }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic cannot happen while the lock is held (no code there can panic), but
+        // if it ever did, the state is still consistent: recover it.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The open segment and the cursor. The lock is not held afterwards: nothing
+    /// that may call back into Python (allocation can run finalizers) runs under it.
+    fn current(&self) -> PyResult<(Arc<Segment>, u64)> {
+        let state = self.state();
+        match &state.segment {
+            Some(segment) => Ok((Arc::clone(segment), state.pos)),
+            None => Err(closed(&self.name)),
+        }
+    }
+
+    fn set_pos(&self, pos: u64) {
+        self.state().pos = pos;
+    }
+
+    fn open_segment(
+        name: &str,
+        min_size: Option<i64>,
+        readonly: bool,
+        populate: bool,
+    ) -> PyResult<Self> {
+        let min_size = match min_size {
+            None => 0,
+            Some(n) => non_negative(n, "size")? as usize,
+        };
+        let segment = Segment::options()
+            .read_only(readonly)
+            .populate(populate)
+            .min_size(min_size)
+            .open(name)
+            .map_err(to_py)?;
+        Ok(Self::wrap(segment, false))
+    }
+
+    fn create_segment(
+        name: &str,
+        size: Option<i64>,
+        mode: u32,
+        persist: bool,
+        replace: bool,
+        populate: bool,
+    ) -> PyResult<Self> {
+        let Some(size) = size else {
+            return Err(PyValueError::new_err(format!(
+                "creating segment {name:?} needs a size in bytes"
+            )));
+        };
+        let size = non_negative(size, "size")?;
+        let size = usize::try_from(size)
+            .map_err(|_| PyValueError::new_err(format!("size {size} is too large")))?;
+        // The core never unlinks here: this object does, at close(), so that the name
+        // goes away when the user says, not when the last NumPy view is collected.
+        let segment = Segment::options()
+            .mode(mode)
+            .replace(replace)
+            .populate(populate)
+            .persist(true)
+            .create(name, size)
+            .map_err(to_py)?;
+        Ok(Self::wrap(segment, !persist))
+    }
+}
+
+fn non_negative(value: i64, what: &str) -> PyResult<u64> {
+    u64::try_from(value)
+        .map_err(|_| PyValueError::new_err(format!("{what} must not be negative, got {value}")))
+}
+
+/// A raw pointer that may cross into a GIL-free section.
+struct SendPtr<T>(T);
+// SAFETY: only used to carry a buffer pointer into `py.detach` for the duration of
+// one copy, while the Python buffer export that owns the memory is held alive by the
+// calling frame; the pointer is never used after that frame returns.
+unsafe impl<T> Send for SendPtr<T> {}
+
+/// A contiguous view of any bytes-like object, as (pointer, length), held alive by
+/// `_export` (or borrowed from an immutable `bytes` object).
+struct InputBytes {
+    ptr: *const u8,
+    len: usize,
+    _export: Option<PyUntypedBuffer>,
+}
+
+impl InputBytes {
+    fn get(data: &Bound<'_, PyAny>, writable: bool) -> PyResult<Self> {
+        if !writable && let Ok(bytes) = data.cast::<PyBytes>() {
+            let slice = bytes.as_bytes();
+            return Ok(Self { ptr: slice.as_ptr(), len: slice.len(), _export: None });
+        }
+        let export = PyUntypedBuffer::get(data)?;
+        if !export.is_c_contiguous() {
+            return Err(PyBufferError::new_err("a C-contiguous buffer is required"));
+        }
+        if writable && export.readonly() {
+            return Err(PyTypeError::new_err(
+                "readinto() argument must be a writable bytes-like object",
+            ));
+        }
+        Ok(Self { ptr: export.buf_ptr().cast(), len: export.len_bytes(), _export: Some(export) })
+    }
+}
+
+/// Copies `count` bytes at `offset` into a new `bytes` object.
+fn read_bytes<'py>(
+    py: Python<'py>,
+    segment: &Segment,
+    offset: u64,
+    count: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, count, |buf| {
+        if count >= DETACH_AT {
+            py.detach(|| segment.read_at(buf, offset))?;
+        } else {
+            segment.read_at(buf, offset)?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes all of `data` at `offset` or nothing.
+fn write_all(py: Python<'_>, segment: &Segment, data: &InputBytes, offset: u64) -> PyResult<()> {
+    let len = data.len;
+    let copy = |src: SendPtr<*const u8>| {
+        // SAFETY: src points to `len` readable bytes, kept alive by `data` (a held
+        // buffer export, or an immutable bytes object) for this whole call. This module
+        // never holds a Rust reference into the segment, and the copy tolerates overlap
+        // when the source is itself a view of the segment.
+        unsafe { segment.write_all_at_raw(src.0, len, offset) }
+    };
+    let src = SendPtr(data.ptr);
+    let result = if len >= DETACH_AT { py.detach(|| copy(src)) } else { copy(src) };
+    result.map_err(to_py)
+}
+
+#[pymethods]
+impl SharedMemory {
+    #[new]
+    #[pyo3(signature = (name, size = None, *, create = false, mode = 0o600, persist = false,
+                        readonly = false, replace = false, populate = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: &str,
+        size: Option<i64>,
+        create: bool,
+        mode: u32,
+        persist: bool,
+        readonly: bool,
+        replace: bool,
+        populate: bool,
+    ) -> PyResult<Self> {
+        if create {
+            if readonly {
+                return Err(PyValueError::new_err(
+                    "readonly=True applies to opening; a created segment is writable",
+                ));
+            }
+            Self::create_segment(name, size, mode, persist, replace, populate)
+        } else {
+            Self::open_segment(name, size, readonly, populate)
+        }
+    }
+
+    /// Creates a new segment of `size` bytes (see the class docstring).
+    #[classmethod]
+    #[pyo3(signature = (name, size, *, mode = 0o600, persist = false, replace = false, populate = false))]
+    fn create(
+        _cls: &Bound<'_, PyType>,
+        name: &str,
+        size: i64,
+        mode: u32,
+        persist: bool,
+        replace: bool,
+        populate: bool,
+    ) -> PyResult<Self> {
+        Self::create_segment(name, Some(size), mode, persist, replace, populate)
+    }
+
+    /// Opens an existing segment (see the class docstring).
+    #[classmethod]
+    #[pyo3(signature = (name, size = None, *, readonly = false, populate = false))]
+    fn open(
+        _cls: &Bound<'_, PyType>,
+        name: &str,
+        size: Option<i64>,
+        readonly: bool,
+        populate: bool,
+    ) -> PyResult<Self> {
+        Self::open_segment(name, size, readonly, populate)
+    }
+
+    /// The segment's name, with its leading "/".
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The segment's size in bytes.
+    #[getter]
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn __len__(&self) -> usize {
+        self.size
+    }
+
+    /// True once close() has been called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.state().segment.is_none()
+    }
+
+    /// True if the segment was opened read-only.
+    #[getter]
+    fn readonly(&self) -> bool {
+        self.readonly
+    }
+
+    /// Whether close() will unlink the name (the creator, unless persist=True).
+    #[getter]
+    fn unlinks_on_close(&self) -> bool {
+        self.unlink_on_close.load(Ordering::Relaxed)
+    }
+
+    /// A writable memoryview of the whole segment (zero-copy).
+    #[getter]
+    fn buffer<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyMemoryView>> {
+        slf.get().current()?;
+        PyMemoryView::from(slf.as_any())
+    }
+
+    /// Alias of `buffer`, as in `multiprocessing.shared_memory`.
+    #[getter]
+    fn buf<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyMemoryView>> {
+        Self::buffer(slf)
+    }
+
+    /// Reads up to n bytes at the cursor (all the rest if n is negative).
+    #[pyo3(signature = (n = -1), text_signature = "(self, n=-1)")]
+    fn read<'py>(&self, py: Python<'py>, n: i64) -> PyResult<Bound<'py, PyBytes>> {
+        let (segment, pos) = self.current()?;
+        let available = (segment.len() as u64).saturating_sub(pos);
+        let count = if n < 0 { available } else { available.min(n as u64) } as usize;
+        let bytes = read_bytes(py, &segment, pos, count)?;
+        self.set_pos(pos + count as u64);
+        Ok(bytes)
+    }
+
+    /// Reads into a writable bytes-like object at the cursor; returns the count.
+    fn readinto(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let (segment, pos) = self.current()?;
+        let dst = InputBytes::get(b, true)?;
+        let len = dst.len;
+        let read = |dst_ptr: SendPtr<*mut u8>| {
+            // SAFETY: dst_ptr points to `len` writable bytes of an export held by `dst`
+            // for this whole call; this module holds no Rust reference to them, and
+            // overlap with the segment is tolerated.
+            unsafe { segment.read_at_raw(dst_ptr.0, len, pos) }
+        };
+        let ptr = SendPtr(dst.ptr.cast_mut());
+        let n = if len >= DETACH_AT { py.detach(|| read(ptr)) } else { read(ptr) };
+        self.set_pos(pos + n as u64);
+        Ok(n)
+    }
+
+    /// Writes all of a bytes-like object at the cursor, or raises ValueError and
+    /// writes nothing if it does not fit.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let (segment, pos) = self.current()?;
+        let data = InputBytes::get(data, false)?;
+        write_all(py, &segment, &data, pos)?;
+        self.set_pos(pos + data.len as u64);
+        Ok(data.len)
+    }
+
+    /// Moves the cursor: whence 0 from the start, 1 from the cursor, 2 from the
+    /// end. Positions past the end are allowed; negative ones are a ValueError.
+    #[pyo3(signature = (offset, whence = 0))]
+    fn seek(&self, offset: i64, whence: i32) -> PyResult<u64> {
+        let (segment, pos) = self.current()?;
+        let base = match whence {
+            0 => 0,
+            1 => pos,
+            2 => segment.len() as u64,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "invalid whence ({whence}, should be 0, 1 or 2)"
+                )));
+            }
+        };
+        let new = base.checked_add_signed(offset).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "cannot seek to {base} {} {} in segment {:?}: negative or overflowing position",
+                if offset < 0 { '-' } else { '+' },
+                offset.unsigned_abs(),
+                self.name
+            ))
+        })?;
+        self.set_pos(new);
+        Ok(new)
+    }
+
+    /// The cursor's position.
+    fn tell(&self) -> PyResult<u64> {
+        Ok(self.current()?.1)
+    }
+
+    /// Reads up to n bytes at offset, without moving the cursor.
+    fn read_at<'py>(&self, py: Python<'py>, n: i64, offset: i64) -> PyResult<Bound<'py, PyBytes>> {
+        let (segment, _) = self.current()?;
+        let n = non_negative(n, "n")?;
+        let offset = non_negative(offset, "offset")?;
+        let count = n.min((segment.len() as u64).saturating_sub(offset)) as usize;
+        read_bytes(py, &segment, offset, count)
+    }
+
+    /// Writes all of data at offset without moving the cursor, or raises
+    /// ValueError and writes nothing if it does not fit.
+    fn write_at(&self, py: Python<'_>, data: &Bound<'_, PyAny>, offset: i64) -> PyResult<usize> {
+        let (segment, _) = self.current()?;
+        let offset = non_negative(offset, "offset")?;
+        let data = InputBytes::get(data, false)?;
+        write_all(py, &segment, &data, offset)?;
+        Ok(data.len)
+    }
+
+    /// A typed memoryview of `count` items of struct format `format` at byte
+    /// `offset` (as many as fit if count is None).
+    #[pyo3(signature = (format, offset = 0, count = None))]
+    fn view<'py>(
+        slf: &Bound<'py, Self>,
+        format: &str,
+        offset: i64,
+        count: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let py = slf.py();
+        this.current()?;
+        let itemsize: usize =
+            py.import("struct")?.call_method1("calcsize", (format,))?.extract()?;
+        let offset = non_negative(offset, "offset")?;
+        let size = this.size as u64;
+        if offset > size {
+            return Err(PyValueError::new_err(format!(
+                "offset {offset} is past the end of segment {:?} of {size} bytes",
+                this.name
+            )));
+        }
+        let count = match count {
+            Some(c) => non_negative(c, "count")?,
+            None => (size - offset) / itemsize as u64,
+        };
+        let end = count.checked_mul(itemsize as u64).and_then(|len| len.checked_add(offset));
+        if end.is_none_or(|end| end > size) {
+            return Err(PyValueError::new_err(format!(
+                "{count} items of format {format:?} at offset {offset} do not fit in segment \
+                 {:?} of {size} bytes",
+                this.name
+            )));
+        }
+        // Native struct formats are aligned to their size; the mapping starts on a page.
+        if offset % itemsize as u64 != 0 {
+            return Err(PyValueError::new_err(format!(
+                "offset {offset} in segment {:?} is not aligned for format {format:?} \
+                 (alignment {itemsize}): use a multiple of {itemsize}",
+                this.name
+            )));
+        }
+        let whole = Self::buffer(slf)?;
+        let part = whole.get_item(pyo3::types::PySlice::new(
+            py,
+            offset as isize,
+            end.unwrap_or(offset) as isize,
+            1,
+        ))?;
+        part.call_method1("cast", (format,))
+    }
+
+    /// Unmaps the segment from this process, and unlinks its name if this object
+    /// created it (unless persist=True). Exported views stay valid: the memory is
+    /// unmapped when the last of them is released. Calling close() again does nothing.
+    fn close(&self) -> PyResult<()> {
+        let segment = self.state().segment.take();
+        drop(segment);
+        if self.unlink_on_close.swap(false, Ordering::Relaxed) {
+            match shmbridge::unlink(&self.name) {
+                Err(shmbridge::Error::NotFound { .. }) | Ok(()) => {}
+                Err(e) => return Err(to_py(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the segment's name now (anyone may); mappings stay valid.
+    fn unlink(&self) -> PyResult<()> {
+        self.unlink_on_close.store(false, Ordering::Relaxed);
+        shmbridge::unlink(&self.name).map_err(to_py)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _t: &Bound<'_, PyAny>,
+        _v: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        self.close()?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let status = if self.closed() { ", closed" } else { "" };
+        let access = if self.readonly { ", readonly" } else { "" };
+        format!("<shmbridge.SharedMemory name={:?} size={}{access}{status}>", self.name, self.size)
+    }
+
+    /// Exports the whole mapping; the export holds its own reference to it.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("Py_buffer pointer is null"));
+        }
+        // SAFETY: view is non-null and points to a Py_buffer the caller owns; clearing
+        // obj first means a failed export leaves nothing for the caller to release.
+        unsafe { (*view).obj = ptr::null_mut() };
+        let (segment, _) = slf.get().current()?;
+        if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE && !segment.is_writable() {
+            return Err(PyBufferError::new_err(format!(
+                "segment {:?} was opened read-only; its buffer is not writable",
+                segment.name()
+            )));
+        }
+        // SAFETY: view is valid (above). buf/len describe the live mapping, which the
+        // Arc stored in `internal` keeps mapped until __releasebuffer__; format points
+        // to a static C string; shape and strides point into the view itself, which
+        // the consumer keeps in place while the export lives, as the protocol says.
+        unsafe {
+            (*view).buf = segment.as_mut_ptr().cast::<c_void>();
+            (*view).len = segment.len() as ffi::Py_ssize_t;
+            (*view).readonly = c_int::from(!segment.is_writable());
+            (*view).itemsize = 1;
+            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
+                c"B".as_ptr().cast_mut()
+            } else {
+                ptr::null_mut()
+            };
+            (*view).ndim = 1;
+            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
+                &raw mut (*view).len
+            } else {
+                ptr::null_mut()
+            };
+            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
+                &raw mut (*view).itemsize
+            } else {
+                ptr::null_mut()
+            };
+            (*view).suboffsets = ptr::null_mut();
+            (*view).internal = Box::into_raw(Box::new(segment)).cast::<c_void>();
+            (*view).obj = slf.into_any().into_ptr();
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, view: *mut ffi::Py_buffer) {
+        // SAFETY: Python calls this once per successful __getbuffer__ with the same
+        // view, whose `internal` holds the Box<Arc<Segment>> made there.
+        drop(unsafe { Box::from_raw((*view).internal.cast::<Arc<Segment>>()) });
+    }
+}
+
+impl Drop for SharedMemory {
+    /// A creator collected without close() still releases its name; never panics.
+    fn drop(&mut self) {
+        if *self.unlink_on_close.get_mut() {
+            let _ = shmbridge::unlink(&self.name);
+        }
+    }
+}

@@ -1,0 +1,29 @@
+"""Zero-copy shared memory between Rust and Python processes.
+
+A :class:`SharedMemory` is a named segment of memory that several processes map at
+once: what one writes, the others see, with no copy. The Rust crate ``shmbridge``
+opens the same segments through the same code, and segments are raw bytes, so
+Python's own :mod:`multiprocessing.shared_memory` interoperates too (a name given
+without its leading ``/`` means the same segment).
+
+>>> from shmbridge import SharedMemory, unique_name
+>>> with SharedMemory(unique_name("doc"), 1024, create=True) as shm:
+...     shm.write(b"Hello from Python!")
+...     peer = SharedMemory(shm.name)      # another process would do the same
+...     peer.read(18)
+18
+b'Hello from Python!'
+
+Errors are the built-in exceptions: ``FileNotFoundError`` (no such segment),
+``FileExistsError`` (create of a taken name), ``PermissionError``, ``ValueError``
+(bad name, size, offset, or use after ``close()``), ``TypeError`` (writing a
+read-only segment), ``OSError`` with ``errno.ENOSPC`` (not enough shared memory).
+
+``close()`` never invalidates views: memoryviews and NumPy arrays made from the
+segment keep working after it, and the memory is unmapped when the last of them is
+released. The creator's ``close()`` unlinks the name (unless ``persist=True``).
+"""
+
+from shmbridge._native import MAX_NAME_LEN, SharedMemory, unique_name, unlink
+
+__all__ = ["MAX_NAME_LEN", "SharedMemory", "unique_name", "unlink"]

@@ -1,0 +1,130 @@
+"""Type stubs for the native extension ``shmbridge._native``."""
+
+from types import TracebackType
+from typing import final
+
+from typing_extensions import Buffer, Self
+
+__all__ = ["MAX_NAME_LEN", "SharedMemory", "unique_name", "unlink"]
+
+MAX_NAME_LEN: int
+"""The longest segment name this platform accepts, in bytes, with its leading "/"."""
+
+def unique_name(prefix: str = "shmbridge") -> str:
+    """A fresh segment name of the form ``/<prefix>_<pid>_<random>``.
+
+    Raises ValueError if the prefix holds characters a name cannot, or is too long.
+    """
+
+def unlink(name: str) -> None:
+    """Remove a segment's name; processes that have it mapped keep their mapping.
+
+    Raises FileNotFoundError if no segment has that name.
+    """
+
+@final
+class SharedMemory:
+    """A named shared-memory segment mapped into this process.
+
+    ``SharedMemory(name, size=None)`` opens an existing segment; ``size``, if given,
+    is the least the caller expects (a smaller segment is a ValueError; opening never
+    resizes). ``SharedMemory(name, size, create=True)`` creates one, exclusively
+    (FileExistsError if the name is taken, unless ``replace=True``), zero-filled,
+    with permissions ``mode`` (default 0o600, owner only). The creator unlinks the
+    name at ``close()`` unless ``persist=True``. ``readonly=True`` maps an opened
+    segment read-only; ``populate=True`` faults all pages in up front (Linux).
+
+    The object supports the buffer protocol: ``memoryview(shm)``, ``shm.buffer``
+    and ``np.frombuffer(shm.buffer, dtype=...)`` are zero-copy views that every
+    process mapping the segment sees. Views stay valid after ``close()``.
+
+    The cursor methods (``read``, ``write``, ``seek``, ``tell``, ``readinto``)
+    behave like a file of fixed size: reads at the end are short, then empty;
+    a write that does not fit raises ValueError and writes nothing; seeking past the
+    end is allowed, before the start is a ValueError.
+    """
+
+    def __new__(
+        cls,
+        name: str,
+        size: int | None = None,
+        *,
+        create: bool = False,
+        mode: int = 0o600,
+        persist: bool = False,
+        readonly: bool = False,
+        replace: bool = False,
+        populate: bool = False,
+    ) -> Self: ...
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        size: int,
+        *,
+        mode: int = 0o600,
+        persist: bool = False,
+        replace: bool = False,
+        populate: bool = False,
+    ) -> Self:
+        """Create a new segment of ``size`` bytes (same as ``create=True``)."""
+    @classmethod
+    def open(
+        cls, name: str, size: int | None = None, *, readonly: bool = False, populate: bool = False
+    ) -> Self:
+        """Open an existing segment (same as the constructor without ``create``)."""
+    @property
+    def name(self) -> str:
+        """The segment's name, with its leading "/"."""
+    @property
+    def size(self) -> int:
+        """The segment's size in bytes."""
+    @property
+    def closed(self) -> bool:
+        """True once close() has been called."""
+    @property
+    def readonly(self) -> bool:
+        """True if the segment was opened read-only."""
+    @property
+    def unlinks_on_close(self) -> bool:
+        """Whether close() will unlink the name (the creator, unless persist=True)."""
+    @property
+    def buffer(self) -> memoryview:
+        """A memoryview of the whole segment (zero-copy; writable unless read-only)."""
+    @property
+    def buf(self) -> memoryview:
+        """Alias of ``buffer``, as in ``multiprocessing.shared_memory``."""
+    def __len__(self) -> int: ...
+    def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes at the cursor (the rest of the segment if negative)."""
+    def readinto(self, b: Buffer) -> int:
+        """Read into a writable bytes-like object at the cursor; return the count."""
+    def write(self, data: Buffer) -> int:
+        """Write all of ``data`` at the cursor, or raise ValueError and write nothing."""
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Move the cursor (whence 0: start, 1: cursor, 2: end); return the position."""
+    def tell(self) -> int:
+        """The cursor's position."""
+    def read_at(self, n: int, offset: int) -> bytes:
+        """Read up to ``n`` bytes at ``offset`` without moving the cursor."""
+    def write_at(self, data: Buffer, offset: int) -> int:
+        """Write all of ``data`` at ``offset`` without moving the cursor, or raise ValueError."""
+    def view(self, format: str, offset: int = 0, count: int | None = None) -> memoryview:
+        """A typed memoryview of ``count`` items of struct format ``format`` (``"d"``,
+        ``"i"``, ...) at byte ``offset``; as many as fit if ``count`` is None.
+
+        Raises ValueError if the items do not fit or ``offset`` is misaligned.
+        """
+    def close(self) -> None:
+        """Unmap (once no view remains) and, for the creator, unlink the name."""
+    def unlink(self) -> None:
+        """Remove the segment's name now; mappings stay valid."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __release_buffer__(self, view: memoryview, /) -> None: ...
