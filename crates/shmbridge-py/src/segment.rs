@@ -65,18 +65,26 @@ impl SharedMemory {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The open segment and the cursor. The lock is not held afterwards: nothing
-    /// that may call back into Python (allocation can run finalizers) runs under it.
-    fn current(&self) -> PyResult<(Arc<Segment>, u64)> {
-        let state = self.state();
-        match &state.segment {
-            Some(segment) => Ok((Arc::clone(segment), state.pos)),
+    /// Runs `f` on the open segment and the cursor under the state lock, so that
+    /// a cursor operation reads and advances the cursor atomically.
+    ///
+    /// `f` must run no Python code, or a finalizer could re-enter this object and
+    /// deadlock. Allocating a `bytes` object and creating a (lazy) exception are fine:
+    /// bytes are not tracked by the garbage collector, so allocating one runs nothing.
+    /// Copies under the lock are small (below `DETACH_AT`): the GIL stays held.
+    fn locked<R>(&self, f: impl FnOnce(&Arc<Segment>, &mut u64) -> PyResult<R>) -> PyResult<R> {
+        let mut state = self.state();
+        let State { segment, pos } = &mut *state;
+        match segment {
+            Some(segment) => f(segment, pos),
             None => Err(closed(&self.name)),
         }
     }
 
-    fn set_pos(&self, pos: u64) {
-        self.state().pos = pos;
+    /// A reference to the open segment that outlives the lock, for large copies
+    /// (made with the GIL released) and buffer exports.
+    fn segment(&self) -> PyResult<Arc<Segment>> {
+        self.locked(|segment, _| Ok(Arc::clone(segment)))
     }
 
     fn open_segment(
@@ -164,6 +172,30 @@ impl InputBytes {
         }
         Ok(Self { ptr: export.buf_ptr().cast(), len: export.len_bytes(), _export: Some(export) })
     }
+}
+
+/// Bytes from `offset` to the end of the segment.
+fn remaining(segment: &Segment, offset: u64) -> u64 {
+    (segment.len() as u64).saturating_sub(offset)
+}
+
+/// Copies `count` bytes at `offset` into the buffer `dst` (count <= dst.len),
+/// releasing the GIL for large copies.
+fn read_into(
+    py: Python<'_>,
+    segment: &Segment,
+    dst: &InputBytes,
+    offset: u64,
+    count: usize,
+) -> usize {
+    let read = |dst_ptr: SendPtr<*mut u8>| {
+        // SAFETY: dst_ptr points to at least `count` writable bytes of an export held
+        // by `dst` for this whole call; this module holds no Rust reference to them,
+        // and overlap with the segment is tolerated.
+        unsafe { segment.read_at_raw(dst_ptr.0, count, offset) }
+    };
+    let ptr = SendPtr(dst.ptr.cast_mut());
+    if count >= DETACH_AT { py.detach(|| read(ptr)) } else { read(ptr) }
 }
 
 /// Copies `count` bytes at `offset` into a new `bytes` object.
@@ -291,7 +323,7 @@ impl SharedMemory {
     /// A writable memoryview of the whole segment (zero-copy).
     #[getter]
     fn buffer<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyMemoryView>> {
-        slf.get().current()?;
+        slf.get().segment()?;
         PyMemoryView::from(slf.as_any())
     }
 
@@ -304,38 +336,59 @@ impl SharedMemory {
     /// Reads up to n bytes at the cursor (all the rest if n is negative).
     #[pyo3(signature = (n = -1), text_signature = "(self, n=-1)")]
     fn read<'py>(&self, py: Python<'py>, n: i64) -> PyResult<Bound<'py, PyBytes>> {
-        let (segment, pos) = self.current()?;
-        let available = (segment.len() as u64).saturating_sub(pos);
-        let count = if n < 0 { available } else { available.min(n as u64) } as usize;
-        let bytes = read_bytes(py, &segment, pos, count)?;
-        self.set_pos(pos + count as u64);
-        Ok(bytes)
+        let wanted = u64::try_from(n).unwrap_or(u64::MAX);
+        let claim = |segment: &Arc<Segment>, pos: &mut u64| {
+            let start = *pos;
+            let count = remaining(segment, start).min(wanted) as usize;
+            *pos += count as u64;
+            (start, count)
+        };
+        if wanted < DETACH_AT as u64 {
+            return self.locked(|segment, pos| {
+                let (start, count) = claim(segment, pos);
+                read_bytes(py, segment, start, count)
+            });
+        }
+        let (segment, (start, count)) =
+            self.locked(|segment, pos| Ok((Arc::clone(segment), claim(segment, pos))))?;
+        read_bytes(py, &segment, start, count)
     }
 
     /// Reads into a writable bytes-like object at the cursor; returns the count.
     fn readinto(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let (segment, pos) = self.current()?;
         let dst = InputBytes::get(b, true)?;
-        let len = dst.len;
-        let read = |dst_ptr: SendPtr<*mut u8>| {
-            // SAFETY: dst_ptr points to `len` writable bytes of an export held by `dst`
-            // for this whole call; this module holds no Rust reference to them, and
-            // overlap with the segment is tolerated.
-            unsafe { segment.read_at_raw(dst_ptr.0, len, pos) }
+        let claim = |segment: &Arc<Segment>, pos: &mut u64| {
+            let start = *pos;
+            let count = remaining(segment, start).min(dst.len as u64) as usize;
+            *pos += count as u64;
+            (start, count)
         };
-        let ptr = SendPtr(dst.ptr.cast_mut());
-        let n = if len >= DETACH_AT { py.detach(|| read(ptr)) } else { read(ptr) };
-        self.set_pos(pos + n as u64);
-        Ok(n)
+        if dst.len < DETACH_AT {
+            return self.locked(|segment, pos| {
+                let (start, count) = claim(segment, pos);
+                Ok(read_into(py, segment, &dst, start, count))
+            });
+        }
+        let (segment, (start, count)) =
+            self.locked(|segment, pos| Ok((Arc::clone(segment), claim(segment, pos))))?;
+        Ok(read_into(py, &segment, &dst, start, count))
     }
 
     /// Writes all of a bytes-like object at the cursor, or raises ValueError and
     /// writes nothing if it does not fit.
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let (segment, pos) = self.current()?;
         let data = InputBytes::get(data, false)?;
-        write_all(py, &segment, &data, pos)?;
-        self.set_pos(pos + data.len as u64);
+        let len = data.len as u64;
+        if data.len < DETACH_AT {
+            return self.locked(|segment, pos| {
+                write_all(py, segment, &data, *pos)?;
+                *pos += len;
+                Ok(data.len)
+            });
+        }
+        let (segment, start) = self.locked(|segment, pos| Ok((Arc::clone(segment), *pos)))?;
+        write_all(py, &segment, &data, start)?;
+        self.state().pos = start + len;
         Ok(data.len)
     }
 
@@ -343,50 +396,59 @@ impl SharedMemory {
     /// end. Positions past the end are allowed; negative ones are a ValueError.
     #[pyo3(signature = (offset, whence = 0))]
     fn seek(&self, offset: i64, whence: i32) -> PyResult<u64> {
-        let (segment, pos) = self.current()?;
-        let base = match whence {
-            0 => 0,
-            1 => pos,
-            2 => segment.len() as u64,
-            _ => {
-                return Err(PyValueError::new_err(format!(
-                    "invalid whence ({whence}, should be 0, 1 or 2)"
-                )));
-            }
-        };
-        let new = base.checked_add_signed(offset).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "cannot seek to {base} {} {} in segment {:?}: negative or overflowing position",
-                if offset < 0 { '-' } else { '+' },
-                offset.unsigned_abs(),
-                self.name
-            ))
-        })?;
-        self.set_pos(new);
-        Ok(new)
+        self.locked(|segment, pos| {
+            let base = match whence {
+                0 => 0,
+                1 => *pos,
+                2 => segment.len() as u64,
+                _ => {
+                    return Err(PyValueError::new_err(format!(
+                        "invalid whence ({whence}, should be 0, 1 or 2)"
+                    )));
+                }
+            };
+            *pos = base.checked_add_signed(offset).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "cannot seek to {base} {} {} in segment {:?}: negative or overflowing \
+                     position",
+                    if offset < 0 { '-' } else { '+' },
+                    offset.unsigned_abs(),
+                    self.name
+                ))
+            })?;
+            Ok(*pos)
+        })
     }
 
     /// The cursor's position.
     fn tell(&self) -> PyResult<u64> {
-        Ok(self.current()?.1)
+        self.locked(|_, pos| Ok(*pos))
     }
 
     /// Reads up to n bytes at offset, without moving the cursor.
     fn read_at<'py>(&self, py: Python<'py>, n: i64, offset: i64) -> PyResult<Bound<'py, PyBytes>> {
-        let (segment, _) = self.current()?;
         let n = non_negative(n, "n")?;
         let offset = non_negative(offset, "offset")?;
-        let count = n.min((segment.len() as u64).saturating_sub(offset)) as usize;
-        read_bytes(py, &segment, offset, count)
+        if n < DETACH_AT as u64 {
+            return self.locked(|segment, _| {
+                read_bytes(py, segment, offset, remaining(segment, offset).min(n) as usize)
+            });
+        }
+        let segment = self.segment()?;
+        read_bytes(py, &segment, offset, remaining(&segment, offset).min(n) as usize)
     }
 
     /// Writes all of data at offset without moving the cursor, or raises
     /// ValueError and writes nothing if it does not fit.
     fn write_at(&self, py: Python<'_>, data: &Bound<'_, PyAny>, offset: i64) -> PyResult<usize> {
-        let (segment, _) = self.current()?;
         let offset = non_negative(offset, "offset")?;
         let data = InputBytes::get(data, false)?;
-        write_all(py, &segment, &data, offset)?;
+        if data.len < DETACH_AT {
+            self.locked(|segment, _| write_all(py, segment, &data, offset))?;
+        } else {
+            let segment = self.segment()?;
+            write_all(py, &segment, &data, offset)?;
+        }
         Ok(data.len)
     }
 
@@ -401,7 +463,7 @@ impl SharedMemory {
     ) -> PyResult<Bound<'py, PyAny>> {
         let this = slf.get();
         let py = slf.py();
-        this.current()?;
+        this.segment()?;
         let itemsize: usize =
             py.import("struct")?.call_method1("calcsize", (format,))?.extract()?;
         let offset = non_negative(offset, "offset")?;
@@ -495,7 +557,7 @@ impl SharedMemory {
         // SAFETY: view is non-null and points to a Py_buffer the caller owns; clearing
         // obj first means a failed export leaves nothing for the caller to release.
         unsafe { (*view).obj = ptr::null_mut() };
-        let (segment, _) = slf.get().current()?;
+        let segment = slf.get().segment()?;
         if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE && !segment.is_writable() {
             return Err(PyBufferError::new_err(format!(
                 "segment {:?} was opened read-only; its buffer is not writable",
