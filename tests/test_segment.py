@@ -247,3 +247,24 @@ def test_populate(name: str) -> None:
         with SharedMemory(name, populate=True) as peer:
             shm.write_at(b"z", (1 << 20) - 1)
             assert peer.read_at(1, (1 << 20) - 1) == b"z"
+
+
+def test_threads_share_the_cursor_without_losing_or_repeating_bytes(name: str) -> None:
+    import threading
+
+    size = 4 * 4096
+    with SharedMemory(name, size, create=True) as shm:
+        shm.write_at(np.arange(size // 4, dtype=np.uint32), 0)
+        chunks: list[list[bytes]] = [[] for _ in range(4)]
+
+        def reader(mine: list[bytes]) -> None:
+            while chunk := shm.read(4):
+                mine.append(chunk)
+
+        threads = [threading.Thread(target=reader, args=(c,)) for c in chunks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        words = sorted(int.from_bytes(c, sys.byteorder) for mine in chunks for c in mine)
+        assert words == list(range(size // 4)), "each 4-byte read claimed its own range"

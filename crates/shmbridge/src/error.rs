@@ -76,8 +76,8 @@ pub enum Error {
 
     /// Not enough memory to back the segment (a full `/dev/shm` on Linux).
     #[error(
-        "no space to create segment {name:?} of {size} bytes{}: free some shared memory \
-         (see `shmbridge ls`) or ask for less",
+        "no space to create segment {name:?} of {size} bytes{}: ask for less, or free shared \
+         memory (on Linux, segments are the files in /dev/shm)",
         match .available { Some(a) => format!(" ({a} bytes free)"), None => String::new() }
     )]
     NoSpace {

@@ -292,3 +292,69 @@ fn errors_convert_to_io_errors_with_their_kind() {
     let inner = err.into_inner().unwrap().downcast::<Error>().unwrap();
     assert!(matches!(*inner, Error::NotFound { .. }));
 }
+
+#[test]
+fn unlink_by_name() {
+    let n = name("unlink_fn");
+    let shm = SharedMemory::options().persist(true).create(&n, 64).unwrap();
+    shmbridge::unlink(n.trim_start_matches('/')).unwrap();
+    assert!(matches!(SharedMemory::open(&n), Err(Error::NotFound { .. })));
+    assert!(matches!(shmbridge::unlink(&n), Err(Error::NotFound { .. })));
+    assert!(matches!(shmbridge::unlink("a/b"), Err(Error::InvalidName { .. })));
+    drop(shm);
+}
+
+#[test]
+fn populate_and_unreserved_segments_work_alike() {
+    let n = name("populate");
+    let mut a = SharedMemory::options().populate(true).reserve(false).create(&n, 1 << 20).unwrap();
+    let b = SharedMemory::options().populate(true).open(&n).unwrap();
+    a.write_all_at(b"z", (1 << 20) - 1).unwrap();
+    assert_eq!(b.as_slice()[(1 << 20) - 1], b'z');
+    assert!(!a.is_empty() && !b.is_empty());
+}
+
+#[test]
+fn error_kinds_and_os_codes() {
+    let n = name("kinds");
+    let not_found = SharedMemory::open(&n).unwrap_err();
+    assert_eq!((not_found.kind(), not_found.raw_os_error()), (ErrorKind::NotFound, None));
+    let invalid = SharedMemory::create("", 1).unwrap_err();
+    assert_eq!(invalid.kind(), ErrorKind::InvalidInput);
+    let _shm = SharedMemory::create(&n, 1).unwrap();
+    assert_eq!(SharedMemory::create(&n, 1).unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        SharedMemory::options().min_size(2).open(&n).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn other_users_segment_is_permission_denied() {
+    // Root (CAP_DAC_OVERRIDE) bypasses file permissions, and then only the open's
+    // success can be checked.
+    if bypasses_permissions() {
+        let n = name("perm");
+        let _shm = SharedMemory::options().mode(0o000).create(&n, 64).unwrap();
+        assert!(SharedMemory::open(&n).is_ok(), "root opens anything");
+        return;
+    }
+    let n = name("perm");
+    let _shm = SharedMemory::options().mode(0o000).create(&n, 64).unwrap();
+    let err = SharedMemory::open(&n).unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    assert_eq!(err.raw_os_error(), Some(13));
+}
+
+/// Whether this process can read a file whose mode forbids everyone.
+#[cfg(unix)]
+fn bypasses_permissions() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::temp_dir().join(format!("shmbridge_perm_probe_{}", std::process::id()));
+    std::fs::write(&path, b"x").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let readable = std::fs::read(&path).is_ok();
+    std::fs::remove_file(&path).unwrap();
+    readable
+}
