@@ -9,8 +9,9 @@
 //!   a failed create leaves no name behind;
 //! - `open(name, writable) -> (Handle, size)`;
 //! - `unlink(name)`;
-//! - `map(&Handle, len, writable, populate) -> Mapping`, where `Mapping` unmaps on
-//!   drop and `Mapping::unmap` reports the error instead;
+//! - `map(&Handle, len, writable, populate) -> NonNull<u8>` and `unsafe unmap(ptr,
+//!   len)`, which this module wraps in `Mapping` (unmapped on drop, or by
+//!   `Mapping::unmap`, which reports the error);
 //! - `free_space()`: bytes left for new segments, where the platform tells.
 //!
 //! Linux and macOS share POSIX shared memory (`shm_open` + `mmap`) in `unix.rs`;
@@ -20,4 +21,62 @@
 #[cfg_attr(windows, path = "windows.rs")]
 mod os;
 
-pub(crate) use os::*;
+use std::io;
+use std::ptr::NonNull;
+
+pub(crate) use os::{
+    CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, create, free_space, open, unlink,
+};
+
+/// A shared mapping of a segment into this process; unmapped on drop.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    /// 0 once unmapped.
+    len: usize,
+}
+
+// SAFETY: a Mapping is a range of shared memory owned by this value alone; moving it
+// to or sharing it with another thread is no different from doing so with a Box<[u8]>.
+// What the crate lets callers do with the bytes is governed by SharedMemory's borrows.
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send; &Mapping exposes only the pointer and length.
+unsafe impl Sync for Mapping {}
+
+/// Maps `len` bytes of the segment; `len` is non-zero and at most the segment's
+/// size, both checked by the segment layer.
+pub(crate) fn map(
+    handle: &Handle,
+    len: usize,
+    writable: bool,
+    populate: bool,
+) -> io::Result<Mapping> {
+    Ok(Mapping { ptr: os::map(handle, len, writable, populate)?, len })
+}
+
+impl Mapping {
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Unmaps now and reports the error; the drop that follows does nothing.
+    pub(crate) fn unmap(&mut self) -> io::Result<()> {
+        let len = std::mem::take(&mut self.len);
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: ptr/len describe the live mapping made by `map` (len was non-zero and
+        // is now zeroed, so this runs once). The crate hands out references into it
+        // only with borrows of its owner, which `&mut self` has ended.
+        unsafe { os::unmap(self.ptr, len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let _ = self.unmap();
+    }
+}

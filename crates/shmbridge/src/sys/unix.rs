@@ -70,25 +70,13 @@ pub(crate) fn free_space() -> Option<u64> {
     None
 }
 
-/// A shared mapping of a segment into this process; unmapped on drop.
-pub(crate) struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: a Mapping is a range of shared memory owned by this value alone; moving it
-// to or sharing it with another thread is no different from doing so with a Box<[u8]>.
-// What the crate lets callers do with the bytes is governed by SharedMemory's borrows.
-unsafe impl Send for Mapping {}
-// SAFETY: as for Send; &Mapping exposes only the pointer and length.
-unsafe impl Sync for Mapping {}
-
+/// Maps `len` bytes of the object shared, at an address of the kernel's choosing.
 pub(crate) fn map(
     handle: &Handle,
     len: usize,
     writable: bool,
     populate: bool,
-) -> io::Result<Mapping> {
+) -> io::Result<NonNull<u8>> {
     let prot = if writable { ProtFlags::READ | ProtFlags::WRITE } else { ProtFlags::READ };
     #[allow(unused_mut)]
     let mut flags = MapFlags::SHARED;
@@ -102,36 +90,17 @@ pub(crate) fn map(
     // MAP_FIXED) cannot overlap memory Rust already uses. `len` is non-zero and at most
     // the object's size, both checked by the segment layer.
     let ptr = unsafe { mm::mmap(std::ptr::null_mut(), len, prot, flags, &handle.0, 0)? };
-    let ptr =
-        NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-    Ok(Mapping { ptr, len })
+    NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))
 }
 
-impl Mapping {
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Unmaps now and reports the error; the drop that follows does nothing.
-    pub(crate) fn unmap(&mut self) -> io::Result<()> {
-        let len = std::mem::take(&mut self.len);
-        if len == 0 {
-            return Ok(());
-        }
-        // SAFETY: ptr/len describe a live mapping made by `map` (len was non-zero and is
-        // now zeroed, so this runs once). The crate hands out references into it only
-        // with borrows of the owner, which `unmap(&mut self)` has ended.
-        unsafe { mm::munmap(self.ptr.as_ptr().cast(), len)? };
-        Ok(())
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        let _ = self.unmap();
-    }
+/// Unmaps a mapping made by `map`.
+///
+/// # Safety
+///
+/// `ptr` and `len` must describe a live mapping made by `map`, unmapped only once,
+/// with no reference into it alive.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the caller vouches for a live mapping of exactly this range.
+    unsafe { mm::munmap(ptr.as_ptr().cast(), len)? };
+    Ok(())
 }

@@ -108,58 +108,31 @@ pub(crate) fn free_space() -> Option<u64> {
     None
 }
 
-/// A view of a mapping in this process; unmapped on drop.
-pub(crate) struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: a Mapping is a range of shared memory owned by this value alone; moving it
-// to or sharing it with another thread is no different from doing so with a Box<[u8]>.
-unsafe impl Send for Mapping {}
-// SAFETY: as for Send; &Mapping exposes only the pointer and length.
-unsafe impl Sync for Mapping {}
-
+/// Maps a view of `len` bytes of the object, at an address of the system's choosing.
 pub(crate) fn map(
     handle: &Handle,
     len: usize,
     writable: bool,
     _populate: bool,
-) -> io::Result<Mapping> {
+) -> io::Result<NonNull<u8>> {
     let access = if writable { FILE_MAP_READ | FILE_MAP_WRITE } else { FILE_MAP_READ };
     // SAFETY: a fresh view at an address of the system's choosing, of at most the
     // object's size (checked by the segment layer).
     let view = unsafe { MapViewOfFile(handle.0, access, 0, 0, len) };
-    let ptr = NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-    Ok(Mapping { ptr, len })
+    NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)
 }
 
-impl Mapping {
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+/// Unmaps a view made by `map`.
+///
+/// # Safety
+///
+/// `ptr` must be the base of a live view made by `map`, unmapped only once, with no
+/// reference into it alive.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, _len: usize) -> io::Result<()> {
+    let view = MEMORY_MAPPED_VIEW_ADDRESS { Value: ptr.as_ptr().cast() };
+    // SAFETY: the caller vouches for a live view based at ptr.
+    if unsafe { UnmapViewOfFile(view) } == 0 {
+        return Err(io::Error::last_os_error());
     }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Unmaps now and reports the error; the drop that follows does nothing.
-    pub(crate) fn unmap(&mut self) -> io::Result<()> {
-        if std::mem::take(&mut self.len) == 0 {
-            return Ok(());
-        }
-        let view = MEMORY_MAPPED_VIEW_ADDRESS { Value: self.ptr.as_ptr().cast() };
-        // SAFETY: the view is live (len was non-zero and is now zeroed, so this runs
-        // once) and no reference into it outlives `&mut self`.
-        if unsafe { UnmapViewOfFile(view) } == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        let _ = self.unmap();
-    }
+    Ok(())
 }
