@@ -9,7 +9,10 @@ alike; the table gives the median of the rounds and the ratio ours / theirs
    multiprocessing.shared_memory, at 1 MiB, 64 MiB and 256 MiB (both should be
    independent of the size);
 2. 64-byte read / write / seek per call, shmbridge vs mmap.mmap on the same segment;
-3. writing 256 MiB into the segment, shmbridge's write_at vs numpy.copyto (memcpy).
+3. writing 256 MiB into the segment, shmbridge's write_at vs numpy.copyto (memcpy);
+4. open_array of a float64 array by name alone, at 1 MiB, 256 MiB and 1 GiB, vs
+   multiprocessing.shared_memory + numpy.ndarray with shape, dtype and offset given
+   by hand (both should be independent of the size).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-from shmbridge import SharedMemory, unique_name
+from shmbridge import SharedMemory, create_array, open_array, unique_name
 
 MIB = 1 << 20
 ROUNDS = 9
@@ -147,12 +150,39 @@ def bench_bulk() -> None:
     owner.close()
 
 
+def bench_open_array() -> None:
+    for size in (MIB, 256 * MIB, 1024 * MIB):
+        shape = (size // 8 // 1024, 1024)
+        owner = create_array(unique_name("bench_arr"), shape, np.float64)
+        name = owner.base.name
+        # What a stdlib user must agree on by hand: shape, dtype, and where the data
+        # starts (here read from the header's data_offset field).
+        with SharedMemory(name) as raw:
+            offset = int.from_bytes(raw.read_at(8, 24), "little")
+
+        def ours() -> None:
+            arr = open_array(name)
+            del arr
+
+        def theirs() -> None:
+            shm = shared_memory.SharedMemory(name.lstrip("/"))
+            arr = np.ndarray(shape, dtype=np.float64, buffer=shm.buf, offset=offset)
+            del arr
+            shm.close()
+
+        t_ours, t_theirs = pair(ours, theirs, 300)
+        resource_tracker.unregister(name, "shared_memory")
+        report(f"open_array {size // MIB:>5} MiB", t_ours, "shared_memory + np.ndarray", t_theirs)
+        del owner
+
+
 def main() -> None:
     print(f"Python {sys.version.split()[0]}, numpy {np.__version__}; median of {ROUNDS} alternating rounds\n")
     print(f"{'shmbridge':<34} {'':>10}   {'peer':<30} {'':>10}   ours/peer")
     bench_open_view()
     bench_small_io()
     bench_bulk()
+    bench_open_array()
 
 
 if __name__ == "__main__":

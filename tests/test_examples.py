@@ -26,6 +26,7 @@ def run_example(binary: str) -> str:
         ("typed_slices", "i32 [1, -2, 3, -4]", "i64 sum 22 at 16"),
         ("numpy_array", "arr[999, 999] = 999999.0", "every element doubled: true"),
         ("header_layout", "header says 52 bytes", "A MESSAGE WHOSE LENGTH"),
+        ("shared_array", "shape (1000, 1000), dtype float64", "order F, strides [4, 8], memory [1, 4, 2, 5, 3, 6]"),
     ],
 )
 def test_example_pair(binary: str, python_saw: str, rust_saw: str) -> None:
@@ -36,4 +37,4 @@ def test_example_pair(binary: str, python_saw: str, rust_saw: str) -> None:
 
 def test_demo_runs_every_pair() -> None:
     out = run_example("demo")
-    assert out.count("\n== ") == 4 and out.rstrip().endswith("all 4 examples passed"), out
+    assert out.count("\n== ") == 5 and out.rstrip().endswith("all 5 examples passed"), out

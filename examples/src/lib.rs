@@ -13,6 +13,7 @@ use std::process::Command;
 pub mod header_layout;
 pub mod hello;
 pub mod numpy_array;
+pub mod shared_array;
 pub mod typed_slices;
 
 /// What the examples return: any error, printed by `main`.

@@ -19,11 +19,23 @@ Errors are the built-in exceptions: ``FileNotFoundError`` (no such segment),
 (bad name, size, offset, or use after ``close()``), ``TypeError`` (writing a
 read-only segment), ``OSError`` with ``errno.ENOSPC`` (not enough shared memory).
 
+Shared arrays describe themselves: ``create_array(name, shape, dtype)`` on one
+side, ``open_array(name)`` on the other, with no shape or dtype agreed by hand.
+
 ``close()`` never invalidates views: memoryviews and NumPy arrays made from the
 segment keep working after it, and the memory is unmapped when the last of them is
 released. The creator's ``close()`` unlinks the name (unless ``persist=True``).
 """
 
-from shmbridge._native import MAX_NAME_LEN, SharedMemory, unique_name, unlink
+from shmbridge._array import create_array, open_array
+from shmbridge._native import MAX_NAME_LEN, SharedArray, SharedMemory, unique_name, unlink
 
-__all__ = ["MAX_NAME_LEN", "SharedMemory", "unique_name", "unlink"]
+__all__ = [
+    "MAX_NAME_LEN",
+    "SharedArray",
+    "SharedMemory",
+    "create_array",
+    "open_array",
+    "unique_name",
+    "unlink",
+]

@@ -1,11 +1,12 @@
 """Type stubs for the native extension ``shmbridge._native``."""
 
+from collections.abc import Sequence
 from types import TracebackType
-from typing import final
+from typing import Any, final
 
 from typing_extensions import Buffer, Self
 
-__all__ = ["MAX_NAME_LEN", "SharedMemory", "unique_name", "unlink"]
+__all__ = ["MAX_NAME_LEN", "SharedArray", "SharedMemory", "unique_name", "unlink"]
 
 MAX_NAME_LEN: int
 """The longest segment name this platform accepts, in bytes, with its leading "/"."""
@@ -128,3 +129,70 @@ class SharedMemory:
     ) -> bool: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...
     def __release_buffer__(self, view: memoryview, /) -> None: ...
+
+@final
+class SharedArray:
+    """A self-describing shared array: a segment holding a header (dtype, shape,
+    strides, generation counter) and the data. ``shmbridge.create_array`` and
+    ``open_array`` return NumPy arrays whose ``.base`` is one of these.
+
+    Speaks ``__array_interface__`` (``numpy.asarray(sa)`` is zero-copy) and
+    ``__dlpack__`` (``numpy.from_dlpack(sa)``, ``torch.from_dlpack(sa)``); every
+    array made from it keeps the mapping alive. The creator's name is unlinked
+    when the object is collected, unless ``persist=True``.
+    """
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        shape: Sequence[int],
+        dtype: str,
+        order: str = "C",
+        *,
+        mode: int = 0o600,
+        persist: bool = False,
+        replace: bool = False,
+    ) -> Self:
+        """Create a zero-filled array segment; ``dtype`` is a NumPy type string ("<f8")."""
+    @classmethod
+    def open(cls, name: str, *, readonly: bool = False) -> Self:
+        """Open an array segment by name; raises ValueError if its header is not valid."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Bytes between neighbours along each dimension."""
+    @property
+    def dtype(self) -> str:
+        """The NumPy type string of the elements, e.g. "<f8"."""
+    @property
+    def order(self) -> str:
+        """"C" or "F": the order the creator laid the elements out in."""
+    @property
+    def size(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def readonly(self) -> bool: ...
+    @property
+    def generation(self) -> int:
+        """The generation counter, which writers bump to say the contents changed."""
+    def bump_generation(self) -> int:
+        """Add one to the generation counter; return the new value (TypeError if read-only)."""
+    def unlink(self) -> None:
+        """Remove the segment's name now; arrays made from it stay valid."""
+    @property
+    def __array_interface__(self) -> dict[str, Any]: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: Any = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
+    ) -> Any:
+        """A DLPack capsule of the data (versioned if ``max_version >= (1, 0)``)."""
+    def __dlpack_device__(self) -> tuple[int, int]: ...

@@ -16,6 +16,19 @@
 //! check_f64 OFFSET COUNT SCALE   -> ok | err Mismatch ...  (v[i] == i * SCALE)
 //! unlink | close | quit          -> ok
 //! ```
+//!
+//! and, for shared arrays (one current array, apart from the segment):
+//!
+//! ```text
+//! acreate TYPESTR NAME SHAPE ORDER SCALE   -> ok       (SHAPE "2,3" or "-" for 0-d; filled)
+//! aopen NAME                     -> ok TYPESTR SHAPE STRIDES ORDER GENERATION
+//! afill SCALE | acheck SCALE     -> ok | err Mismatch ...   (element i = i * SCALE)
+//! ahex                           -> ok HEX          (the data region)
+//! abump                          -> ok GENERATION
+//! aclose                         -> ok
+//! ```
+
+mod arrays;
 
 use std::fmt::Display;
 use std::io::{self, BufRead, Write};
@@ -24,10 +37,11 @@ use std::str::FromStr;
 use shmbridge::SharedMemory;
 use shmbridge::bytemuck::Pod;
 
-type Reply = Result<String, (String, String)>;
+pub(crate) type Reply = Result<String, (String, String)>;
 
 fn main() {
     let mut current: Option<SharedMemory> = None;
+    let mut array = None;
     let stdin = io::stdin();
     let mut stdout = io::stdout().lock();
     for line in stdin.lock().lines() {
@@ -37,7 +51,16 @@ fn main() {
             let _ = writeln!(stdout, "ok");
             break;
         }
-        let reply = match run(&mut current, &words) {
+        let is_array_command = matches!(
+            words.first(),
+            Some(&("acreate" | "aopen" | "afill" | "acheck" | "ahex" | "abump" | "aclose"))
+        );
+        let result = if is_array_command {
+            arrays::run(&mut array, &words)
+        } else {
+            run(&mut current, &words)
+        };
+        let reply = match result {
             Ok(text) if text.is_empty() => "ok".to_owned(),
             Ok(text) => format!("ok {text}"),
             Err((variant, message)) => format!("err {variant} {}", message.replace('\n', " ")),
@@ -46,7 +69,7 @@ fn main() {
     }
 }
 
-fn core_err(e: shmbridge::Error) -> (String, String) {
+pub(crate) fn core_err(e: shmbridge::Error) -> (String, String) {
     let dbg = format!("{e:?}");
     let variant = dbg.split([' ', '{', '(']).next().unwrap_or("Error").to_owned();
     (variant, e.to_string())
@@ -61,11 +84,11 @@ fn io_err(e: io::Error) -> (String, String) {
     }
 }
 
-fn bad(msg: impl Display) -> (String, String) {
+pub(crate) fn bad(msg: impl Display) -> (String, String) {
     ("Usage".to_owned(), msg.to_string())
 }
 
-fn arg<T: FromStr>(words: &[&str], i: usize) -> Result<T, (String, String)> {
+pub(crate) fn arg<T: FromStr>(words: &[&str], i: usize) -> Result<T, (String, String)> {
     let word = words.get(i).ok_or_else(|| bad(format!("missing argument {i}")))?;
     word.parse().map_err(|_| bad(format!("cannot parse {word:?}")))
 }

@@ -6,6 +6,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod array;
+mod dlpack;
 mod errors;
 mod segment;
 
@@ -27,9 +29,10 @@ fn unlink(name: &str) -> PyResult<()> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<segment::SharedMemory>()?;
+    m.add_class::<array::SharedArray>()?;
     m.add_function(wrap_pyfunction!(unique_name, m)?)?;
     m.add_function(wrap_pyfunction!(unlink, m)?)?;
     m.add("MAX_NAME_LEN", shmbridge::max_name_len())?;
-    m.add("__all__", ["MAX_NAME_LEN", "SharedMemory", "unique_name", "unlink"])?;
+    m.add("__all__", ["MAX_NAME_LEN", "SharedArray", "SharedMemory", "unique_name", "unlink"])?;
     Ok(())
 }

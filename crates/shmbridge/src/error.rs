@@ -125,6 +125,38 @@ pub enum Error {
         name: String,
     },
 
+    /// An array that cannot be created as asked (unsupported dtype, shape too large).
+    #[error("cannot create array {name:?}: {reason}")]
+    InvalidArray {
+        /// The segment name.
+        name: String,
+        /// What is wrong with the request.
+        reason: String,
+    },
+
+    /// A segment whose array header is missing, corrupt, or not supported.
+    #[error("segment {name:?} holds no valid array header: {reason}")]
+    BadHeader {
+        /// The segment name.
+        name: String,
+        /// The first field found wrong.
+        reason: String,
+    },
+
+    /// An array whose elements are not of the type asked for.
+    #[error(
+        "array {name:?} holds elements of dtype {found}, not {expected}: open it with the \
+         matching element type"
+    )]
+    DTypeMismatch {
+        /// The segment name.
+        name: String,
+        /// The dtype asked for.
+        expected: &'static str,
+        /// The dtype in the header.
+        found: &'static str,
+    },
+
     /// Any other OS error, with the operation that failed.
     #[error("{op} failed for segment {name:?}: {source}")]
     Os {
@@ -149,7 +181,10 @@ impl Error {
             | Error::InvalidSize { .. }
             | Error::TooSmall { .. }
             | Error::OutOfBounds { .. }
-            | Error::Misaligned { .. } => io::ErrorKind::InvalidInput,
+            | Error::Misaligned { .. }
+            | Error::InvalidArray { .. }
+            | Error::DTypeMismatch { .. } => io::ErrorKind::InvalidInput,
+            Error::BadHeader { .. } => io::ErrorKind::InvalidData,
             Error::NotFound { .. } => io::ErrorKind::NotFound,
             Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
             Error::PermissionDenied { .. } | Error::ReadOnly { .. } => {

@@ -28,6 +28,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+pub mod array;
 mod error;
 mod name;
 mod options;

@@ -78,8 +78,7 @@ impl SharedMemory {
     /// ```
     pub fn view<T: Pod>(&self, offset: usize, count: usize) -> Result<&[T]> {
         let range = self.typed_range::<T>(offset, Some(count))?;
-        let bytes = &self.as_slice()[range];
-        bytemuck::try_cast_slice(bytes).map_err(|_| self.misaligned::<T>(offset))
+        bytemuck::try_cast_slice(self.bytes(range)).map_err(|_| self.misaligned::<T>(offset))
     }
 
     /// `count` values of `T` starting at byte `offset`, writable.
@@ -100,8 +99,7 @@ impl SharedMemory {
     /// it is not a multiple of `T`'s alignment.
     pub fn view_from<T: Pod>(&self, offset: usize) -> Result<&[T]> {
         let range = self.typed_range::<T>(offset, None)?;
-        let bytes = &self.as_slice()[range];
-        bytemuck::try_cast_slice(bytes).map_err(|_| self.misaligned::<T>(offset))
+        bytemuck::try_cast_slice(self.bytes(range)).map_err(|_| self.misaligned::<T>(offset))
     }
 
     /// As many whole values of `T` as fit from byte `offset` to the end, writable.
@@ -120,9 +118,24 @@ impl SharedMemory {
         offset: usize,
         range: std::ops::Range<usize>,
     ) -> Result<&mut [T]> {
+        self.check_writable()?;
         let misaligned = self.misaligned::<T>(offset);
-        let bytes = &mut self.as_mut_slice()?[range];
+        // SAFETY: the range lies in the segment (typed_range), the mapping is writable
+        // (checked above), and &mut self makes this the only reference into it.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(self.mapping_ptr().add(range.start), range.len())
+        };
         bytemuck::try_cast_slice_mut(bytes).map_err(|_| misaligned)
+    }
+
+    /// The bytes of `range` alone: a reference covers exactly what the caller asked
+    /// for, so it never overlaps words that other code updates atomically (such as
+    /// an array header's generation counter).
+    fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
+        debug_assert!(range.end <= self.len());
+        // SAFETY: callers pass ranges checked by typed_range to lie in the live
+        // mapping, which &self keeps alive; any byte is a valid u8.
+        unsafe { std::slice::from_raw_parts(self.mapping_ptr().add(range.start), range.len()) }
     }
 
     /// The byte range of `count` (or as many as fit) values of `T` at `offset`,
