@@ -13,13 +13,15 @@ use std::process::Command;
 pub mod header_layout;
 pub mod hello;
 pub mod numpy_array;
+pub mod process_buffer;
 pub mod shared_array;
 pub mod typed_slices;
 
 /// What the examples return: any error, printed by `main`.
 pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn repo_root() -> PathBuf {
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("examples/ is inside the repo").to_owned()
 }
 

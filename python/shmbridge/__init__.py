@@ -29,11 +29,13 @@ released. The creator's ``close()`` unlinks the name (unless ``persist=True``).
 
 from shmbridge._array import create_array, open_array
 from shmbridge._native import MAX_NAME_LEN, SharedArray, SharedMemory, unique_name, unlink
+from shmbridge._server import Server
 
 __all__ = [
     "MAX_NAME_LEN",
     "SharedArray",
     "SharedMemory",
+    "Server",
     "create_array",
     "open_array",
     "unique_name",

@@ -74,6 +74,10 @@ class SharedMemory:
         cls, name: str, size: int | None = None, *, readonly: bool = False, populate: bool = False
     ) -> Self:
         """Open an existing segment (same as the constructor without ``create``)."""
+    @classmethod
+    def from_fd(cls, fd: int, *, readonly: bool = False) -> Self:
+        """Map the segment behind a file descriptor handed down by a parent process
+        (an anonymous segment shared with a worker; Unix). The name is "(anonymous)"."""
     @property
     def name(self) -> str:
         """The segment's name, with its leading "/"."""

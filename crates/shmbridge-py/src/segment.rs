@@ -286,6 +286,33 @@ impl SharedMemory {
         Self::open_segment(name, size, readonly, populate)
     }
 
+    /// Maps the segment behind a file descriptor handed down by a parent process (an
+    /// anonymous segment shared with a worker). The descriptor is duplicated; the
+    /// caller keeps its own.
+    #[classmethod]
+    #[pyo3(signature = (fd, *, readonly = false))]
+    fn from_fd(_cls: &Bound<'_, PyType>, fd: i32, readonly: bool) -> PyResult<Self> {
+        #[cfg(unix)]
+        {
+            if fd < 0 {
+                return Err(PyValueError::new_err(format!("invalid file descriptor {fd}")));
+            }
+            // SAFETY: the descriptor is only borrowed for the duration of open_fd, which
+            // duplicates it; an fd that is not open makes that dup fail with EBADF.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let segment =
+                Segment::options().read_only(readonly).open_fd(borrowed).map_err(to_py)?;
+            Ok(Self::wrap(segment, false))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (fd, readonly);
+            Err(pyo3::exceptions::PyNotImplementedError::new_err(
+                "segments by file descriptor exist on Unix only",
+            ))
+        }
+    }
+
     /// The segment's name, with its leading "/".
     #[getter]
     fn name(&self) -> &str {

@@ -2,10 +2,8 @@
 
 use std::io;
 
-/// Everything that can go wrong with a shared-memory segment.
-///
-/// Every variant names the segment it is about, and its message says what to do
-/// next. `Error` converts into [`std::io::Error`] (keeping the kind), so it flows
+/// Everything that can go wrong: with a shared-memory segment (every such variant
+/// names the segment) or with a worker call. Each message says what to do next. `Error` converts into [`std::io::Error`] (keeping the kind), so it flows
 /// through `?` in code that speaks `io::Result`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -157,6 +155,67 @@ pub enum Error {
         found: &'static str,
     },
 
+    /// The Python process of a worker could not be started.
+    #[error(
+        "cannot start the worker {program:?}: {source} (is Python installed? pass its path \
+         with WorkerBuilder::python, or create the project's .venv)"
+    )]
+    Spawn {
+        /// The interpreter and script or module.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A worker's function raised an exception; the worker keeps serving.
+    #[error("{function}() raised {kind}: {message}\n{traceback}")]
+    Remote {
+        /// The function called.
+        function: String,
+        /// The exception's type, e.g. `"ValueError"`.
+        kind: String,
+        /// The exception's message.
+        message: String,
+        /// The Python traceback, as Python formats it.
+        traceback: String,
+    },
+
+    /// A worker call did not answer in time. The worker may still be busy with it;
+    /// a late answer is discarded, and the worker takes further calls.
+    #[error(
+        "{function}() did not answer within {after:?}: the worker is still running it or stuck"
+    )]
+    Timeout {
+        /// The function called (`"(startup)"` while waiting for the worker to start).
+        function: String,
+        /// The time waited.
+        after: std::time::Duration,
+    },
+
+    /// The worker's process ended (or closed its channel); calls to it fail from
+    /// then on.
+    #[error(
+        "the worker {program:?} exited ({}){}",
+        match .status { Some(s) => s.to_string(), None => "status unknown".to_owned() },
+        if .stderr_tail.is_empty() { String::new() } else { format!("; the end of its stderr:\n{}", .stderr_tail) }
+    )]
+    WorkerExited {
+        /// The interpreter and script or module.
+        program: String,
+        /// How it ended, if known.
+        status: Option<std::process::ExitStatus>,
+        /// The last lines it wrote to stderr (a traceback, usually).
+        stderr_tail: String,
+    },
+
+    /// The worker and this process disagree about the protocol or its data.
+    #[error("worker protocol error: {reason}")]
+    Protocol {
+        /// What was wrong.
+        reason: String,
+    },
+
     /// Any other OS error, with the operation that failed.
     #[error("{op} failed for segment {name:?}: {source}")]
     Os {
@@ -191,7 +250,11 @@ impl Error {
                 io::ErrorKind::PermissionDenied
             }
             Error::NoSpace { .. } => io::ErrorKind::StorageFull,
-            Error::Os { source, .. } => source.kind(),
+            Error::Os { source, .. } | Error::Spawn { source, .. } => source.kind(),
+            Error::Timeout { .. } => io::ErrorKind::TimedOut,
+            Error::WorkerExited { .. } => io::ErrorKind::BrokenPipe,
+            Error::Remote { .. } => io::ErrorKind::Other,
+            Error::Protocol { .. } => io::ErrorKind::InvalidData,
         }
     }
 

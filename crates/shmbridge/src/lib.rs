@@ -35,6 +35,7 @@ mod options;
 mod segment;
 mod sys;
 mod view;
+pub mod worker;
 
 pub use error::{Error, Result};
 pub use name::{canonical_name, max_name_len, unique_name};

@@ -145,22 +145,8 @@ impl SharedMemoryOptions {
                 Err(e) => return Err(Error::from_os(&name, "shm_unlink", e)),
             }
         }
-        let handle =
-            sys::create(&name, size, self.mode, self.reserve).map_err(|e| match e.kind() {
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::OutOfMemory => {
-                    Error::NoSpace {
-                        name: name.clone(),
-                        size: size as u64,
-                        available: sys::free_space(),
-                    }
-                }
-                std::io::ErrorKind::FileTooLarge => Error::InvalidSize {
-                    name: name.clone(),
-                    size: size as u64,
-                    reason: "larger than this platform allows for a segment",
-                },
-                _ => Error::from_os(&name, "create", e),
-            })?;
+        let handle = sys::create(&name, size, self.mode, self.reserve)
+            .map_err(|e| create_error(&name, size, e))?;
         let mapping = match sys::map(&handle, size, true, self.populate) {
             Ok(mapping) => mapping,
             Err(e) => {
@@ -169,6 +155,43 @@ impl SharedMemoryOptions {
             }
         };
         Ok(SharedMemory::from_parts(mapping, name, true, !self.persist))
+    }
+
+    /// Creates a segment with no name (see [`SharedMemory::anonymous`]); `mode`,
+    /// `replace` and `persist` do not apply.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSize`] for a size of 0 or more than this process can map,
+    /// [`Error::NoSpace`] if the machine cannot back it, [`Error::Os`] otherwise.
+    #[cfg(unix)]
+    pub fn create_anonymous(&self, size: usize) -> Result<SharedMemory> {
+        let name = crate::segment::ANONYMOUS;
+        check_mappable(name, size as u64)?;
+        let handle =
+            sys::create_anonymous(size, self.reserve).map_err(|e| create_error(name, size, e))?;
+        let mapping = sys::map(&handle, size, true, self.populate)
+            .map_err(|e| map_error(name, size as u64, e))?;
+        Ok(SharedMemory::from_handle(mapping, handle, true))
+    }
+
+    /// Maps the segment behind a descriptor handed down by another process (an
+    /// anonymous segment); the descriptor is duplicated, so the caller keeps its
+    /// own. `read_only` and `populate` apply.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if the descriptor is not a mappable segment,
+    /// [`Error::InvalidSize`] if it is empty.
+    #[cfg(unix)]
+    pub fn open_fd(&self, fd: std::os::fd::BorrowedFd<'_>) -> Result<SharedMemory> {
+        let name = crate::segment::ANONYMOUS;
+        let (handle, size) = sys::open_fd(fd).map_err(|e| Error::from_os(name, "dup", e))?;
+        check_mappable(name, size)?;
+        let writable = !self.read_only;
+        let mapping = sys::map(&handle, size as usize, writable, self.populate)
+            .map_err(|e| map_error(name, size, e))?;
+        Ok(SharedMemory::from_handle(mapping, handle, writable))
     }
 
     /// Opens an existing segment; its size is the segment's own.
@@ -200,6 +223,23 @@ impl SharedMemoryOptions {
         let mapping = sys::map(&handle, size as usize, writable, self.populate)
             .map_err(|e| map_error(&name, size, e))?;
         Ok(SharedMemory::from_parts(mapping, name, writable, false))
+    }
+}
+
+/// The error of a failed create: a lack of memory says how much is left.
+fn create_error(name: &str, size: usize, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::OutOfMemory => Error::NoSpace {
+            name: name.to_owned(),
+            size: size as u64,
+            available: sys::free_space(),
+        },
+        std::io::ErrorKind::FileTooLarge => Error::InvalidSize {
+            name: name.to_owned(),
+            size: size as u64,
+            reason: "larger than this platform allows for a segment",
+        },
+        _ => Error::from_os(name, "create", e),
     }
 }
 

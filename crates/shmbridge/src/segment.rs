@@ -8,6 +8,10 @@ use crate::name::{canonical_name, unique_name};
 use crate::options::SharedMemoryOptions;
 use crate::sys;
 
+/// The name reported by segments that have none.
+#[cfg(unix)]
+pub(crate) const ANONYMOUS: &str = "(anonymous)";
+
 /// A named shared-memory segment mapped into this process.
 ///
 /// Offset 0 is the user's first byte: the segment carries nothing of shmbridge's
@@ -64,6 +68,9 @@ use crate::sys;
 /// ```
 pub struct SharedMemory {
     mapping: sys::Mapping,
+    /// Kept for segments reached by descriptor (anonymous ones), so the descriptor
+    /// can be handed on; `None` for named segments, whose name does that job.
+    handle: Option<sys::Handle>,
     name: String,
     writable: bool,
     unlink_on_drop: bool,
@@ -77,7 +84,53 @@ impl SharedMemory {
         writable: bool,
         unlink_on_drop: bool,
     ) -> Self {
-        Self { mapping, name, writable, unlink_on_drop: unlink_on_drop && sys::CAN_UNLINK, pos: 0 }
+        let unlink_on_drop = unlink_on_drop && sys::CAN_UNLINK;
+        Self { mapping, handle: None, name, writable, unlink_on_drop, pos: 0 }
+    }
+
+    /// A segment reached by descriptor: it has no name to unlink.
+    #[cfg(unix)]
+    pub(crate) fn from_handle(mapping: sys::Mapping, handle: sys::Handle, writable: bool) -> Self {
+        let name = ANONYMOUS.to_owned();
+        Self { mapping, handle: Some(handle), name, writable, unlink_on_drop: false, pos: 0 }
+    }
+
+    /// Creates a segment with no name at all (a memfd on Linux), zero-filled.
+    ///
+    /// Nobody can open it by name; a child process reaches it through its
+    /// descriptor ([`as_fd`](Self::as_fd)), for instance by
+    /// [`WorkerBuilder::share`](crate::worker::WorkerBuilder::share). It goes away
+    /// when the last process unmaps it, so it can never leak.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemoryOptions::create_anonymous`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[cfg(unix)] {
+    /// let mut shm = shmbridge::SharedMemory::anonymous(4096)?;
+    /// shm.write_all_at(b"no name", 0)?;
+    /// assert_eq!(shm.name(), "(anonymous)");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(unix)]
+    pub fn anonymous(size: usize) -> Result<Self> {
+        Self::options().create_anonymous(size)
+    }
+
+    /// The descriptor of a segment reached by descriptor (anonymous, or opened
+    /// with [`SharedMemoryOptions::open_fd`]); `None` for named segments.
+    #[cfg(unix)]
+    pub fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.handle.as_ref().map(sys::Handle::as_fd)
+    }
+
+    #[cfg(unix)]
+    pub(crate) fn handle(&self) -> Option<&sys::Handle> {
+        self.handle.as_ref()
     }
 
     /// The options builder, for what [`create`](Self::create) and
@@ -131,7 +184,8 @@ impl SharedMemory {
         Self::options().open(name)
     }
 
-    /// The segment's name, in canonical form (with its leading `/`).
+    /// The segment's name, in canonical form (with its leading `/`); `"(anonymous)"`
+    /// for a segment that has none.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -176,6 +230,9 @@ impl SharedMemory {
     /// [`Error::NotFound`] if the name is already gone.
     pub fn unlink(&mut self) -> Result<()> {
         self.unlink_on_drop = false;
+        if self.handle.is_some() {
+            return Ok(()); // no name to remove
+        }
         unlink(&self.name)
     }
 
@@ -414,5 +471,29 @@ impl Drop for SharedMemory {
         if self.unlink_on_drop {
             let _ = sys::unlink(&self.name);
         }
+    }
+}
+
+/// A segment serializes as a reference, `{"__shmbridge__": "segment", "name": ...,
+/// "readonly": ...}` (or `"fd"` with the descriptor, for an anonymous segment), so
+/// that a segment inside a worker call's arguments arrives in the Python handler as
+/// an opened `SharedMemory`. See `docs/FORMAT.md`.
+impl serde::Serialize for SharedMemory {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(3))?;
+        match self.handle.as_ref() {
+            #[cfg(unix)]
+            Some(handle) => {
+                map.serialize_entry(crate::worker::MARKER, "fd")?;
+                map.serialize_entry("fd", &sys::raw_fd(handle))?;
+            }
+            _ => {
+                map.serialize_entry(crate::worker::MARKER, "segment")?;
+                map.serialize_entry("name", &self.name)?;
+            }
+        }
+        map.serialize_entry("readonly", &!self.writable)?;
+        map.end()
     }
 }

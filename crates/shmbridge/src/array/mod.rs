@@ -377,3 +377,24 @@ impl<T: Element> SharedArray<T> {
             .expect("a validated contiguous layout is a valid ndarray shape"))
     }
 }
+
+/// An array serializes as a reference, `{"__shmbridge__": "array", "name": ...,
+/// "readonly": ...}`: inside a worker call's arguments it arrives in the Python
+/// handler as a NumPy array opened by name.
+impl serde::Serialize for ArraySegment {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry(crate::worker::MARKER, "array")?;
+        map.serialize_entry("name", self.name())?;
+        map.serialize_entry("readonly", &!self.is_writable())?;
+        map.end()
+    }
+}
+
+/// As for [`ArraySegment`].
+impl<T: Element> serde::Serialize for SharedArray<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.inner.serialize(serializer)
+    }
+}

@@ -12,7 +12,10 @@
 //! - `map(&Handle, len, writable, populate) -> NonNull<u8>` and `unsafe unmap(ptr,
 //!   len)`, which this module wraps in `Mapping` (unmapped on drop, or by
 //!   `Mapping::unmap`, which reports the error);
-//! - `free_space()`: bytes left for new segments, where the platform tells.
+//! - `free_space()`: bytes left for new segments, where the platform tells;
+//! - `wait_readable(pipe, timeout)`: waits for a child's pipe to have data;
+//! - on Unix only: `create_anonymous`, `open_fd`, `inherit_fd`, `raw_fd`, for
+//!   segments with no name, handed to a child process by descriptor.
 //!
 //! Linux and macOS share POSIX shared memory (`shm_open` + `mmap`) in `unix.rs`;
 //! Windows uses named file mappings in `windows.rs`.
@@ -26,7 +29,10 @@ use std::ptr::NonNull;
 
 pub(crate) use os::{
     CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, create, free_space, open, unlink,
+    wait_readable,
 };
+#[cfg(unix)]
+pub(crate) use os::{create_anonymous, inherit_fd, open_fd, raw_fd};
 
 /// A shared mapping of a segment into this process; unmapped on drop.
 pub(crate) struct Mapping {

@@ -1,7 +1,7 @@
 //! POSIX shared memory, for Linux and macOS.
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 use rustix::fs::{self, Mode};
@@ -46,6 +46,52 @@ fn set_mode_and_size(fd: &OwnedFd, mode: Mode, size: usize, reserve: bool) -> io
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = reserve;
     Ok(())
+}
+
+impl Handle {
+    /// The descriptor, to hand to a child process.
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// A segment with no name at all: a memfd on Linux; on macOS a POSIX segment whose
+/// name is unlinked at once. Only processes given the descriptor can map it.
+pub(crate) fn create_anonymous(size: usize, reserve: bool) -> io::Result<Handle> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let fd = fs::memfd_create("shmbridge", fs::MemfdFlags::CLOEXEC)?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let fd = {
+        let name = crate::name::unique_name("anon").map_err(io::Error::other)?;
+        let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
+        let fd = shm::open(name.as_str(), flags, Mode::RUSR | Mode::WUSR)?;
+        shm::unlink(name.as_str())?;
+        fd
+    };
+    set_mode_and_size(&fd, Mode::RUSR | Mode::WUSR, size, reserve)?;
+    Ok(Handle(fd))
+}
+
+/// Takes a segment by descriptor (an anonymous segment handed down by a parent):
+/// a duplicate of it, and its size.
+pub(crate) fn open_fd(fd: BorrowedFd<'_>) -> io::Result<(Handle, u64)> {
+    let fd = rustix::io::fcntl_dupfd_cloexec(fd, 3)?;
+    let size = fs::fstat(&fd)?.st_size;
+    Ok((Handle(fd), size.max(0) as u64))
+}
+
+/// Lets a child process inherit `fd`: clears its close-on-exec flag. Meant for the
+/// child side of a fork, before exec (async-signal-safe: one fcntl).
+pub(crate) fn inherit_fd(fd: RawFd) -> io::Result<()> {
+    // SAFETY: the caller passes a descriptor it keeps open across this call (the
+    // parent's Handle, alive while the child is spawned).
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    Ok(rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?)
+}
+
+/// The raw descriptor of a handle, for passing its number to a child.
+pub(crate) fn raw_fd(handle: &Handle) -> RawFd {
+    handle.0.as_raw_fd()
 }
 
 pub(crate) fn open(name: &str, writable: bool) -> io::Result<(Handle, u64)> {
@@ -103,4 +149,21 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
     // SAFETY: the caller vouches for a live mapping of exactly this range.
     unsafe { mm::munmap(ptr.as_ptr().cast(), len)? };
     Ok(())
+}
+
+/// Waits until `fd` can be read (data, end of file, or an error to report) or
+/// `timeout` passes; `true` if readable.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let timeout = Timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    match poll(&mut fds, Some(&timeout)) {
+        Ok(n) => Ok(n > 0),
+        // A signal cut the wait short: the caller loops with its deadline.
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -136,3 +136,37 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, _len: usize) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Waits until the pipe `handle` has data (or is broken) or `timeout` passes;
+/// `true` if a read will not block. Anonymous pipes cannot be waited on, so this
+/// polls `PeekNamedPipe` with short pauses.
+pub(crate) fn wait_readable(
+    handle: std::os::windows::io::BorrowedHandle<'_>,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::System::Pipes::PeekNamedPipe;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut available = 0u32;
+        // SAFETY: the handle is a live pipe handle borrowed for this call; only the
+        // byte count is asked for, into a local.
+        let ok = unsafe {
+            PeekNamedPipe(
+                handle.as_raw_handle(),
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+                &mut available,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 || available > 0 {
+            return Ok(true); // data, or a broken pipe that the read will report
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}

@@ -1,0 +1,679 @@
+//! Worker: start a Python process and call the functions it registered — the
+//! spec's "queue process", done for Rust.
+//!
+//! The Python side is a script or module that registers functions on a
+//! `shmbridge.Server` and calls `server.serve()`:
+//!
+//! ```python
+//! from shmbridge import Server
+//! server = Server()
+//!
+//! @server.register
+//! def process_buffer(shm, size):
+//!     data = shm.read(size)
+//!     return {"status": "done", "sum": sum(data)}
+//!
+//! server.serve()
+//! ```
+//!
+//! The Rust side starts it and calls:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use serde_json::json;
+//! use shmbridge::{SharedMemory, worker::Worker};
+//!
+//! let worker = Worker::script("worker.py").spawn()?;
+//! let mut shm = SharedMemory::create_unique("buf", 1 << 20)?;
+//! shm.write_all_at(b"hello", 0)?;
+//! // A segment in the arguments arrives in Python as an opened SharedMemory.
+//! let reply: serde_json::Value =
+//!     worker.call("process_buffer", json!({"shm": &shm, "size": 5}), Duration::from_secs(10))?;
+//! assert_eq!(reply["status"], "done");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The transport is JSON lines over the child's stdin and stdout, specified in
+//! `docs/FORMAT.md`; the server moves them out of user code's reach, so what the
+//! child prints goes to its stderr and cannot corrupt the protocol. Calls may come
+//! from several threads at once; answers are matched to calls by id.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL: u64 = 1;
+/// The key that marks a shared-memory reference in call arguments.
+pub const MARKER: &str = "__shmbridge__";
+/// Bytes of the worker's stderr kept for error messages.
+const STDERR_TAIL: usize = 8 * 1024;
+
+/// What to run, and how: the interpreter, the script or module, environment,
+/// working directory, timeouts.
+#[derive(Debug, Clone)]
+pub struct WorkerBuilder {
+    python: Option<PathBuf>,
+    target: Vec<OsString>,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    current_dir: Option<PathBuf>,
+    startup_timeout: Duration,
+    shutdown_timeout: Duration,
+    forward_stderr: bool,
+    #[cfg(unix)]
+    shared_fds: Vec<std::os::fd::RawFd>,
+}
+
+impl WorkerBuilder {
+    fn new(target: Vec<OsString>) -> Self {
+        Self {
+            python: None,
+            target,
+            args: Vec::new(),
+            envs: Vec::new(),
+            current_dir: None,
+            startup_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(5),
+            forward_stderr: true,
+            #[cfg(unix)]
+            shared_fds: Vec::new(),
+        }
+    }
+
+    /// The Python interpreter (default: the `.venv` of the current directory or
+    /// the nearest parent that has one, else `python3`).
+    pub fn python(&mut self, python: impl AsRef<Path>) -> &mut Self {
+        self.python = Some(python.as_ref().to_owned());
+        self
+    }
+
+    /// An argument for the script or module (`sys.argv[1:]`).
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// An environment variable for the worker, on top of this process's.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.envs.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// The worker's working directory (default: this process's).
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.current_dir = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// How long `spawn` waits for the server to say it is ready (default 60 s:
+    /// importing NumPy on a busy machine takes a while).
+    pub fn startup_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// How long shutdown (and drop) waits for the worker to exit after its channel
+    /// is closed before killing it (default 5 s).
+    pub fn shutdown_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Whether the worker's stderr (and so its prints) is copied to this process's
+    /// stderr (default `true`). Its tail is kept for error messages either way.
+    pub fn forward_stderr(&mut self, yes: bool) -> &mut Self {
+        self.forward_stderr = yes;
+        self
+    }
+
+    /// Hands an anonymous segment (see
+    /// [`SharedMemory::anonymous`](crate::SharedMemory::anonymous)) to the worker:
+    /// its descriptor is inherited, so passing the segment in a call's arguments
+    /// later gives the handler an opened `SharedMemory`, with no name anywhere.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] if the segment has no descriptor (a named segment: pass
+    /// it in the arguments directly).
+    #[cfg(unix)]
+    pub fn share(&mut self, segment: &crate::SharedMemory) -> Result<&mut Self> {
+        let handle = segment.handle().ok_or_else(|| Error::Protocol {
+            reason: format!(
+                "segment {:?} has a name; pass it in a call's arguments instead of sharing it",
+                segment.name()
+            ),
+        })?;
+        self.shared_fds.push(crate::sys::raw_fd(handle));
+        Ok(self)
+    }
+
+    /// Starts the worker and waits until its server is ready.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] if the interpreter cannot be started; [`Error::WorkerExited`]
+    /// (with the end of its stderr: usually a traceback) if it exits before serving;
+    /// [`Error::Timeout`] if it is not ready within the startup timeout (it is then
+    /// killed); [`Error::Protocol`] if it speaks another protocol.
+    pub fn spawn(&self) -> Result<Worker> {
+        let python = self.python.clone().unwrap_or_else(default_python);
+        let program = std::iter::once(python.as_os_str())
+            .chain(self.target.iter().map(OsString::as_os_str))
+            .map(|s| s.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new(&python);
+        cmd.args(&self.target)
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(dir) = &self.current_dir {
+            cmd.current_dir(dir);
+        }
+        #[cfg(unix)]
+        if !self.shared_fds.is_empty() {
+            use std::os::unix::process::CommandExt;
+            let fds = self.shared_fds.clone();
+            // SAFETY: the closure runs in the child between fork and exec, where only
+            // async-signal-safe calls are allowed: it makes one fcntl per descriptor
+            // and allocates nothing (the Vec was built before the fork).
+            unsafe {
+                cmd.pre_exec(move || fds.iter().try_for_each(|&fd| crate::sys::inherit_fd(fd)));
+            }
+        }
+        let mut child =
+            cmd.spawn().map_err(|source| Error::Spawn { program: program.clone(), source })?;
+        let stdin = child.stdin.take().expect("stdin was piped");
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let pid = child.id();
+        let shared = Arc::new(Shared {
+            program,
+            child: Mutex::new(child),
+            calls: Mutex::new(Calls { pending: HashMap::new(), ended: false }),
+            replies: Mutex::new(BufReader::new(stdout)),
+            stderr: Mutex::new(StderrTail { bytes: Vec::new(), closed: false }),
+            stderr_closed: Condvar::new(),
+        });
+        let stderr_thread = {
+            let shared = Arc::clone(&shared);
+            let forward = self.forward_stderr;
+            std::thread::Builder::new()
+                .name(format!("shmbridge-worker-{pid}-stderr"))
+                .spawn(move || shared.collect_stderr(stderr, forward))
+                .map_err(|e| Error::Protocol { reason: format!("cannot start a thread: {e}") })?
+        };
+        let mut worker = Worker {
+            shared,
+            stdin: Mutex::new(Some(stdin)),
+            next_id: AtomicU64::new(1),
+            functions: Vec::new(),
+            pid,
+            shutdown_timeout: self.shutdown_timeout,
+            threads: vec![stderr_thread],
+        };
+        match worker.shared.handshake(Instant::now() + self.startup_timeout) {
+            Ok(functions) => {
+                worker.functions = functions;
+                Ok(worker)
+            }
+            Err(e) => {
+                if matches!(e, Error::Timeout { .. }) {
+                    worker.shutdown_timeout = Duration::ZERO;
+                }
+                Err(e) // dropping the worker reaps the process
+            }
+        }
+    }
+}
+
+/// The interpreter to use when none is given: the nearest `.venv`, else `python3`.
+fn default_python() -> PathBuf {
+    let venv_python = if cfg!(windows) {
+        Path::new(".venv/Scripts/python.exe")
+    } else {
+        Path::new(".venv/bin/python")
+    };
+    std::env::current_dir()
+        .ok()
+        .and_then(|dir| dir.ancestors().map(|d| d.join(venv_python)).find(|p| p.exists()))
+        .unwrap_or_else(|| PathBuf::from(if cfg!(windows) { "python" } else { "python3" }))
+}
+
+/// A running Python worker whose registered functions can be called.
+///
+/// Calls may be made from several threads at once. Dropping the worker closes its
+/// channel, waits for it to exit (up to the shutdown timeout), kills it if it
+/// does not, and reaps it: no zombie, no orphan.
+pub struct Worker {
+    shared: Arc<Shared>,
+    stdin: Mutex<Option<ChildStdin>>,
+    next_id: AtomicU64,
+    functions: Vec<String>,
+    pid: u32,
+    shutdown_timeout: Duration,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// State shared by the calling threads and the thread that reads stderr.
+///
+/// Answers are read by the callers themselves ("leader/follower"): a caller that
+/// finds nobody reading `replies` takes the lock and reads until its own answer
+/// comes, routing the others' to their callers; when it leaves, it hands the
+/// reading over to a waiting caller. A lone caller thus waits on the pipe itself,
+/// with no thread in between.
+struct Shared {
+    program: String,
+    child: Mutex<Child>,
+    calls: Mutex<Calls>,
+    /// The worker's stdout; whoever holds the lock is the reader.
+    replies: Mutex<BufReader<ChildStdout>>,
+    stderr: Mutex<StderrTail>,
+    stderr_closed: Condvar,
+}
+
+struct Calls {
+    /// How to reach each waiting caller, by call id.
+    pending: HashMap<u64, mpsc::Sender<Wake>>,
+    /// Set once the worker's channel closed: no answer will come any more.
+    ended: bool,
+}
+
+/// What a waiting caller is told.
+enum Wake {
+    /// Its answer.
+    Answer(Result<Value>),
+    /// The reader left: take over the reading.
+    Lead,
+}
+
+struct StderrTail {
+    bytes: Vec<u8>,
+    /// The worker's stderr reached its end.
+    closed: bool,
+}
+
+/// How long a waiting caller goes without checking whether anybody is reading.
+const FOLLOWER_CHECK: Duration = Duration::from_millis(50);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data behind these locks stays consistent even if a holder panicked.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Worker {
+    /// A worker running a Python script: `python SCRIPT`.
+    pub fn script(path: impl AsRef<Path>) -> WorkerBuilder {
+        WorkerBuilder::new(vec![path.as_ref().as_os_str().to_owned()])
+    }
+
+    /// A worker running a Python module: `python -m MODULE`.
+    pub fn module(name: &str) -> WorkerBuilder {
+        WorkerBuilder::new(vec!["-m".into(), name.into()])
+    }
+
+    /// Calls `function` with keyword arguments `args` (anything that serializes to
+    /// a JSON object, e.g. `json!({...})` or a struct), and returns its result as
+    /// `T` (`serde_json::Value` for any JSON).
+    ///
+    /// Shared-memory segments and arrays inside `args` travel as references and
+    /// arrive opened in the handler.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] if the function raised (with the Python traceback; the
+    /// worker goes on serving), [`Error::Timeout`] if no answer came within
+    /// `timeout` (a late answer is discarded), [`Error::WorkerExited`] if the worker
+    /// died (with its status and the end of its stderr), [`Error::Protocol`] if the
+    /// arguments are not a JSON object or the result does not deserialize as `T`.
+    pub fn call<T: DeserializeOwned>(
+        &self,
+        function: &str,
+        args: impl Serialize,
+        timeout: Duration,
+    ) -> Result<T> {
+        let params = serde_json::to_value(args)
+            .map_err(|e| Error::Protocol { reason: format!("arguments do not serialize: {e}") })?;
+        if !params.is_object() {
+            return Err(Error::Protocol {
+                reason: format!(
+                    "arguments must be a JSON object of keyword arguments, not {params}"
+                ),
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel::<Wake>();
+        {
+            let mut calls = lock(&self.shared.calls);
+            if calls.ended {
+                return Err(self.shared.exited());
+            }
+            calls.pending.insert(id, tx);
+        }
+        let mut line = serde_json::to_vec(&json!({"id": id, "method": function, "params": params}))
+            .expect("a JSON value serializes");
+        line.push(b'\n');
+        if let Some(stdin) = lock(&self.stdin).as_mut() {
+            // A failed write means the worker is gone; the reader thread sees that
+            // too and answers this call with WorkerExited.
+            let _ = stdin.write_all(&line).and_then(|()| stdin.flush());
+        }
+        match self.shared.await_answer(id, &rx, Instant::now() + timeout) {
+            Some(Ok(value)) => serde_json::from_value(value).map_err(|e| Error::Protocol {
+                reason: format!("the result of {function}() does not deserialize as asked: {e}"),
+            }),
+            Some(Err(Error::Remote { kind, message, traceback, .. })) => {
+                Err(Error::Remote { function: function.to_owned(), kind, message, traceback })
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(Error::Timeout { function: function.to_owned(), after: timeout }),
+        }
+    }
+
+    /// The names the server registered.
+    pub fn functions(&self) -> &[String] {
+        &self.functions
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the worker is still running and its channel open.
+    pub fn is_alive(&self) -> bool {
+        !lock(&self.shared.calls).ended && matches!(lock(&self.shared.child).try_wait(), Ok(None))
+    }
+
+    /// Closes the worker's channel, waits for it to exit (killing it after the
+    /// shutdown timeout), and returns how it ended.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if waiting for or killing the process fails.
+    pub fn shutdown(mut self) -> Result<ExitStatus> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<ExitStatus> {
+        drop(lock(&self.stdin).take()); // EOF: serve() returns and the process exits
+        let deadline = Instant::now() + self.shutdown_timeout;
+        let status = match self.shared.wait_until(deadline) {
+            Some(status) => Ok(status),
+            None => {
+                let mut child = lock(&self.shared.child);
+                let _ = child.kill();
+                child.wait()
+            }
+        };
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        status.map_err(|e| Error::from_os(&self.shared.program, "wait", e))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("program", &self.shared.program)
+            .field("pid", &self.pid)
+            .field("functions", &self.functions)
+            .finish()
+    }
+}
+
+impl Shared {
+    /// Reads the server's first line, `{"ready": true, ...}`, by `deadline`.
+    fn handshake(&self, deadline: Instant) -> Result<Vec<String>> {
+        let mut replies = lock(&self.replies);
+        match self.read_line(&mut replies, deadline) {
+            Some(Ok(line)) => parse_handshake(&line),
+            Some(Err(e)) => Err(e),
+            None => Err(Error::Timeout {
+                function: "(startup)".into(),
+                after: deadline.saturating_duration_since(Instant::now()),
+            }),
+        }
+    }
+
+    /// Waits for the answer to call `id` until `deadline` (`None`: timed out),
+    /// reading the worker's replies itself whenever nobody else is.
+    fn await_answer(
+        &self,
+        id: u64,
+        rx: &mpsc::Receiver<Wake>,
+        deadline: Instant,
+    ) -> Option<Result<Value>> {
+        loop {
+            match self.replies.try_lock() {
+                Ok(mut replies) => {
+                    let answer = self.lead(&mut replies, id, rx, deadline);
+                    drop(replies);
+                    self.hand_over(id);
+                    return answer;
+                }
+                Err(TryLockError::Poisoned(poisoned)) => drop(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                lock(&self.calls).pending.remove(&id);
+                return None;
+            }
+            match rx.recv_timeout((deadline - now).min(FOLLOWER_CHECK)) {
+                Ok(Wake::Answer(answer)) => return Some(answer),
+                Ok(Wake::Lead) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Some(Err(self.exited())),
+            }
+        }
+    }
+
+    /// Reads replies until the one for `id` (or the deadline, or the end).
+    fn lead(
+        &self,
+        replies: &mut BufReader<ChildStdout>,
+        id: u64,
+        rx: &mpsc::Receiver<Wake>,
+        deadline: Instant,
+    ) -> Option<Result<Value>> {
+        loop {
+            // A previous reader may have routed our answer to us already.
+            while let Ok(wake) = rx.try_recv() {
+                if let Wake::Answer(answer) = wake {
+                    return Some(answer);
+                }
+            }
+            let line = match self.read_line(replies, deadline)? {
+                Ok(line) => line,
+                Err(e) => return Some(Err(e)),
+            };
+            let Ok(message) = serde_json::from_str::<Value>(&line) else { continue };
+            let Some(their_id) = message.get("id").and_then(Value::as_u64) else { continue };
+            let answer = match message.get("error") {
+                None => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
+                Some(error) => Err(remote_error(error)),
+            };
+            if their_id == id {
+                return Some(answer);
+            }
+            if let Some(tx) = lock(&self.calls).pending.get(&their_id) {
+                let _ = tx.send(Wake::Answer(answer));
+            }
+        }
+    }
+
+    /// One line from the worker by `deadline` (`None`: timed out); the end of the
+    /// channel ends the worker for every caller.
+    fn read_line(
+        &self,
+        replies: &mut BufReader<ChildStdout>,
+        deadline: Instant,
+    ) -> Option<Result<String>> {
+        loop {
+            if !replies.buffer().is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            #[cfg(unix)]
+            let readable = crate::sys::wait_readable(
+                std::os::fd::AsFd::as_fd(replies.get_ref()),
+                deadline - now,
+            );
+            #[cfg(windows)]
+            let readable = crate::sys::wait_readable(
+                std::os::windows::io::AsHandle::as_handle(replies.get_ref()),
+                deadline - now,
+            );
+            if readable.unwrap_or(true) {
+                break;
+            }
+        }
+        let mut line = String::new();
+        match replies.read_line(&mut line) {
+            Ok(n) if n > 0 && line.ends_with('\n') => Some(Ok(line)),
+            _ => {
+                self.end();
+                Some(Err(self.exited()))
+            }
+        }
+    }
+
+    /// The reader is leaving: a waiting caller takes over.
+    fn hand_over(&self, leaving: u64) {
+        let mut calls = lock(&self.calls);
+        calls.pending.remove(&leaving);
+        if let Some(tx) = calls.pending.values().next() {
+            let _ = tx.send(Wake::Lead);
+        }
+    }
+
+    /// Marks the channel closed and fails every waiting call.
+    fn end(&self) {
+        // Give the process a moment to exit, so the error can say how it ended.
+        self.wait_until(Instant::now() + Duration::from_secs(2));
+        let pending: Vec<_> = {
+            let mut calls = lock(&self.calls);
+            calls.ended = true;
+            calls.pending.drain().map(|(_, tx)| tx).collect()
+        };
+        for tx in pending {
+            let _ = tx.send(Wake::Answer(Err(self.exited())));
+        }
+    }
+
+    /// Polls for the exit until `deadline`.
+    fn wait_until(&self, deadline: Instant) -> Option<ExitStatus> {
+        let mut pause = Duration::from_micros(100);
+        loop {
+            if let Ok(Some(status)) = lock(&self.child).try_wait() {
+                return Some(status);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    fn exited(&self) -> Error {
+        let status = lock(&self.child).try_wait().ok().flatten();
+        let mut tail = lock(&self.stderr);
+        if status.is_some() {
+            // The process is gone: its last words are in the pipe; read them all.
+            let wait = Duration::from_secs(1);
+            tail = self
+                .stderr_closed
+                .wait_timeout_while(tail, wait, |t| !t.closed)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+        Error::WorkerExited {
+            program: self.program.clone(),
+            status,
+            stderr_tail: String::from_utf8_lossy(&tail.bytes).trim_end().to_owned(),
+        }
+    }
+
+    /// Copies the worker's stderr to ours (if asked) and keeps its tail.
+    fn collect_stderr(&self, mut stderr: impl Read, forward: bool) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr.read(&mut buf) {
+            if forward {
+                let _ = std::io::stderr().write_all(&buf[..n]);
+            }
+            let mut tail = lock(&self.stderr);
+            tail.bytes.extend_from_slice(&buf[..n]);
+            let excess = tail.bytes.len().saturating_sub(STDERR_TAIL);
+            tail.bytes.drain(..excess);
+        }
+        lock(&self.stderr).closed = true;
+        self.stderr_closed.notify_all();
+    }
+}
+
+/// The server's first line: `{"ready": true, "protocol": 1, "functions": [...]}`.
+fn parse_handshake(line: &str) -> Result<Vec<String>> {
+    let not_handshake = || Error::Protocol {
+        reason: format!(
+            "the worker's first line is not the server's handshake (does the script call \
+             shmbridge.Server().serve()?): {:.200}",
+            line.trim_end()
+        ),
+    };
+    let message: Value = serde_json::from_str(line).map_err(|_| not_handshake())?;
+    if message.get("ready") != Some(&Value::Bool(true)) {
+        return Err(not_handshake());
+    }
+    let protocol = message.get("protocol").and_then(Value::as_u64);
+    if protocol != Some(PROTOCOL) {
+        return Err(Error::Protocol {
+            reason: format!(
+                "the worker speaks protocol {protocol:?}; this build speaks {PROTOCOL}: use \
+                 matching versions of the Rust crate and the Python package"
+            ),
+        });
+    }
+    Ok(message
+        .get("functions")
+        .and_then(Value::as_array)
+        .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default())
+}
+
+fn remote_error(error: &Value) -> Error {
+    let field = |key: &str| error.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    Error::Remote {
+        function: String::new(),
+        kind: field("type"),
+        message: field("message"),
+        traceback: field("traceback"),
+    }
+}
