@@ -155,6 +155,31 @@ pub enum Error {
         found: &'static str,
     },
 
+    /// A shared structure that exists with other settings than the ones asked for.
+    #[error("{what} in segment {name:?} {reason}")]
+    Incompatible {
+        /// The segment name.
+        name: String,
+        /// The structure and where it is.
+        what: String,
+        /// How it differs, and what to do.
+        reason: String,
+    },
+
+    /// The process on the other side died while it held a lock or was writing;
+    /// what it was doing may be half done.
+    #[error("{what} in segment {name:?}: process {pid} died {during}")]
+    PeerDied {
+        /// The segment name.
+        name: String,
+        /// The structure.
+        what: &'static str,
+        /// The dead process.
+        pid: u32,
+        /// What it was doing.
+        during: &'static str,
+    },
+
     /// The Python process of a worker could not be started.
     #[error(
         "cannot start the worker {program:?}: {source} (is Python installed? pass its path \
@@ -255,6 +280,8 @@ impl Error {
             Error::WorkerExited { .. } => io::ErrorKind::BrokenPipe,
             Error::Remote { .. } => io::ErrorKind::Other,
             Error::Protocol { .. } => io::ErrorKind::InvalidData,
+            Error::Incompatible { .. } => io::ErrorKind::InvalidInput,
+            Error::PeerDied { .. } => io::ErrorKind::BrokenPipe,
         }
     }
 

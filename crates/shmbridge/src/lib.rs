@@ -33,6 +33,7 @@ mod error;
 mod name;
 mod options;
 mod segment;
+pub mod sync;
 mod sys;
 mod view;
 pub mod worker;

@@ -176,6 +176,31 @@ impl SharedMemory {
         }
     }
 
+    /// The 4-byte word at `offset` as an atomic, for structures that live in the
+    /// segment (synchronization words, counters). The caller checked that the word
+    /// lies in the segment and is aligned; this asserts it.
+    pub(crate) fn atomic_u32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(offset + 4 <= self.len() && offset.is_multiple_of(4), "word {offset} out of place");
+        // SAFETY: the word lies inside the live mapping and is 4-aligned (asserted; the
+        // mapping starts on a page); AtomicU32 has u32's layout and every bit pattern is
+        // valid. Structures that use these words never hand out non-atomic references
+        // to them, so all access in this process is atomic, and &self keeps the mapping.
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(self.mapping_ptr().add(offset).cast()) }
+    }
+
+    /// The 8-byte word at `offset` as an atomic (see [`atomic_u32`](Self::atomic_u32)).
+    pub(crate) fn atomic_u64(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(offset + 8 <= self.len() && offset.is_multiple_of(8), "word {offset} out of place");
+        // SAFETY: as in atomic_u32, with 8-byte alignment.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.mapping_ptr().add(offset).cast()) }
+    }
+
+    /// A counter in the segment for tests of the synchronization primitives.
+    #[doc(hidden)]
+    pub fn atomic_counter_for_tests(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        self.atomic_u64(offset)
+    }
+
     fn check_writable(&self) -> Result<()> {
         if self.is_writable() {
             Ok(())

@@ -9,6 +9,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use shmbridge::SharedMemory;
+use shmbridge::sync::{Event, Mutex};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -22,6 +23,8 @@ fn main() {
         ("bytes_both_ways", bytes_both_ways),
         ("typed_slices_both_ways", typed_slices_both_ways),
         ("child_creates_parent_opens", child_creates_parent_opens),
+        ("event_ping_pong", event_ping_pong),
+        ("mutex_of_a_killed_owner_is_recovered", mutex_of_a_killed_owner_is_recovered),
     ];
     for (name, test) in tests {
         test();
@@ -72,6 +75,22 @@ fn child(scenario: &str, name: &str) {
             let mut shm = SharedMemory::options().persist(true).create(name, 4096).unwrap();
             shm.write_all(b"made by the child").unwrap();
         }
+        "pong" => {
+            let ping = Event::open(&format!("{name}_ping")).unwrap();
+            let pong = Event::open(&format!("{name}_pong")).unwrap();
+            for _ in 0..ROUNDS {
+                assert!(ping.wait_timeout(DEADLINE), "no ping");
+                pong.set();
+            }
+        }
+        "hold_lock" => {
+            let mutex = Mutex::open(name).unwrap();
+            let locked = Event::open(&format!("{name}_locked")).unwrap();
+            let never = Event::open(&format!("{name}_never")).unwrap();
+            let _guard = mutex.lock().unwrap();
+            locked.set();
+            never.wait(); // until killed
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -102,4 +121,40 @@ fn child_creates_parent_opens() {
     assert_eq!(shm.len(), 4096);
     assert_eq!(&shm.as_slice()[..17], b"made by the child");
     shm.unlink().unwrap();
+}
+
+const ROUNDS: usize = 1000;
+
+fn event_ping_pong() {
+    let name = shmbridge::unique_name("xp_pingpong").unwrap();
+    let ping = Event::create(&format!("{name}_ping"), true).unwrap();
+    let pong = Event::create(&format!("{name}_pong"), true).unwrap();
+    let child = spawn("pong", &name);
+    for round in 0..ROUNDS {
+        ping.set();
+        assert!(pong.wait_timeout(DEADLINE), "no pong in round {round}");
+    }
+    assert!(wait(child).success());
+}
+
+fn mutex_of_a_killed_owner_is_recovered() {
+    let name = shmbridge::unique_name("xp_mutex").unwrap();
+    let mutex = Mutex::create(&name).unwrap();
+    let locked = Event::create(&format!("{name}_locked"), false).unwrap();
+    let _never = Event::create(&format!("{name}_never"), false).unwrap();
+    let mut child = spawn("hold_lock", &name);
+    assert!(locked.wait_timeout(DEADLINE), "the child did not take the lock");
+    assert!(mutex.is_locked());
+    assert!(mutex.try_lock().is_none(), "a live owner keeps it");
+    child.kill().unwrap(); // SIGKILL: no unlock, no destructor
+    let status = wait(child);
+    assert!(!status.success());
+    match mutex.lock_timeout(DEADLINE).expect("the lock comes back") {
+        Err(died) => {
+            assert_ne!(died.dead_owner(), std::process::id());
+            drop(died.into_guard());
+        }
+        Ok(_) => panic!("the takeover was not reported"),
+    }
+    let _guard = mutex.lock().expect("normal again after recovery");
 }

@@ -216,16 +216,8 @@ fn generation(shm: &SharedMemory) -> &AtomicU64 {
 }
 
 fn header_word(shm: &SharedMemory, offset: usize) -> &AtomicU64 {
-    assert!(
-        offset + 8 <= shm.len() && offset.is_multiple_of(8),
-        "header word {offset} out of place"
-    );
-    // SAFETY: the word lies inside the live mapping (asserted) and is 8-aligned (the
-    // mapping starts on a page); AtomicU64 has u64's layout, and any bits are a valid
-    // u64. The borrow of `shm` keeps the mapping alive. ArraySegment never hands out
-    // a non-atomic reference to the header words, so all access to them in this
-    // process is atomic; other processes use atomic operations on them too.
-    unsafe { AtomicU64::from_ptr(shm.as_mut_ptr().add(offset).cast::<u64>()) }
+    // ArraySegment never hands out a non-atomic reference to the header words.
+    shm.atomic_u64(offset)
 }
 
 /// A shared array of `T`, opened or created by name, with a checked dtype.

@@ -14,6 +14,9 @@
 //!   `Mapping::unmap`, which reports the error);
 //! - `free_space()`: bytes left for new segments, where the platform tells;
 //! - `wait_readable(pipe, timeout)`: waits for a child's pipe to have data;
+//! - `wait_on(word, expected, timeout)` / `wake(word, n)`: blocking on a 32-bit word
+//!   in shared memory, across processes (a shared futex on Linux; polling
+//!   elsewhere); `process_alive(pid)`, to tell a dead lock owner from a busy one;
 //! - on Unix only: `create_anonymous`, `open_fd`, `inherit_fd`, `raw_fd`, for
 //!   segments with no name, handed to a child process by descriptor.
 //!
@@ -28,8 +31,8 @@ use std::io;
 use std::ptr::NonNull;
 
 pub(crate) use os::{
-    CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, create, free_space, open, unlink,
-    wait_readable,
+    CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, create, free_space, open,
+    process_alive, unlink, wait_on, wait_readable, wake,
 };
 #[cfg(unix)]
 pub(crate) use os::{create_anonymous, inherit_fd, open_fd, raw_fd};

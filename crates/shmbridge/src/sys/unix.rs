@@ -167,3 +167,54 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) ->
         Err(e) => Err(e.into()),
     }
 }
+
+/// Sleeps while `word` holds `expected`: until another process or thread calls
+/// [`wake`] on it, `timeout` passes, or spuriously. Callers re-check their condition.
+///
+/// Linux: a futex in its shared form (never `FUTEX_PRIVATE_FLAG`, or wake-ups from
+/// other processes would not arrive). Elsewhere: a short sleep, so waiters poll.
+pub(crate) fn wait_on(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Option<std::time::Duration>,
+) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::thread::futex;
+        let timeout = timeout.map(|t| rustix::fs::Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as _,
+            tv_nsec: t.subsec_nanos() as _,
+        });
+        // EAGAIN (the word changed), EINTR and ETIMEDOUT all mean: re-check.
+        let result = futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref());
+        debug_assert!(matches!(
+            result,
+            Ok(())
+                | Err(rustix::io::Errno::AGAIN
+                    | rustix::io::Errno::INTR
+                    | rustix::io::Errno::TIMEDOUT)
+        ));
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (word, expected);
+        let pause = std::time::Duration::from_micros(200);
+        std::thread::sleep(timeout.map_or(pause, |t| t.min(pause)));
+    }
+}
+
+/// Wakes up to `count` waiters of `word` (in any process).
+pub(crate) fn wake(word: &std::sync::atomic::AtomicU32, count: u32) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), count);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (word, count); // waiters poll
+}
+
+/// Whether a process with this id exists (a process of another user counts).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else { return false };
+    !matches!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH))
+}

@@ -27,6 +27,12 @@ pub(crate) const CAN_UNLINK: bool = false;
 /// An open file-mapping object.
 pub(crate) struct Handle(HANDLE);
 
+// SAFETY: a kernel handle is valid in every thread of the process that opened it;
+// this type only passes it to thread-safe system calls and closes it once, on drop.
+unsafe impl Send for Handle {}
+// SAFETY: as for Send; &Handle exposes no way to close or replace the handle.
+unsafe impl Sync for Handle {}
+
 impl Drop for Handle {
     fn drop(&mut self) {
         // SAFETY: self.0 is a valid handle owned by this value, closed only here.
@@ -169,4 +175,40 @@ pub(crate) fn wait_readable(
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
+}
+
+/// Sleeps briefly: Windows has no wait on an address shared between processes
+/// (`WaitOnAddress` is per process), so waiters poll. Callers re-check.
+pub(crate) fn wait_on(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Option<std::time::Duration>,
+) {
+    let _ = (word, expected);
+    let pause = std::time::Duration::from_micros(200);
+    std::thread::sleep(timeout.map_or(pause, |t| t.min(pause)));
+}
+
+/// Nothing to do: waiters poll.
+pub(crate) fn wake(word: &std::sync::atomic::AtomicU32, count: u32) {
+    let _ = (word, count);
+}
+
+/// Whether a process with this id is still running.
+pub(crate) fn process_alive(pid: u32) -> bool {
+    use windows_sys::Win32::Foundation::STILL_ACTIVE;
+    use windows_sys::Win32::System::Threading::{
+        GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+    };
+    // SAFETY: OpenProcess takes plain values; a null result means no such process
+    // (or no access, which means it exists).
+    let h = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if h.is_null() {
+        return io::Error::last_os_error().raw_os_error() == Some(5); // ERROR_ACCESS_DENIED
+    }
+    let handle = Handle(h);
+    let mut code = 0u32;
+    // SAFETY: handle is a live process handle; code is a local out-parameter.
+    let ok = unsafe { GetExitCodeProcess(handle.0, &mut code) };
+    ok != 0 && code == STILL_ACTIVE as u32
 }

@@ -1,0 +1,138 @@
+//! `Event`: set / clear / wait, manual- or auto-reset.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::wait::{Spinner, wait_until, wake};
+use super::{Kind, Place, create_named, open_named};
+use crate::error::Result;
+use crate::segment::SharedMemory;
+
+const STATE: usize = 0;
+const SLEEPERS: usize = 1;
+const AUTO_RESET: u32 = 1;
+
+/// A flag that processes wait for: `set` wakes the waiters.
+///
+/// A manual-reset event stays set until `clear`, waking every waiter; an
+/// auto-reset event lets exactly one waiter through per `set` and clears itself.
+/// Layout: 16 bytes (`state`, `sleepers`, `flags`, reserved; `docs/FORMAT.md`).
+#[derive(Debug)]
+pub struct Event {
+    place: Place,
+    auto_reset: bool,
+    spinner: Spinner,
+}
+
+impl Event {
+    /// Bytes an event takes in a segment.
+    pub const SIZE: usize = 16;
+
+    /// Creates an event in a new segment of its own, unset.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemory::create`].
+    pub fn create(name: &str, auto_reset: bool) -> Result<Self> {
+        Self::in_segment(create_named(name, Self::SIZE)?, 0, Some(auto_reset))
+    }
+
+    /// Opens an event created with [`create`](Self::create).
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemory::open`]; [`Error::Incompatible`](crate::Error::Incompatible)
+    /// if the segment holds another primitive.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::in_segment(open_named(name, Self::SIZE)?, 0, None)
+    }
+
+    /// The event at `offset` (8-aligned) of `shm`. Fresh (zero) memory becomes an
+    /// unset event, auto-reset if `auto_reset` says so; an existing event keeps its
+    /// mode, and `auto_reset`, if given, must match it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misaligned`](crate::Error::Misaligned),
+    /// [`Error::OutOfBounds`](crate::Error::OutOfBounds), [`Error::ReadOnly`](crate::Error::ReadOnly)
+    /// for a bad place; [`Error::Incompatible`](crate::Error::Incompatible) if another
+    /// primitive, or an event of the other mode, is there.
+    pub fn in_segment(
+        shm: Arc<SharedMemory>,
+        offset: usize,
+        auto_reset: Option<bool>,
+    ) -> Result<Self> {
+        let place = Place::new(shm, offset, Self::SIZE, Kind::Event)?;
+        let (settings, _) =
+            place.init(Kind::Event, auto_reset.map(|a| if a { AUTO_RESET } else { 0 }))?;
+        let mode = settings & AUTO_RESET != 0;
+        if auto_reset.is_some_and(|a| a != mode) {
+            let reason = format!(
+                "is {}: open it with auto_reset={mode}",
+                if mode { "auto-reset" } else { "manual-reset" }
+            );
+            return Err(place.incompatible(Kind::Event, reason));
+        }
+        Ok(Self { place, auto_reset: mode, spinner: Spinner::new() })
+    }
+
+    /// Sets the event, waking the waiters (one, for an auto-reset event).
+    pub fn set(&self) {
+        self.place.word(STATE).store(1, Ordering::Release);
+        let count = if self.auto_reset { 1 } else { i32::MAX as u32 };
+        wake(self.place.word(STATE), self.place.word(SLEEPERS), count);
+    }
+
+    /// Clears the event.
+    pub fn clear(&self) {
+        self.place.word(STATE).store(0, Ordering::Release);
+    }
+
+    /// Whether the event is set.
+    pub fn is_set(&self) -> bool {
+        self.place.word(STATE).load(Ordering::Acquire) != 0
+    }
+
+    /// Whether this is an auto-reset event.
+    pub fn is_auto_reset(&self) -> bool {
+        self.auto_reset
+    }
+
+    /// Waits until the event is set (and, auto-reset, takes the set).
+    pub fn wait(&self) {
+        self.wait_deadline(None);
+    }
+
+    /// Waits at most `timeout`; whether the event was set.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_deadline(Instant::now().checked_add(timeout))
+    }
+
+    /// Waits until `deadline` (forever if `None`); whether the event was set.
+    pub fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
+        let state = self.place.word(STATE);
+        let sleepers = self.place.word(SLEEPERS);
+        loop {
+            if !wait_until(state, sleepers, &self.spinner, deadline, |v| v != 0) {
+                return false;
+            }
+            if !self.auto_reset
+                || state.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
+                return true;
+            }
+            // Another waiter took this set; wait for the next.
+        }
+    }
+
+    /// Caps how long a waiter spins before sleeping, in checks (0: sleep at once).
+    pub fn set_spin_limit(&self, checks: u32) {
+        self.spinner.set_limit(checks);
+    }
+
+    /// The segment the event lives in.
+    pub fn segment(&self) -> &Arc<SharedMemory> {
+        &self.place.shm
+    }
+}

@@ -1,0 +1,186 @@
+//! `Mutex`: mutual exclusion between processes that survives the death of its
+//! owner.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::wait::{Spinner, wait_until, wake};
+use super::{Kind, Place, create_named, my_pid, open_named};
+use crate::error::Result;
+use crate::segment::SharedMemory;
+use crate::sys;
+
+/// The lock word: 0 when free, else the owner's process id.
+const OWNER: usize = 0;
+const SLEEPERS: usize = 1;
+/// How often a waiter checks whether the owner is still alive.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+
+/// A lock shared between processes, which detects an owner that died holding it.
+///
+/// The lock word holds the owner's process id. A waiter checks, every 100 ms and
+/// before it sleeps, whether that process still exists; if not, it takes the lock
+/// over and is told so through [`OwnerDied`], so it can repair the data the dead
+/// owner may have left half-changed. Never a silent hang.
+///
+/// Threads of one process exclude each other too, but a thread that locks twice
+/// deadlocks (as with `std::sync::Mutex`). A recycled process id can make a dead
+/// owner look alive; on Linux pids are reused only after the whole range cycles.
+///
+/// Layout: 16 bytes (`owner`, `sleepers`, `flags`, reserved; `docs/FORMAT.md`).
+#[derive(Debug)]
+pub struct Mutex {
+    place: Place,
+    spinner: Spinner,
+}
+
+/// Holding the lock; dropping it unlocks.
+#[derive(Debug)]
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct MutexGuard<'a> {
+    mutex: &'a Mutex,
+}
+
+/// The lock was taken over from a process that died holding it: the data it
+/// protects may be half-updated. The lock is held; repair, then drop the guard.
+#[derive(Debug)]
+#[must_use = "the lock is held: repair the data, then drop the guard"]
+pub struct OwnerDied<'a> {
+    guard: MutexGuard<'a>,
+    pid: u32,
+}
+
+impl<'a> OwnerDied<'a> {
+    /// The guard (the lock is held).
+    pub fn into_guard(self) -> MutexGuard<'a> {
+        self.guard
+    }
+
+    /// The process that died holding the lock.
+    pub fn dead_owner(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// A lock taken normally (`Ok`) or taken over from a dead owner (`Err`).
+pub type LockResult<'a> = std::result::Result<MutexGuard<'a>, OwnerDied<'a>>;
+
+impl Mutex {
+    /// Bytes a mutex takes in a segment.
+    pub const SIZE: usize = 16;
+
+    /// Creates an unlocked mutex in a new segment of its own.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemory::create`].
+    pub fn create(name: &str) -> Result<Self> {
+        Self::in_segment(create_named(name, Self::SIZE)?, 0)
+    }
+
+    /// Opens a mutex created with [`create`](Self::create).
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemory::open`]; [`Error::Incompatible`](crate::Error::Incompatible)
+    /// if another primitive is there.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::in_segment(open_named(name, Self::SIZE)?, 0)
+    }
+
+    /// The mutex at `offset` (8-aligned) of `shm`; fresh (zero) memory is unlocked.
+    ///
+    /// # Errors
+    ///
+    /// As [`Event::in_segment`](super::Event::in_segment).
+    pub fn in_segment(shm: Arc<SharedMemory>, offset: usize) -> Result<Self> {
+        let place = Place::new(shm, offset, Self::SIZE, Kind::Mutex)?;
+        place.init(Kind::Mutex, None)?;
+        Ok(Self { place, spinner: Spinner::new() })
+    }
+
+    /// Takes the lock, waiting as long as a live process holds it.
+    pub fn lock(&self) -> LockResult<'_> {
+        self.lock_deadline(None).expect("no deadline, so the lock is taken")
+    }
+
+    /// Takes the lock if it is free (or its owner is dead), without waiting.
+    pub fn try_lock(&self) -> Option<LockResult<'_>> {
+        self.lock_deadline(Some(Instant::now()))
+    }
+
+    /// Waits at most `timeout` for the lock.
+    pub fn lock_timeout(&self, timeout: Duration) -> Option<LockResult<'_>> {
+        self.lock_deadline(Instant::now().checked_add(timeout))
+    }
+
+    /// Waits until `deadline` (forever if `None`) for the lock; `None` if it did not
+    /// come in time.
+    pub fn lock_deadline(&self, deadline: Option<Instant>) -> Option<LockResult<'_>> {
+        let owner = self.place.word(OWNER);
+        let me = my_pid();
+        loop {
+            let held_by = owner.load(Ordering::Acquire);
+            if held_by == 0 {
+                if owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return Some(Ok(MutexGuard { mutex: self }));
+                }
+                continue;
+            }
+            if held_by != me && !sys::process_alive(held_by) {
+                if owner.compare_exchange(held_by, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                {
+                    return Some(Err(OwnerDied {
+                        guard: MutexGuard { mutex: self },
+                        pid: held_by,
+                    }));
+                }
+                continue;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return None;
+            }
+            // Sleep until the word changes, waking now and then to check the owner.
+            let slice = now + LIVENESS_CHECK;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            wait_until(owner, self.place.word(SLEEPERS), &self.spinner, Some(until), |v| {
+                v != held_by
+            });
+        }
+    }
+
+    /// Whether some process holds the lock.
+    pub fn is_locked(&self) -> bool {
+        self.place.word(OWNER).load(Ordering::Acquire) != 0
+    }
+
+    /// Releases the lock without a guard: for bindings that keep the lock across
+    /// calls (the Python `acquire`/`release` pair), having forgotten the guard.
+    ///
+    /// # Safety
+    ///
+    /// The caller must hold the lock (its guard forgotten with `mem::forget`), and
+    /// nothing may use that guard afterwards.
+    pub unsafe fn force_unlock(&self) {
+        self.unlock();
+    }
+
+    fn unlock(&self) {
+        let owner = self.place.word(OWNER);
+        owner.store(0, Ordering::Release);
+        wake(owner, self.place.word(SLEEPERS), 1);
+    }
+
+    /// Caps how long a waiter spins before sleeping, in checks (0: sleep at once).
+    pub fn set_spin_limit(&self, checks: u32) {
+        self.spinner.set_limit(checks);
+    }
+}
+
+impl Drop for MutexGuard<'_> {
+    fn drop(&mut self) {
+        self.mutex.unlock();
+    }
+}

@@ -1,0 +1,118 @@
+//! `Semaphore`: a counter that `acquire` takes from and `release` adds to.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::wait::{Spinner, wait_until, wake};
+use super::{Kind, Place, create_named, open_named};
+use crate::error::{Error, Result};
+use crate::segment::SharedMemory;
+
+const COUNT: usize = 0;
+const SLEEPERS: usize = 1;
+
+/// A counting semaphore shared between processes.
+///
+/// Layout: 16 bytes (`count`, `sleepers`, `flags`, reserved; `docs/FORMAT.md`).
+#[derive(Debug)]
+pub struct Semaphore {
+    place: Place,
+    spinner: Spinner,
+}
+
+impl Semaphore {
+    /// Bytes a semaphore takes in a segment.
+    pub const SIZE: usize = 16;
+
+    /// Creates a semaphore with count `value` in a new segment of its own.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemory::create`].
+    pub fn create(name: &str, value: u32) -> Result<Self> {
+        Self::in_segment(create_named(name, Self::SIZE)?, 0, value)
+    }
+
+    /// Opens a semaphore created with [`create`](Self::create).
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemory::open`]; [`Error::Incompatible`] if another primitive is there.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::in_segment(open_named(name, Self::SIZE)?, 0, 0)
+    }
+
+    /// The semaphore at `offset` (8-aligned) of `shm`. Fresh (zero) memory becomes
+    /// a semaphore whose count is `initial`; an existing one keeps its count.
+    ///
+    /// # Errors
+    ///
+    /// As [`Event::in_segment`](super::Event::in_segment).
+    pub fn in_segment(shm: Arc<SharedMemory>, offset: usize, initial: u32) -> Result<Self> {
+        let place = Place::new(shm, offset, Self::SIZE, Kind::Semaphore)?;
+        let (_, fresh) = place.init(Kind::Semaphore, None)?;
+        let semaphore = Self { place, spinner: Spinner::new() };
+        if fresh && initial > 0 {
+            semaphore.release(initial)?;
+        }
+        Ok(semaphore)
+    }
+
+    /// Takes one from the count, waiting while it is 0.
+    pub fn acquire(&self) {
+        self.acquire_deadline(None);
+    }
+
+    /// Takes one if the count is above 0, without waiting.
+    pub fn try_acquire(&self) -> bool {
+        let count = self.place.word(COUNT);
+        count.fetch_update(Ordering::Acquire, Ordering::Relaxed, |c| c.checked_sub(1)).is_ok()
+    }
+
+    /// Waits at most `timeout`; whether one was taken.
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool {
+        self.acquire_deadline(Instant::now().checked_add(timeout))
+    }
+
+    /// Waits until `deadline` (forever if `None`); whether one was taken.
+    pub fn acquire_deadline(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            if self.try_acquire() {
+                return true;
+            }
+            let (count, sleepers) = (self.place.word(COUNT), self.place.word(SLEEPERS));
+            if !wait_until(count, sleepers, &self.spinner, deadline, |c| c > 0) {
+                return false;
+            }
+        }
+    }
+
+    /// Adds `n` to the count, waking up to `n` waiters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] if the count would pass `u32::MAX` (nothing is added).
+    pub fn release(&self, n: u32) -> Result<()> {
+        let count = self.place.word(COUNT);
+        count.fetch_update(Ordering::Release, Ordering::Relaxed, |c| c.checked_add(n)).map_err(
+            |c| Error::Incompatible {
+                name: self.place.shm.name().to_owned(),
+                what: format!("a Semaphore at offset {}", self.place.offset),
+                reason: format!("has count {c}; releasing {n} more would overflow it"),
+            },
+        )?;
+        wake(count, self.place.word(SLEEPERS), n);
+        Ok(())
+    }
+
+    /// The current count.
+    pub fn value(&self) -> u32 {
+        self.place.word(COUNT).load(Ordering::Acquire)
+    }
+
+    /// Caps how long a waiter spins before sleeping, in checks (0: sleep at once).
+    pub fn set_spin_limit(&self, checks: u32) {
+        self.spinner.set_limit(checks);
+    }
+}

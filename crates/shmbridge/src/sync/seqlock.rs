@@ -1,0 +1,245 @@
+//! `SeqLock`: a fixed-size record that writers update and readers copy, where a
+//! reader never returns a torn snapshot and never blocks a writer.
+
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::Instant;
+
+use bytemuck::Pod;
+
+use super::{Kind, Place, create_named, my_pid, open_named};
+use crate::error::{Error, Result};
+use crate::segment::SharedMemory;
+use crate::sys;
+
+/// Even when the record is stable, odd while a writer changes it.
+const SEQUENCE: usize = 0;
+/// The process writing (or that last wrote).
+const WRITER: usize = 1;
+/// The record starts here, 8-aligned.
+const HEADER: usize = 16;
+/// Records are at most this large (the size is kept in the flags' 24 bits).
+const MAX_SIZE: usize = (1 << 24) - 1;
+
+/// A sequence lock over a record of fixed size.
+///
+/// Writers (any number, one at a time) bump a sequence number to odd, write, and
+/// bump it to even; a reader copies the record and retries if the number moved,
+/// so it only ever returns a snapshot that no write overlapped. A writer that dies
+/// mid-write is detected: readers get [`Error::PeerDied`], the next writer takes
+/// over. Layout: a 16-byte header (`sequence`, `writer`, `flags`, reserved) and the
+/// record, padded to 8 bytes (`docs/FORMAT.md`).
+#[derive(Debug)]
+pub struct SeqLock {
+    place: Place,
+    size: usize,
+}
+
+impl SeqLock {
+    /// Bytes a seqlock holding a `size`-byte record takes in a segment.
+    pub const fn size_for(size: usize) -> usize {
+        HEADER + size.next_multiple_of(8)
+    }
+
+    /// Creates a seqlock holding a zeroed record of `size` bytes in a new segment.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemory::create`]; [`Error::InvalidSize`] for a size of 0 or over
+    /// 16 MiB.
+    pub fn create(name: &str, size: usize) -> Result<Self> {
+        check_size(name, size)?;
+        Self::in_segment(create_named(name, Self::size_for(size))?, 0, Some(size))
+    }
+
+    /// Opens a seqlock created with [`create`](Self::create); the record size comes
+    /// from the segment.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemory::open`]; [`Error::Incompatible`] if another primitive is there.
+    pub fn open(name: &str) -> Result<Self> {
+        Self::in_segment(open_named(name, HEADER)?, 0, None)
+    }
+
+    /// The seqlock at `offset` (8-aligned) of `shm`. Fresh (zero) memory becomes a
+    /// seqlock of a `size`-byte record (required then); an existing one keeps its
+    /// size, and `size`, if given, must match it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Event::in_segment`](super::Event::in_segment).
+    pub fn in_segment(shm: Arc<SharedMemory>, offset: usize, size: Option<usize>) -> Result<Self> {
+        if let Some(size) = size {
+            check_size(shm.name(), size)?;
+        }
+        let place = Place::new(Arc::clone(&shm), offset, HEADER, Kind::SeqLock)?;
+        let (found, fresh) = place.init(Kind::SeqLock, size.map(|s| s as u32))?;
+        let found = found as usize;
+        if fresh && size.is_none() {
+            return Err(
+                place.incompatible(Kind::SeqLock, "is not set up yet: give its record size".into())
+            );
+        }
+        if size.is_some_and(|s| s != found) {
+            return Err(
+                place.incompatible(Kind::SeqLock, format!("holds records of {found} bytes"))
+            );
+        }
+        // The record must fit too.
+        Place::new(shm, offset, Self::size_for(found), Kind::SeqLock)?;
+        Ok(Self { place, size: found })
+    }
+
+    /// The record's size in bytes.
+    pub fn record_size(&self) -> usize {
+        self.size
+    }
+
+    /// Replaces the record with `data` (exactly [`record_size`](Self::record_size)
+    /// bytes); returns the new sequence number.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`] if `data` has the wrong length (nothing is written).
+    pub fn write(&self, data: &[u8]) -> Result<u32> {
+        if data.len() != self.size {
+            return Err(self.wrong_length(data.len()));
+        }
+        let sequence = self.place.word(SEQUENCE);
+        let writer = self.place.word(WRITER);
+        let me = my_pid();
+        let start = loop {
+            let s = sequence.load(Ordering::Acquire);
+            if s.is_multiple_of(2) {
+                if sequence
+                    .compare_exchange_weak(
+                        s,
+                        s.wrapping_add(1),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    break s.wrapping_add(1);
+                }
+            } else {
+                // Another write is under way; take over if its writer died.
+                let w = writer.load(Ordering::Acquire);
+                if w != 0
+                    && w != me
+                    && !sys::process_alive(w)
+                    && writer.compare_exchange(w, me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                {
+                    break s;
+                }
+                std::thread::yield_now();
+            }
+        };
+        writer.store(me, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let words = self.size.div_ceil(8);
+        for i in 0..words {
+            let mut word = [0u8; 8];
+            let chunk = &data[8 * i..(8 * i + 8).min(self.size)];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.data_word(i).store(u64::from_ne_bytes(word), Ordering::Relaxed);
+        }
+        let done = start.wrapping_add(1);
+        sequence.store(done, Ordering::Release);
+        Ok(done)
+    }
+
+    /// Copies a consistent snapshot of the record into `buf` (exactly
+    /// [`record_size`](Self::record_size) bytes); returns its sequence number.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`] if `buf` has the wrong length; [`Error::PeerDied`] if
+    /// a writer died mid-write (the record may be torn, and stays so until the
+    /// next write).
+    pub fn read(&self, buf: &mut [u8]) -> Result<u32> {
+        if buf.len() != self.size {
+            return Err(self.wrong_length(buf.len()));
+        }
+        let sequence = self.place.word(SEQUENCE);
+        let mut odd_since: Option<Instant> = None;
+        loop {
+            let before = sequence.load(Ordering::Acquire);
+            if !before.is_multiple_of(2) {
+                let since = *odd_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > std::time::Duration::from_millis(10) {
+                    let w = self.place.word(WRITER).load(Ordering::Acquire);
+                    if w != 0 && !sys::process_alive(w) {
+                        return Err(Error::PeerDied {
+                            name: self.place.shm.name().to_owned(),
+                            what: "SeqLock",
+                            pid: w,
+                            during: "while writing the record",
+                        });
+                    }
+                }
+                std::thread::yield_now();
+                continue;
+            }
+            for i in 0..self.size.div_ceil(8) {
+                let word = self.data_word(i).load(Ordering::Relaxed).to_ne_bytes();
+                let end = (8 * i + 8).min(self.size);
+                buf[8 * i..end].copy_from_slice(&word[..end - 8 * i]);
+            }
+            fence(Ordering::Acquire);
+            if sequence.load(Ordering::Relaxed) == before {
+                return Ok(before);
+            }
+        }
+    }
+
+    /// Writes a value of a `Pod` type the size of the record.
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write).
+    pub fn write_value<T: Pod>(&self, value: &T) -> Result<u32> {
+        self.write(bytemuck::bytes_of(value))
+    }
+
+    /// Reads a consistent value of a `Pod` type the size of the record.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    pub fn read_value<T: Pod>(&self) -> Result<T> {
+        let mut value = T::zeroed();
+        self.read(bytemuck::bytes_of_mut(&mut value))?;
+        Ok(value)
+    }
+
+    /// The current sequence number (even: stable; it grows by 2 per write).
+    pub fn sequence(&self) -> u32 {
+        self.place.word(SEQUENCE).load(Ordering::Acquire)
+    }
+
+    fn data_word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        self.place.shm.atomic_u64(self.place.offset + HEADER + 8 * i)
+    }
+
+    fn wrong_length(&self, len: usize) -> Error {
+        Error::OutOfBounds {
+            name: self.place.shm.name().to_owned(),
+            offset: (self.place.offset + HEADER) as u64,
+            len: len as u64,
+            size: self.size as u64,
+        }
+    }
+}
+
+fn check_size(name: &str, size: usize) -> Result<()> {
+    if size == 0 || size > MAX_SIZE {
+        return Err(Error::InvalidSize {
+            name: name.to_owned(),
+            size: size as u64,
+            reason: "a seqlock record holds 1 byte to 16 MiB",
+        });
+    }
+    Ok(())
+}

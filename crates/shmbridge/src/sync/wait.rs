@@ -1,0 +1,91 @@
+//! The one wait loop every primitive uses: spin briefly (adaptively, bounded),
+//! then sleep on the word in the kernel, re-checking after every wake-up.
+
+use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::time::Instant;
+
+use crate::sys;
+
+/// The fewest and most checks a waiter makes before it sleeps.
+const MIN_SPIN: u32 = 8;
+const MAX_SPIN: u32 = 1 << 14;
+
+/// A per-handle spin budget that adapts: it doubles when spinning found the
+/// condition met, halves when it did not. On a busy machine spinning only burns
+/// the other side's CPU, and the budget falls to the minimum by itself.
+#[derive(Debug)]
+pub(crate) struct Spinner {
+    budget: AtomicU32,
+    limit: AtomicU32,
+}
+
+impl Spinner {
+    pub(crate) fn new() -> Self {
+        Self { budget: AtomicU32::new(256), limit: AtomicU32::new(MAX_SPIN) }
+    }
+
+    /// Caps the spinning (0: never spin, sleep at once).
+    pub(crate) fn set_limit(&self, limit: u32) {
+        self.limit.store(limit.min(MAX_SPIN), Ordering::Relaxed);
+        self.budget.store(limit.min(MAX_SPIN), Ordering::Relaxed);
+    }
+
+    /// Checks `ready` up to the budget; whether it became true.
+    fn spin(&self, word: &AtomicU32, ready: &impl Fn(u32) -> bool) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let budget = self.budget.load(Ordering::Relaxed).min(limit);
+        for _ in 0..budget {
+            if ready(word.load(Ordering::Acquire)) {
+                self.budget
+                    .store((budget * 2).clamp(MIN_SPIN.min(limit), limit), Ordering::Relaxed);
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        self.budget.store((budget / 2).max(MIN_SPIN.min(limit)), Ordering::Relaxed);
+        false
+    }
+}
+
+/// Waits until `ready(word)` or `deadline`; `true` if ready. `sleepers` counts the
+/// processes asleep on `word`, so that [`wake`] can skip the system call when
+/// nobody sleeps.
+pub(crate) fn wait_until(
+    word: &AtomicU32,
+    sleepers: &AtomicU32,
+    spinner: &Spinner,
+    deadline: Option<Instant>,
+    ready: impl Fn(u32) -> bool,
+) -> bool {
+    if ready(word.load(Ordering::Acquire)) || spinner.spin(word, &ready) {
+        return true;
+    }
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return ready(word.load(Ordering::Acquire)),
+            },
+        };
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        // Registered as a sleeper before the last look (SeqCst, paired with the
+        // waker's fence): either we see the change, or the waker sees us and wakes.
+        let seen = word.load(Ordering::SeqCst);
+        if !ready(seen) {
+            sys::wait_on(word, seen, timeout);
+        }
+        sleepers.fetch_sub(1, Ordering::SeqCst);
+        if ready(word.load(Ordering::Acquire)) {
+            return true;
+        }
+    }
+}
+
+/// Wakes up to `count` sleepers on `word`, after the caller changed it.
+pub(crate) fn wake(word: &AtomicU32, sleepers: &AtomicU32, count: u32) {
+    fence(Ordering::SeqCst);
+    if sleepers.load(Ordering::SeqCst) > 0 {
+        sys::wake(word, count);
+    }
+}
