@@ -22,17 +22,36 @@ read-only segment), ``OSError`` with ``errno.ENOSPC`` (not enough shared memory)
 Shared arrays describe themselves: ``create_array(name, shape, dtype)`` on one
 side, ``open_array(name)`` on the other, with no shape or dtype agreed by hand.
 
+Synchronization lives in shared memory too: ``Event``, ``Semaphore``, ``Mutex``
+(which detects an owner that died) and ``SeqLock``, each in a segment of its own
+(``Event.create(name)``, ``Event.open(name)``) or at an offset of any segment
+(``Event(shm, offset)``), with the conventions of the ``threading`` module.
+
 ``close()`` never invalidates views: memoryviews and NumPy arrays made from the
 segment keep working after it, and the memory is unmapped when the last of them is
 released. The creator's ``close()`` unlinks the name (unless ``persist=True``).
 """
 
 from shmbridge._array import create_array, open_array
-from shmbridge._native import MAX_NAME_LEN, SharedArray, SharedMemory, unique_name, unlink
+from shmbridge._native import (
+    MAX_NAME_LEN,
+    Event,
+    Mutex,
+    Semaphore,
+    SeqLock,
+    SharedArray,
+    SharedMemory,
+    unique_name,
+    unlink,
+)
 from shmbridge._server import Server
 
 __all__ = [
     "MAX_NAME_LEN",
+    "Event",
+    "Mutex",
+    "Semaphore",
+    "SeqLock",
     "SharedArray",
     "SharedMemory",
     "Server",

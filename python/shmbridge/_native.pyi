@@ -6,7 +6,17 @@ from typing import Any, final
 
 from typing_extensions import Buffer, Self
 
-__all__ = ["MAX_NAME_LEN", "SharedArray", "SharedMemory", "unique_name", "unlink"]
+__all__ = [
+    "MAX_NAME_LEN",
+    "Event",
+    "Mutex",
+    "Semaphore",
+    "SeqLock",
+    "SharedArray",
+    "SharedMemory",
+    "unique_name",
+    "unlink",
+]
 
 MAX_NAME_LEN: int
 """The longest segment name this platform accepts, in bytes, with its leading "/"."""
@@ -200,3 +210,93 @@ class SharedArray:
     ) -> Any:
         """A DLPack capsule of the data (versioned if ``max_version >= (1, 0)``)."""
     def __dlpack_device__(self) -> tuple[int, int]: ...
+
+@final
+class Event:
+    """An event in shared memory: ``set`` wakes the waiters (as ``threading.Event``).
+
+    ``Event(shm, offset=0, *, auto_reset=None)`` uses 16 bytes of ``shm`` at an
+    8-aligned ``offset`` (fresh zero memory is an unset event; an existing event
+    keeps its mode). An auto-reset event lets one waiter through per ``set``.
+    Waiting releases the GIL and is interruptible by Ctrl-C.
+    """
+
+    def __new__(cls, shm: SharedMemory, offset: int = 0, *, auto_reset: bool | None = None) -> Self: ...
+    @classmethod
+    def create(cls, name: str, *, auto_reset: bool = False) -> Self:
+        """Create an unset event in a new segment of its own."""
+    @classmethod
+    def open(cls, name: str) -> Self:
+        """Open an event made by ``Event.create``."""
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+    @property
+    def auto_reset(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set or ``timeout`` seconds pass; whether it was set."""
+
+@final
+class Semaphore:
+    """A counting semaphore in shared memory (as ``threading.Semaphore``).
+
+    ``Semaphore(shm, offset=0, value=0)``: ``value`` applies to fresh memory only.
+    """
+
+    def __new__(cls, shm: SharedMemory, offset: int = 0, value: int = 0) -> Self: ...
+    @classmethod
+    def create(cls, name: str, value: int = 0) -> Self: ...
+    @classmethod
+    def open(cls, name: str) -> Self: ...
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take one; wait while the count is 0. Whether one was taken."""
+    def release(self, n: int = 1) -> None:
+        """Add ``n`` (ValueError if the count would overflow)."""
+    @property
+    def value(self) -> int: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool: ...
+
+@final
+class Mutex:
+    """A lock in shared memory that detects an owner that died holding it.
+
+    As ``threading.Lock``; after ``acquire``, ``owner_died`` is true if the lock was
+    taken over from a dead process (repair what it may have left half-done).
+    """
+
+    def __new__(cls, shm: SharedMemory, offset: int = 0) -> Self: ...
+    @classmethod
+    def create(cls, name: str) -> Self: ...
+    @classmethod
+    def open(cls, name: str) -> Self: ...
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool: ...
+    def release(self) -> None:
+        """Release (RuntimeError if this object does not hold the lock)."""
+    def locked(self) -> bool: ...
+    @property
+    def owner_died(self) -> bool: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool: ...
+
+@final
+class SeqLock:
+    """A fixed-size record that readers copy without ever seeing a torn write.
+
+    ``SeqLock(shm, offset=0, size=None)`` (size required for fresh memory).
+    ``read`` raises BrokenPipeError if a writer died mid-write.
+    """
+
+    def __new__(cls, shm: SharedMemory, offset: int = 0, size: int | None = None) -> Self: ...
+    @classmethod
+    def create(cls, name: str, size: int) -> Self: ...
+    @classmethod
+    def open(cls, name: str) -> Self: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def sequence(self) -> int: ...
+    def write(self, data: Buffer) -> int:
+        """Replace the record (exactly ``size`` bytes); return the new sequence number."""
+    def read(self) -> bytes:
+        """A consistent copy of the record."""

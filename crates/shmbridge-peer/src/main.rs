@@ -17,6 +17,13 @@
 //! unlink | close | quit          -> ok
 //! ```
 //!
+//! and, for synchronization:
+//!
+//! ```text
+//! pong NAME ROUNDS               -> ok     (answers ROUNDS sets of event NAME_ping by setting NAME_pong)
+//! hold NAME                      -> ok     (takes mutex NAME and keeps it until the process dies)
+//! ```
+//!
 //! and, for shared arrays (one current array, apart from the segment):
 //!
 //! ```text
@@ -36,6 +43,7 @@ use std::str::FromStr;
 
 use shmbridge::SharedMemory;
 use shmbridge::bytemuck::Pod;
+use shmbridge::sync::{Event, Mutex, OwnerDied};
 
 pub(crate) type Reply = Result<String, (String, String)>;
 
@@ -109,6 +117,25 @@ fn run(current: &mut Option<SharedMemory>, words: &[&str]) -> Reply {
         let reply = format!("{} {}", shm.name(), shm.len());
         *current = Some(shm);
         return Ok(reply);
+    }
+    if cmd == "pong" {
+        let name: String = arg(words, 1)?;
+        let rounds: usize = arg(words, 2)?;
+        let ping = Event::open(&format!("{name}_ping")).map_err(core_err)?;
+        let pong = Event::open(&format!("{name}_pong")).map_err(core_err)?;
+        for round in 0..rounds {
+            if !ping.wait_timeout(std::time::Duration::from_secs(30)) {
+                return Err(("Timeout".into(), format!("no ping in round {round}")));
+            }
+            pong.set();
+        }
+        return Ok(String::new());
+    }
+    if cmd == "hold" {
+        let mutex = Mutex::open(&arg::<String>(words, 1)?).map_err(core_err)?;
+        std::mem::forget(mutex.lock().unwrap_or_else(OwnerDied::into_guard));
+        std::mem::forget(mutex); // held until this process dies
+        return Ok(String::new());
     }
     if cmd == "close" {
         return match current.take() {

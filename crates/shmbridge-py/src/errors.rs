@@ -10,10 +10,12 @@
 //! | `InvalidName`, `InvalidSize`, `TooSmall`,    | `ValueError`                |
 //! | `OutOfBounds`, `Misaligned`                  |                             |
 //! | `ReadOnly`                                   | `TypeError` (as `mmap`)     |
+//! | `PeerDied` (the other process died)          | `BrokenPipeError`           |
+//! | `Incompatible`                               | `ValueError`                |
 //! | use after `close()`                          | `ValueError` (as files)     |
 
 use pyo3::PyErr;
-use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyBrokenPipeError, PyOSError, PyTypeError, PyValueError};
 use shmbridge::Error;
 
 /// errno values used for the OSError subclasses; Python picks the subclass
@@ -35,6 +37,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         Error::PermissionDenied { .. } => os(err.raw_os_error().unwrap_or(errno::EACCES)),
         Error::NoSpace { .. } => os(errno::ENOSPC),
         Error::ReadOnly { .. } => PyTypeError::new_err(msg),
+        Error::PeerDied { .. } => PyBrokenPipeError::new_err(msg),
         Error::Os { .. } => match err.raw_os_error() {
             Some(code) => os(code),
             None => PyOSError::new_err(msg),

@@ -10,6 +10,7 @@ mod array;
 mod dlpack;
 mod errors;
 mod segment;
+mod sync;
 
 use pyo3::prelude::*;
 
@@ -30,9 +31,26 @@ fn unlink(name: &str) -> PyResult<()> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<segment::SharedMemory>()?;
     m.add_class::<array::SharedArray>()?;
+    m.add_class::<sync::Event>()?;
+    m.add_class::<sync::Semaphore>()?;
+    m.add_class::<sync::Mutex>()?;
+    m.add_class::<sync::SeqLock>()?;
     m.add_function(wrap_pyfunction!(unique_name, m)?)?;
     m.add_function(wrap_pyfunction!(unlink, m)?)?;
     m.add("MAX_NAME_LEN", shmbridge::max_name_len())?;
-    m.add("__all__", ["MAX_NAME_LEN", "SharedArray", "SharedMemory", "unique_name", "unlink"])?;
+    m.add(
+        "__all__",
+        [
+            "MAX_NAME_LEN",
+            "Event",
+            "Mutex",
+            "Semaphore",
+            "SeqLock",
+            "SharedArray",
+            "SharedMemory",
+            "unique_name",
+            "unlink",
+        ],
+    )?;
     Ok(())
 }

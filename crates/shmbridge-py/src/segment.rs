@@ -83,7 +83,7 @@ impl SharedMemory {
 
     /// A reference to the open segment that outlives the lock, for large copies
     /// (made with the GIL released) and buffer exports.
-    fn segment(&self) -> PyResult<Arc<Segment>> {
+    pub(crate) fn segment(&self) -> PyResult<Arc<Segment>> {
         self.locked(|segment, _| Ok(Arc::clone(segment)))
     }
 

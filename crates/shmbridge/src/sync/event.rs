@@ -68,10 +68,10 @@ impl Event {
             place.init(Kind::Event, auto_reset.map(|a| if a { AUTO_RESET } else { 0 }))?;
         let mode = settings & AUTO_RESET != 0;
         if auto_reset.is_some_and(|a| a != mode) {
-            let reason = format!(
-                "is {}: open it with auto_reset={mode}",
-                if mode { "auto-reset" } else { "manual-reset" }
-            );
+            let (is, not) =
+                if mode { ("auto-reset", "manual-reset") } else { ("manual-reset", "auto-reset") };
+            let reason =
+                format!("is {is}, not {not}: open it without asking for a mode, or with its own");
             return Err(place.incompatible(Kind::Event, reason));
         }
         Ok(Self { place, auto_reset: mode, spinner: Spinner::new() })

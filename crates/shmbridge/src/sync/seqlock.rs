@@ -74,13 +74,15 @@ impl SeqLock {
             check_size(shm.name(), size)?;
         }
         let place = Place::new(Arc::clone(&shm), offset, HEADER, Kind::SeqLock)?;
-        let (found, fresh) = place.init(Kind::SeqLock, size.map(|s| s as u32))?;
-        let found = found as usize;
+        let fresh = place.word(super::FLAGS).load(std::sync::atomic::Ordering::Acquire) == 0;
         if fresh && size.is_none() {
+            // Claiming fresh memory without a size would fix its size at 0.
             return Err(
                 place.incompatible(Kind::SeqLock, "is not set up yet: give its record size".into())
             );
         }
+        let (found, _) = place.init(Kind::SeqLock, size.map(|s| s as u32))?;
+        let found = found as usize;
         if size.is_some_and(|s| s != found) {
             return Err(
                 place.incompatible(Kind::SeqLock, format!("holds records of {found} bytes"))

@@ -1,0 +1,395 @@
+//! `shmbridge.Event`, `Semaphore`, `Mutex`, `SeqLock`: the core's primitives with
+//! the conventions of Python's `threading` module.
+//!
+//! Every blocking call releases the GIL and waits in slices of at most 50 ms,
+//! checking for signals in between, so Ctrl-C (KeyboardInterrupt) arrives within
+//! about 50 ms of a wait's start or last slice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyType};
+use shmbridge::sync;
+
+use crate::errors::to_py;
+use crate::segment::SharedMemory;
+
+type Segment = shmbridge::SharedMemory;
+
+/// The longest a blocking call waits before checking for signals.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+/// The deadline of a `timeout` in seconds (`None`: forever).
+fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => {
+            Err(PyValueError::new_err(format!("timeout must be a non-negative number, not {t}")))
+        }
+        Some(t) => {
+            Ok(Instant::now().checked_add(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX)))
+        }
+    }
+}
+
+/// Runs `attempt(until)` with the GIL released, in slices, until it succeeds or
+/// `deadline` passes; signals are checked between slices.
+fn wait_interruptibly<T: Send>(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    attempt: impl Fn(Instant) -> Option<T> + Sync,
+) -> PyResult<Option<T>> {
+    loop {
+        let slice = Instant::now() + SIGNAL_CHECK;
+        let until = deadline.map_or(slice, |d| d.min(slice));
+        if let Some(done) = py.detach(|| attempt(until)) {
+            return Ok(Some(done));
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+    }
+}
+
+fn segment_of(shm: &Bound<'_, SharedMemory>) -> PyResult<Arc<Segment>> {
+    shm.get().segment()
+}
+
+/// An event in shared memory: `set` wakes the waiters, as `threading.Event`.
+///
+/// `Event(shm, offset=0, *, auto_reset=None)` uses 16 bytes of `shm` at `offset`
+/// (8-aligned); `Event.create(name, auto_reset=False)` / `Event.open(name)` use a
+/// segment of their own. An auto-reset event lets one waiter through per `set`.
+#[pyclass(module = "shmbridge", name = "Event", frozen)]
+pub(crate) struct Event {
+    inner: sync::Event,
+}
+
+#[pymethods]
+impl Event {
+    #[new]
+    #[pyo3(signature = (shm, offset = 0, *, auto_reset = None))]
+    fn new(
+        shm: &Bound<'_, SharedMemory>,
+        offset: usize,
+        auto_reset: Option<bool>,
+    ) -> PyResult<Self> {
+        let inner = sync::Event::in_segment(segment_of(shm)?, offset, auto_reset).map_err(to_py)?;
+        Ok(Self { inner })
+    }
+
+    /// Creates an event in a new segment of its own.
+    #[classmethod]
+    #[pyo3(signature = (name, *, auto_reset = false))]
+    fn create(_cls: &Bound<'_, PyType>, name: &str, auto_reset: bool) -> PyResult<Self> {
+        Ok(Self { inner: sync::Event::create(name, auto_reset).map_err(to_py)? })
+    }
+
+    /// Opens an event created with `Event.create`.
+    #[classmethod]
+    fn open(_cls: &Bound<'_, PyType>, name: &str) -> PyResult<Self> {
+        Ok(Self { inner: sync::Event::open(name).map_err(to_py)? })
+    }
+
+    /// Sets the event, waking the waiters (one, if auto-reset).
+    fn set(&self) {
+        self.inner.set();
+    }
+
+    /// Clears the event.
+    fn clear(&self) {
+        self.inner.clear();
+    }
+
+    /// Whether the event is set.
+    fn is_set(&self) -> bool {
+        self.inner.is_set()
+    }
+
+    /// True for an auto-reset event.
+    #[getter]
+    fn auto_reset(&self) -> bool {
+        self.inner.is_auto_reset()
+    }
+
+    /// Waits until the event is set or `timeout` seconds pass; whether it was set.
+    #[pyo3(signature = (timeout = None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let deadline = deadline(timeout)?;
+        let done = wait_interruptibly(py, deadline, |until| {
+            self.inner.wait_deadline(Some(until)).then_some(())
+        })?;
+        Ok(done.is_some())
+    }
+}
+
+/// A counting semaphore in shared memory, as `threading.Semaphore`.
+///
+/// `Semaphore(shm, offset=0, value=0)` (the value applies to fresh memory only);
+/// `Semaphore.create(name, value=0)` / `Semaphore.open(name)`.
+#[pyclass(module = "shmbridge", name = "Semaphore", frozen)]
+pub(crate) struct Semaphore {
+    inner: sync::Semaphore,
+}
+
+#[pymethods]
+impl Semaphore {
+    #[new]
+    #[pyo3(signature = (shm, offset = 0, value = 0))]
+    fn new(shm: &Bound<'_, SharedMemory>, offset: usize, value: u32) -> PyResult<Self> {
+        Ok(Self {
+            inner: sync::Semaphore::in_segment(segment_of(shm)?, offset, value).map_err(to_py)?,
+        })
+    }
+
+    /// Creates a semaphore with count `value` in a new segment of its own.
+    #[classmethod]
+    #[pyo3(signature = (name, value = 0))]
+    fn create(_cls: &Bound<'_, PyType>, name: &str, value: u32) -> PyResult<Self> {
+        Ok(Self { inner: sync::Semaphore::create(name, value).map_err(to_py)? })
+    }
+
+    /// Opens a semaphore created with `Semaphore.create`.
+    #[classmethod]
+    fn open(_cls: &Bound<'_, PyType>, name: &str) -> PyResult<Self> {
+        Ok(Self { inner: sync::Semaphore::open(name).map_err(to_py)? })
+    }
+
+    /// Takes one from the count; waits while it is 0 (unless `blocking` is
+    /// false), at most `timeout` seconds. Whether one was taken.
+    #[pyo3(signature = (blocking = true, timeout = None))]
+    fn acquire(&self, py: Python<'_>, blocking: bool, timeout: Option<f64>) -> PyResult<bool> {
+        if !blocking {
+            if timeout.is_some() {
+                return Err(PyValueError::new_err(
+                    "can't specify a timeout for a non-blocking call",
+                ));
+            }
+            return Ok(self.inner.try_acquire());
+        }
+        let deadline = deadline(timeout)?;
+        let done = wait_interruptibly(py, deadline, |until| {
+            self.inner.acquire_deadline(Some(until)).then_some(())
+        })?;
+        Ok(done.is_some())
+    }
+
+    /// Adds `n` to the count, waking up to `n` waiters.
+    #[pyo3(signature = (n = 1))]
+    fn release(&self, n: u32) -> PyResult<()> {
+        if n == 0 {
+            return Err(PyValueError::new_err("n must be one or more"));
+        }
+        self.inner.release(n).map_err(to_py)
+    }
+
+    /// The current count.
+    #[getter]
+    fn value(&self) -> u32 {
+        self.inner.value()
+    }
+
+    fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
+        self.acquire(py, true, None)
+    }
+
+    fn __exit__(
+        &self,
+        _t: &Bound<'_, PyAny>,
+        _v: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        self.release(1)?;
+        Ok(false)
+    }
+}
+
+/// A lock in shared memory that detects an owner that died holding it.
+///
+/// As `threading.Lock`: `acquire(blocking=True, timeout=None) -> bool`, `release()`,
+/// `locked()`, and `with mutex:`. If the previous owner's process died holding
+/// it, `acquire` takes it over and `owner_died` is true until the next acquire:
+/// check it to repair data the dead owner may have left half-changed.
+#[pyclass(module = "shmbridge", name = "Mutex", frozen)]
+pub(crate) struct Mutex {
+    inner: sync::Mutex,
+    /// Whether this object holds the lock (its guard forgotten until release).
+    held: AtomicBool,
+    owner_died: AtomicBool,
+}
+
+impl Mutex {
+    fn wrap(inner: sync::Mutex) -> Self {
+        Self { inner, held: AtomicBool::new(false), owner_died: AtomicBool::new(false) }
+    }
+}
+
+#[pymethods]
+impl Mutex {
+    #[new]
+    #[pyo3(signature = (shm, offset = 0))]
+    fn new(shm: &Bound<'_, SharedMemory>, offset: usize) -> PyResult<Self> {
+        Ok(Self::wrap(sync::Mutex::in_segment(segment_of(shm)?, offset).map_err(to_py)?))
+    }
+
+    /// Creates an unlocked mutex in a new segment of its own.
+    #[classmethod]
+    fn create(_cls: &Bound<'_, PyType>, name: &str) -> PyResult<Self> {
+        Ok(Self::wrap(sync::Mutex::create(name).map_err(to_py)?))
+    }
+
+    /// Opens a mutex created with `Mutex.create`.
+    #[classmethod]
+    fn open(_cls: &Bound<'_, PyType>, name: &str) -> PyResult<Self> {
+        Ok(Self::wrap(sync::Mutex::open(name).map_err(to_py)?))
+    }
+
+    /// Takes the lock; waits (unless `blocking` is false) at most `timeout`
+    /// seconds. Whether it was taken.
+    #[pyo3(signature = (blocking = true, timeout = None))]
+    fn acquire(&self, py: Python<'_>, blocking: bool, timeout: Option<f64>) -> PyResult<bool> {
+        if self.held.load(Ordering::Acquire) {
+            return Err(PyRuntimeError::new_err(
+                "this Mutex object already holds the lock; acquiring again would deadlock",
+            ));
+        }
+        let taken = if blocking {
+            let deadline = deadline(timeout)?;
+            wait_interruptibly(py, deadline, |until| {
+                self.inner.lock_deadline(Some(until)).map(|r| {
+                    let died = r.is_err();
+                    std::mem::forget(r.unwrap_or_else(sync::OwnerDied::into_guard));
+                    died
+                })
+            })?
+        } else {
+            if timeout.is_some() {
+                return Err(PyValueError::new_err(
+                    "can't specify a timeout for a non-blocking call",
+                ));
+            }
+            self.inner.try_lock().map(|r| {
+                let died = r.is_err();
+                std::mem::forget(r.unwrap_or_else(sync::OwnerDied::into_guard));
+                died
+            })
+        };
+        match taken {
+            Some(died) => {
+                self.owner_died.store(died, Ordering::Release);
+                self.held.store(true, Ordering::Release);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Releases the lock (RuntimeError if this object does not hold it).
+    fn release(&self) -> PyResult<()> {
+        if !self.held.swap(false, Ordering::AcqRel) {
+            return Err(PyRuntimeError::new_err("release unlocked lock"));
+        }
+        // SAFETY: `held` was true, so this object took the lock and forgot the guard
+        // in `acquire`; swapping it to false makes this the only release.
+        unsafe { self.inner.force_unlock() };
+        Ok(())
+    }
+
+    /// Whether some process holds the lock.
+    fn locked(&self) -> bool {
+        self.inner.is_locked()
+    }
+
+    /// True if the last acquire took the lock over from a process that died.
+    #[getter]
+    fn owner_died(&self) -> bool {
+        self.owner_died.load(Ordering::Acquire)
+    }
+
+    fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
+        self.acquire(py, true, None)
+    }
+
+    fn __exit__(
+        &self,
+        _t: &Bound<'_, PyAny>,
+        _v: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        self.release()?;
+        Ok(false)
+    }
+}
+
+impl Drop for Mutex {
+    /// A Mutex object collected while holding the lock releases it.
+    fn drop(&mut self) {
+        if *self.held.get_mut() {
+            // SAFETY: held means this object took the lock and forgot the guard.
+            unsafe { self.inner.force_unlock() };
+        }
+    }
+}
+
+/// A record of fixed size that readers copy without ever seeing a torn write.
+///
+/// `SeqLock(shm, offset=0, size=None)` (size required for fresh memory),
+/// `SeqLock.create(name, size)` / `SeqLock.open(name)`; `write(data)`, `read()`.
+#[pyclass(module = "shmbridge", name = "SeqLock", frozen)]
+pub(crate) struct SeqLock {
+    inner: sync::SeqLock,
+}
+
+#[pymethods]
+impl SeqLock {
+    #[new]
+    #[pyo3(signature = (shm, offset = 0, size = None))]
+    fn new(shm: &Bound<'_, SharedMemory>, offset: usize, size: Option<usize>) -> PyResult<Self> {
+        Ok(Self {
+            inner: sync::SeqLock::in_segment(segment_of(shm)?, offset, size).map_err(to_py)?,
+        })
+    }
+
+    /// Creates a seqlock of a `size`-byte record in a new segment of its own.
+    #[classmethod]
+    fn create(_cls: &Bound<'_, PyType>, name: &str, size: usize) -> PyResult<Self> {
+        Ok(Self { inner: sync::SeqLock::create(name, size).map_err(to_py)? })
+    }
+
+    /// Opens a seqlock created with `SeqLock.create`.
+    #[classmethod]
+    fn open(_cls: &Bound<'_, PyType>, name: &str) -> PyResult<Self> {
+        Ok(Self { inner: sync::SeqLock::open(name).map_err(to_py)? })
+    }
+
+    /// The record's size in bytes.
+    #[getter]
+    fn size(&self) -> usize {
+        self.inner.record_size()
+    }
+
+    /// The sequence number: even when stable, +2 per write.
+    #[getter]
+    fn sequence(&self) -> u32 {
+        self.inner.sequence()
+    }
+
+    /// Replaces the record (a bytes-like object of exactly `size` bytes); returns
+    /// the new sequence number.
+    fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<u32> {
+        let buffer = pyo3::buffer::PyBuffer::<u8>::get(data)?;
+        let bytes = buffer.to_vec(data.py())?;
+        self.inner.write(&bytes).map_err(to_py)
+    }
+
+    /// A consistent copy of the record.
+    fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let size = self.inner.record_size();
+        let inner = &self.inner;
+        PyBytes::new_with(py, size, |buf| py.detach(|| inner.read(buf)).map(drop).map_err(to_py))
+    }
+}

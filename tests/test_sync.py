@@ -1,0 +1,166 @@
+"""Event, Semaphore, Mutex and SeqLock from Python: threading conventions, errors,
+the GIL released while waiting, Ctrl-C, and a Rust process on the other side."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+from conftest import DEADLINE, Peer, readline
+
+import shmbridge
+from shmbridge import Event, Mutex, Semaphore, SeqLock, SharedMemory
+
+
+def test_event_in_segment_and_named(name: str) -> None:
+    with SharedMemory(name, 4096, create=True) as shm:
+        event = Event(shm, 64)
+        assert not event.is_set() and not event.auto_reset
+        assert not event.wait(0.01)
+        event.set()
+        assert event.wait() and event.wait(0) and event.is_set()
+        same = Event(shm, 64)
+        same.clear()
+        assert not event.is_set()
+        auto = Event(shm, 128, auto_reset=True)
+        auto.set()
+        assert auto.wait(1) and not auto.is_set()
+        with pytest.raises(ValueError, match="is auto-reset, not manual-reset"):
+            Event(shm, 128, auto_reset=False)
+        with pytest.raises(ValueError, match="not aligned"):
+            Event(shm, 3)
+        with pytest.raises(ValueError, match="outside segment"):
+            Event(shm, 4096)
+        with pytest.raises(ValueError, match="holds an Event, not a Semaphore"):
+            Semaphore(shm, 64)
+        with pytest.raises(ValueError, match="non-negative"):
+            event.wait(-1)
+    named = Event.create(name + "e", auto_reset=True)
+    assert Event.open(name + "e").auto_reset
+    named.set()
+    assert Event.open(name + "e").wait(1)
+    with pytest.raises(FileNotFoundError):
+        Event.open(name + "missing")
+
+
+def test_waiting_releases_the_gil(name: str) -> None:
+    event = Event.create(name)
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(event.wait(DEADLINE)))
+    waiter.start()
+    sum(range(100_000))  # Python work in this thread while the other waits
+    event.set()
+    waiter.join(DEADLINE)
+    assert results == [True]
+
+
+def test_semaphore(name: str) -> None:
+    sem = Semaphore.create(name, 2)
+    assert sem.value == 2
+    assert sem.acquire() and sem.acquire(blocking=False) is True
+    assert sem.acquire(blocking=False) is False
+    assert not sem.acquire(timeout=0.01)
+    sem.release(3)
+    assert Semaphore.open(name).value == 3
+    with sem:
+        assert sem.value == 2
+    assert sem.value == 3
+    with pytest.raises(ValueError, match="non-blocking"):
+        sem.acquire(False, 1.0)
+    with pytest.raises(ValueError, match="one or more"):
+        sem.release(0)
+    with pytest.raises(ValueError, match="overflow"):
+        sem.release(2**32 - 1)
+    with pytest.raises(OverflowError):
+        sem.release(-1)
+
+
+def test_mutex(name: str) -> None:
+    with SharedMemory(name, 4096, create=True) as shm:
+        a, b = Mutex(shm, 0), Mutex(shm, 0)
+        assert a.acquire() and a.locked() and not a.owner_died
+        assert not b.acquire(timeout=0.01) and not b.acquire(blocking=False)
+        with pytest.raises(RuntimeError, match="already holds"):
+            a.acquire()
+        with pytest.raises(RuntimeError, match="release unlocked"):
+            b.release()
+        a.release()
+        with b:
+            assert a.locked()
+        assert not a.locked()
+        c = Mutex(shm, 16)
+        assert c.acquire()
+        del c  # collected while holding: released
+        assert Mutex(shm, 16).acquire(blocking=False)
+
+
+def test_seqlock(name: str) -> None:
+    lock = SeqLock.create(name, 12)
+    assert lock.size == 12 and lock.sequence == 0
+    assert lock.write(b"hello world!") == 2
+    assert SeqLock.open(name).read() == b"hello world!"
+    lock.write(bytearray(b"x" * 12))
+    assert lock.read() == b"x" * 12
+    with pytest.raises(ValueError, match="outside"):
+        lock.write(b"short")
+    with SharedMemory(name + "s", 4096, create=True) as shm:
+        with pytest.raises(ValueError, match="record size"):
+            SeqLock(shm, 0)
+        assert SeqLock(shm, 0, 100).size == 100
+        assert SeqLock(shm, 0).size == 100
+
+
+def test_event_ping_pong_with_rust(peer: Peer, name: str) -> None:
+    ping = Event.create(name + "_ping", auto_reset=True)
+    pong = Event.create(name + "_pong", auto_reset=True)
+    assert peer.proc.stdin
+    peer.proc.stdin.write(f"pong {name} 1000\n")
+    peer.proc.stdin.flush()
+    for round in range(1000):
+        ping.set()
+        assert pong.wait(DEADLINE), f"no pong in round {round}"
+    assert peer.proc.stdout
+    assert readline(peer.proc.stdout, "the Rust peer").strip() == "ok"
+
+
+def test_mutex_of_a_killed_rust_owner_is_recovered(name: str) -> None:
+    mutex = Mutex.create(name)
+    holder = Peer()
+    holder(f"hold {name}")
+    assert mutex.locked() and not mutex.acquire(timeout=0.05), "a live owner keeps it"
+    holder.proc.kill()
+    holder.proc.wait(DEADLINE)
+    assert mutex.acquire(timeout=DEADLINE)
+    assert mutex.owner_died, "the takeover is reported"
+    mutex.release()
+    assert mutex.acquire(timeout=DEADLINE) and not mutex.owner_died
+    mutex.release()
+
+
+def test_ctrl_c_interrupts_a_blocked_wait() -> None:
+    code = textwrap.dedent(
+        f"""
+        import shmbridge
+        event = shmbridge.Event.create(shmbridge.unique_name("pytest_{os.getpid()}_sigint"))
+        print("waiting", flush=True)
+        try:
+            event.wait()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout
+        assert readline(child.stdout, "the waiter").strip() == "waiting"
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=DEADLINE)
+        assert out.strip() == "interrupted" and child.returncode == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
