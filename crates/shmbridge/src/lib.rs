@@ -29,6 +29,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod array;
+pub mod channel;
 mod error;
 mod name;
 mod options;

@@ -9,6 +9,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use shmbridge::SharedMemory;
+use shmbridge::channel::{Channel, ChannelError};
 use shmbridge::sync::{Event, Mutex};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -25,6 +26,8 @@ fn main() {
         ("child_creates_parent_opens", child_creates_parent_opens),
         ("event_ping_pong", event_ping_pong),
         ("mutex_of_a_killed_owner_is_recovered", mutex_of_a_killed_owner_is_recovered),
+        ("channel_stream_between_processes", channel_stream_between_processes),
+        ("channel_producer_killed_mid_stream", channel_producer_killed_mid_stream),
     ];
     for (name, test) in tests {
         test();
@@ -90,6 +93,18 @@ fn child(scenario: &str, name: &str) {
             let _guard = mutex.lock().unwrap();
             locked.set();
             never.wait(); // until killed
+        }
+        "produce" => {
+            let tx = Channel::open(name).unwrap().sender().unwrap();
+            for i in 0..STREAM {
+                tx.send(&stream_message(i)).unwrap();
+            }
+        }
+        "produce_forever" => {
+            let tx = Channel::open(name).unwrap().sender().unwrap();
+            for i in 0.. {
+                tx.send(&stream_message(i)).unwrap();
+            }
         }
         other => panic!("unknown scenario {other}"),
     }
@@ -157,4 +172,69 @@ fn mutex_of_a_killed_owner_is_recovered() {
         Ok(_) => panic!("the takeover was not reported"),
     }
     let _guard = mutex.lock().expect("normal again after recovery");
+}
+
+const STREAM: u64 = 1_000_000;
+
+/// Message `i`: its index, then 0 to 199 bytes derived from it.
+fn stream_message(i: u64) -> Vec<u8> {
+    let extra = (i.wrapping_mul(2_654_435_761) % 200) as usize;
+    let mut m = i.to_le_bytes().to_vec();
+    m.extend((0..extra).map(|j| (i as usize ^ j) as u8));
+    m
+}
+
+fn channel_stream_between_processes() {
+    let name = shmbridge::unique_name("xp_stream").unwrap();
+    let channel = Channel::create(&name, 1 << 16).unwrap();
+    let mut rx = channel.receiver().unwrap();
+    let child = spawn("produce", &name);
+    let (mut received, mut checksum, mut expected_sum) = (0u64, 0u64, 0u64);
+    loop {
+        match rx.recv_timeout(DEADLINE) {
+            Ok(msg) => {
+                let want = stream_message(received);
+                assert_eq!(&*msg, &want[..], "message {received}: lost, duplicated or reordered");
+                checksum = checksum.wrapping_add(msg.iter().map(|&b| u64::from(b)).sum::<u64>());
+                expected_sum =
+                    expected_sum.wrapping_add(want.iter().map(|&b| u64::from(b)).sum::<u64>());
+                received += 1;
+            }
+            Err(ChannelError::Closed) => break,
+            Err(e) => panic!("after {received} messages: {e}"),
+        }
+    }
+    assert_eq!((received, checksum), (STREAM, expected_sum));
+    assert!(wait(child).success());
+}
+
+fn channel_producer_killed_mid_stream() {
+    let name = shmbridge::unique_name("xp_killed").unwrap();
+    let channel = Channel::create(&name, 1 << 16).unwrap();
+    let mut rx = channel.receiver().unwrap();
+    let mut child = spawn("produce_forever", &name);
+    let mut received = 0u64;
+    while received < 10_000 {
+        let msg = rx.recv_timeout(DEADLINE).unwrap();
+        assert_eq!(&*msg, &stream_message(received)[..]);
+        received += 1;
+    }
+    child.kill().unwrap();
+    wait(child);
+    let pid = loop {
+        match rx.recv_timeout(DEADLINE) {
+            Ok(msg) => {
+                assert_eq!(
+                    &*msg,
+                    &stream_message(received)[..],
+                    "published messages come in order"
+                );
+                received += 1;
+            }
+            Err(ChannelError::PeerDied { pid }) => break pid,
+            Err(e) => panic!("expected PeerDied, got {e}"),
+        }
+    };
+    assert_ne!(pid, std::process::id());
+    assert!(received >= 10_000);
 }

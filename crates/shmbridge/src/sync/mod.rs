@@ -30,7 +30,7 @@ mod event;
 mod mutex;
 mod semaphore;
 mod seqlock;
-mod wait;
+pub(crate) mod wait;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
