@@ -25,7 +25,8 @@ side, ``open_array(name)`` on the other, with no shape or dtype agreed by hand.
 Synchronization lives in shared memory too: ``Event``, ``Semaphore``, ``Mutex``
 (which detects an owner that died) and ``SeqLock``, each in a segment of its own
 (``Event.create(name)``, ``Event.open(name)``) or at an offset of any segment
-(``Event(shm, offset)``), with the conventions of the ``threading`` module.
+(``Event(shm, offset)``), with the conventions of the ``threading`` module; and
+``Channel``, a ring of messages between two processes with zero-copy receive.
 
 ``close()`` never invalidates views: memoryviews and NumPy arrays made from the
 segment keep working after it, and the memory is unmapped when the last of them is
@@ -33,9 +34,12 @@ released. The creator's ``close()`` unlinks the name (unless ``persist=True``).
 """
 
 from shmbridge._array import create_array, open_array
+from shmbridge._frames import recv_array, send_array
 from shmbridge._native import (
     MAX_NAME_LEN,
+    Channel,
     Event,
+    Message,
     Mutex,
     Semaphore,
     SeqLock,
@@ -48,7 +52,9 @@ from shmbridge._server import Server
 
 __all__ = [
     "MAX_NAME_LEN",
+    "Channel",
     "Event",
+    "Message",
     "Mutex",
     "Semaphore",
     "SeqLock",
@@ -56,6 +62,8 @@ __all__ = [
     "SharedMemory",
     "Server",
     "create_array",
+    "recv_array",
+    "send_array",
     "open_array",
     "unique_name",
     "unlink",

@@ -8,7 +8,9 @@ from typing_extensions import Buffer, Self
 
 __all__ = [
     "MAX_NAME_LEN",
+    "Channel",
     "Event",
+    "Message",
     "Mutex",
     "Semaphore",
     "SeqLock",
@@ -300,3 +302,54 @@ class SeqLock:
         """Replace the record (exactly ``size`` bytes); return the new sequence number."""
     def read(self) -> bytes:
         """A consistent copy of the record."""
+
+@final
+class Channel:
+    """A channel of byte messages between two processes (one sender, one receiver).
+
+    The first ``send`` makes this object the sender, the first ``recv`` the receiver.
+    ``recv`` raises TimeoutError on time-out, EOFError once the sender closed and
+    everything was received, BrokenPipeError if the other process died. Iterating
+    yields messages until the sender closes. Waits release the GIL and are
+    interruptible by Ctrl-C.
+    """
+
+    @classmethod
+    def create(cls, name: str, capacity: int) -> Self:
+        """Create a channel whose ring holds ``capacity`` bytes (messages up to half)."""
+    @classmethod
+    def open(cls, name: str) -> Self: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def max_message(self) -> int: ...
+    def send(self, data: Buffer, timeout: float | None = None) -> None:
+        """Send a copy of ``data``; wait while full (TimeoutError after ``timeout``)."""
+    def recv(self, timeout: float | None = None) -> bytes:
+        """Receive a copy of the next message."""
+    def recv_batch(self, max_messages: int = 1024, timeout: float | None = None) -> list[bytes]:
+        """Wait for one message, then take what is already there, up to ``max_messages``."""
+    def recv_view(self, timeout: float | None = None) -> Message:
+        """Receive the next message as a zero-copy ``Message``."""
+    def close(self) -> None:
+        """Close this object's ends; the other side gets EOFError."""
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> bytes: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool: ...
+
+@final
+class Message:
+    """A received message viewed in place (read-only buffer protocol). Its ring slot
+    is freed by ``release()``, a ``with`` block, or collection."""
+
+    def __len__(self) -> int: ...
+    def tobytes(self) -> bytes: ...
+    def release(self) -> None:
+        """Free the slot (BufferError while views of it exist)."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __release_buffer__(self, view: memoryview, /) -> None: ...

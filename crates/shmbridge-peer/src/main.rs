@@ -22,7 +22,13 @@
 //! ```text
 //! pong NAME ROUNDS               -> ok     (answers ROUNDS sets of event NAME_ping by setting NAME_pong)
 //! hold NAME                      -> ok     (takes mutex NAME and keeps it until the process dies)
+//! cproduce NAME COUNT            -> ok SUM (sends COUNT stream messages on channel NAME, then closes)
+//! cproduce_forever NAME          -> (sends stream messages until killed; no reply)
+//! cconsume NAME COUNT            -> ok SUM (receives COUNT stream messages, checking each)
 //! ```
+//!
+//! Stream message `i` is `i` (8 bytes, little-endian) and then `i % 57` bytes of
+//! `(i + j) % 256`; SUM is the wrapping sum of all bytes received.
 //!
 //! and, for shared arrays (one current array, apart from the segment):
 //!
@@ -43,6 +49,7 @@ use std::str::FromStr;
 
 use shmbridge::SharedMemory;
 use shmbridge::bytemuck::Pod;
+use shmbridge::channel::Channel;
 use shmbridge::sync::{Event, Mutex, OwnerDied};
 
 pub(crate) type Reply = Result<String, (String, String)>;
@@ -137,6 +144,35 @@ fn run(current: &mut Option<SharedMemory>, words: &[&str]) -> Reply {
         std::mem::forget(mutex); // held until this process dies
         return Ok(String::new());
     }
+    if let "cproduce" | "cproduce_forever" = cmd {
+        let channel = Channel::open(&arg::<String>(words, 1)?).map_err(core_err)?;
+        let tx = channel.sender().map_err(core_err)?;
+        let count = if cmd == "cproduce" { arg(words, 2)? } else { u64::MAX };
+        let mut sum = 0u64;
+        for i in 0..count {
+            let msg = stream_message(i);
+            sum = msg.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
+            tx.send(&msg).map_err(|e| ("Channel".to_owned(), e.to_string()))?;
+        }
+        return Ok(sum.to_string());
+    }
+    if cmd == "cconsume" {
+        let channel = Channel::open(&arg::<String>(words, 1)?).map_err(core_err)?;
+        let mut rx = channel.receiver().map_err(core_err)?;
+        let count: u64 = arg(words, 2)?;
+        let mut sum = 0u64;
+        for i in 0..count {
+            let msg = rx.recv().map_err(|e| ("Channel".to_owned(), format!("message {i}: {e}")))?;
+            if *msg != stream_message(i)[..] {
+                return Err((
+                    "Mismatch".into(),
+                    format!("message {i} is wrong: lost, duplicated or reordered"),
+                ));
+            }
+            sum = msg.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
+        }
+        return Ok(sum.to_string());
+    }
     if cmd == "close" {
         return match current.take() {
             Some(shm) => shm.close().map(|()| String::new()).map_err(core_err),
@@ -217,4 +253,11 @@ fn unhex(s: &str) -> Result<Vec<u8>, (String, String)> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| bad(format!("bad hex {s:?}"))))
         .collect()
+}
+
+/// Stream message `i` (see the module docs).
+fn stream_message(i: u64) -> Vec<u8> {
+    let mut m = i.to_le_bytes().to_vec();
+    m.extend((0..i % 57).map(|j| ((i + j) % 256) as u8));
+    m
 }

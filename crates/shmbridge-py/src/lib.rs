@@ -7,6 +7,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod array;
+mod channel;
 mod dlpack;
 mod errors;
 mod segment;
@@ -31,6 +32,8 @@ fn unlink(name: &str) -> PyResult<()> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<segment::SharedMemory>()?;
     m.add_class::<array::SharedArray>()?;
+    m.add_class::<channel::Channel>()?;
+    m.add_class::<channel::Message>()?;
     m.add_class::<sync::Event>()?;
     m.add_class::<sync::Semaphore>()?;
     m.add_class::<sync::Mutex>()?;
@@ -42,7 +45,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "__all__",
         [
             "MAX_NAME_LEN",
+            "Channel",
             "Event",
+            "Message",
             "Mutex",
             "Semaphore",
             "SeqLock",

@@ -141,22 +141,25 @@ fn non_negative(value: i64, what: &str) -> PyResult<u64> {
 }
 
 /// A raw pointer that may cross into a GIL-free section.
-struct SendPtr<T>(T);
+pub(crate) struct SendPtr<T>(pub(crate) T);
 // SAFETY: only used to carry a buffer pointer into `py.detach` for the duration of
 // one copy, while the Python buffer export that owns the memory is held alive by the
 // calling frame; the pointer is never used after that frame returns.
 unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as for Send: shared only with the GIL-free section of the same call, which
+// reads the pointer and does not outlive the frame that owns what it points to.
+unsafe impl<T> Sync for SendPtr<T> {}
 
 /// A contiguous view of any bytes-like object, as (pointer, length), held alive by
 /// `_export` (or borrowed from an immutable `bytes` object).
-struct InputBytes {
-    ptr: *const u8,
-    len: usize,
+pub(crate) struct InputBytes {
+    pub(crate) ptr: *const u8,
+    pub(crate) len: usize,
     _export: Option<PyUntypedBuffer>,
 }
 
 impl InputBytes {
-    fn get(data: &Bound<'_, PyAny>, writable: bool) -> PyResult<Self> {
+    pub(crate) fn get(data: &Bound<'_, PyAny>, writable: bool) -> PyResult<Self> {
         if !writable && let Ok(bytes) = data.cast::<PyBytes>() {
             let slice = bytes.as_bytes();
             return Ok(Self { ptr: slice.as_ptr(), len: slice.len(), _export: None });

@@ -23,7 +23,7 @@ type Segment = shmbridge::SharedMemory;
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
 /// The deadline of a `timeout` in seconds (`None`: forever).
-fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     match timeout {
         None => Ok(None),
         Some(t) if t.is_nan() || t < 0.0 => {
@@ -37,7 +37,7 @@ fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
 
 /// Runs `attempt(until)` with the GIL released, in slices, until it succeeds or
 /// `deadline` passes; signals are checked between slices.
-fn wait_interruptibly<T: Send>(
+pub(crate) fn wait_interruptibly<T: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     attempt: impl Fn(Instant) -> Option<T> + Sync,

@@ -1,0 +1,383 @@
+//! `shmbridge.Channel`: the core's channel for Python, with `queue`-like
+//! conventions, and `Message`, a zero-copy view of a received message.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use pyo3::exceptions::{
+    PyBrokenPipeError, PyBufferError, PyEOFError, PyStopIteration, PyTimeoutError, PyValueError,
+};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyType};
+use shmbridge::channel::{self, ChannelError};
+
+use crate::errors::to_py;
+use crate::segment::{InputBytes, SendPtr};
+use crate::sync::{deadline, wait_interruptibly};
+
+fn channel_error(e: ChannelError) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        ChannelError::Full | ChannelError::Empty | ChannelError::Timeout => {
+            PyTimeoutError::new_err(msg)
+        }
+        ChannelError::Closed => PyEOFError::new_err(msg),
+        ChannelError::PeerDied { .. } => PyBrokenPipeError::new_err(msg),
+        ChannelError::TooLarge { .. } => PyValueError::new_err(msg),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A channel of byte messages between two processes (one sender, one receiver),
+/// in one segment. `Channel.create(name, capacity)` / `Channel.open(name)`; the
+/// first `send` makes this object the sender, the first `recv` the receiver.
+///
+/// `recv(timeout=None)` raises TimeoutError on time-out (like a queue), EOFError
+/// once the sender closed and everything was received, BrokenPipeError if the
+/// sender's process died. Iterating yields messages until the sender closes.
+#[pyclass(module = "shmbridge", name = "Channel", frozen)]
+pub(crate) struct Channel {
+    channel: channel::Channel,
+    sender: Mutex<Option<Arc<channel::Sender>>>,
+    receiver: Mutex<Option<channel::Receiver>>,
+    /// A `Message` is out: the next receive must wait for its release.
+    message_out: AtomicBool,
+}
+
+impl Channel {
+    fn wrap(channel: channel::Channel) -> Self {
+        Self {
+            channel,
+            sender: Mutex::new(None),
+            receiver: Mutex::new(None),
+            message_out: AtomicBool::new(false),
+        }
+    }
+
+    fn sender(&self) -> PyResult<Arc<channel::Sender>> {
+        let mut sender = lock(&self.sender);
+        if sender.is_none() {
+            *sender = Some(Arc::new(self.channel.sender().map_err(to_py)?));
+        }
+        Ok(Arc::clone(sender.as_ref().expect("set above")))
+    }
+
+    /// Takes the next message as (pointer, length), held until `release`.
+    fn take(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<(SendPtr<*const u8>, usize)> {
+        if self.message_out.load(Ordering::Acquire) {
+            return Err(PyBufferError::new_err(
+                "a Message from this channel is still held: release it (or let it go) first",
+            ));
+        }
+        let deadline = deadline(timeout)?;
+        let mut guard = lock(&self.receiver);
+        if guard.is_none() {
+            *guard = Some(self.channel.receiver().map_err(to_py)?);
+        }
+        let receiver = guard.as_mut().expect("set above");
+        let now = match receiver.recv_raw(Some(Instant::now())) {
+            Err(ChannelError::Timeout) if deadline.is_none_or(|d| d > Instant::now()) => None,
+            other => Some(other),
+        };
+        let taken = match now {
+            Some(result) => result,
+            None => {
+                let receiver = SendPtr(receiver as *mut channel::Receiver);
+                let waited = wait_interruptibly(py, deadline, |until| {
+                    let receiver = &receiver;
+                    // SAFETY: the receiver lives in the locked Option, whose guard this
+                    // frame holds across the wait; nothing else touches it meanwhile.
+                    match unsafe { &mut *receiver.0 }.recv_raw(Some(until)) {
+                        Err(ChannelError::Timeout) => None,
+                        other => Some(other.map(|(p, l)| (SendPtr(p), l))),
+                    }
+                })?;
+                match waited {
+                    None => Err(ChannelError::Timeout),
+                    Some(result) => result.map(|(p, l)| (p.0, l)),
+                }
+            }
+        };
+        taken.map(|(ptr, len)| (SendPtr(ptr), len)).map_err(channel_error)
+    }
+
+    fn release(&self) {
+        if let Some(receiver) = lock(&self.receiver).as_mut() {
+            receiver.release_raw();
+        }
+        self.message_out.store(false, Ordering::Release);
+    }
+}
+
+#[pymethods]
+impl Channel {
+    /// Creates a channel whose ring holds `capacity` bytes (messages up to half).
+    #[classmethod]
+    fn create(_cls: &Bound<'_, PyType>, name: &str, capacity: usize) -> PyResult<Self> {
+        Ok(Self::wrap(channel::Channel::create(name, capacity).map_err(to_py)?))
+    }
+
+    /// Opens a channel by name.
+    #[classmethod]
+    fn open(_cls: &Bound<'_, PyType>, name: &str) -> PyResult<Self> {
+        Ok(Self::wrap(channel::Channel::open(name).map_err(to_py)?))
+    }
+
+    /// The segment's name.
+    #[getter]
+    fn name(&self) -> &str {
+        self.channel.name()
+    }
+
+    /// The ring's size in bytes.
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.channel.capacity()
+    }
+
+    /// The largest message the channel takes.
+    #[getter]
+    fn max_message(&self) -> usize {
+        self.channel.max_message()
+    }
+
+    /// Sends a copy of a bytes-like object; waits while the ring is full, at most
+    /// `timeout` seconds (TimeoutError). EOFError if the receiver closed.
+    #[pyo3(signature = (data, timeout = None))]
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        let sender = self.sender()?;
+        let data = InputBytes::get(data, false)?;
+        let bytes = SendPtr((data.ptr, data.len));
+        let send = |until: Option<Instant>| {
+            let bytes = &bytes; // the whole wrapper, not its field (closures capture fields)
+            let (ptr, len) = bytes.0;
+            // SAFETY: ptr/len come from a buffer export (or bytes object) that `data`
+            // holds for this whole call.
+            let slice = unsafe { std::slice::from_raw_parts(ptr, len) };
+            sender.send_deadline(slice, until)
+        };
+        let deadline = deadline(timeout)?;
+        match send(Some(Instant::now())) {
+            Err(ChannelError::Timeout) if deadline.is_none_or(|d| d > Instant::now()) => {}
+            other => return other.map_err(channel_error),
+        }
+        let sent = wait_interruptibly(py, deadline, |until| match send(Some(until)) {
+            Err(ChannelError::Timeout) => None,
+            other => Some(other),
+        })?;
+        sent.unwrap_or(Err(ChannelError::Timeout)).map_err(channel_error)
+    }
+
+    /// Receives a copy of the next message as bytes (see the class docstring).
+    #[pyo3(signature = (timeout = None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+        let (ptr, len) = self.take(py, timeout)?;
+        // SAFETY: the slot [ptr, ptr + len) is published and not released until the
+        // release() below; the channel keeps the mapping alive.
+        let bytes = PyBytes::new(py, unsafe { std::slice::from_raw_parts(ptr.0, len) });
+        self.release();
+        Ok(bytes)
+    }
+
+    /// Receives up to `max_messages` messages as a list of bytes: waits (at most
+    /// `timeout` seconds) for the first, then takes what is already there.
+    #[pyo3(signature = (max_messages = 1024, timeout = None))]
+    fn recv_batch<'py>(
+        &self,
+        py: Python<'py>,
+        max_messages: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let mut batch = Vec::with_capacity(max_messages.min(1024));
+        if max_messages == 0 {
+            return Ok(batch);
+        }
+        batch.push(self.recv(py, timeout)?);
+        let mut guard = lock(&self.receiver);
+        let receiver = guard.as_mut().expect("the first recv claimed the receiver");
+        while batch.len() < max_messages {
+            match receiver.try_recv() {
+                Ok(msg) => batch.push(PyBytes::new(py, &msg)),
+                Err(_) => break, // the rest, and any end-of-channel, wait for the next call
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Receives the next message as a zero-copy `Message` (buffer protocol); its
+    /// slot in the ring is freed when the Message is released or collected.
+    #[pyo3(signature = (timeout = None))]
+    fn recv_view(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Message> {
+        let (ptr, len) = slf.get().take(slf.py(), timeout)?;
+        slf.get().message_out.store(true, Ordering::Release);
+        Ok(Message {
+            channel: slf.clone().unbind(),
+            ptr: ptr.0 as usize,
+            len,
+            exports: AtomicUsize::new(0),
+            released: AtomicBool::new(false),
+        })
+    }
+
+    /// Closes this object's ends: the other side gets EOFError (after the rest of
+    /// the messages, for a receiver).
+    fn close(&self) {
+        if let Some(sender) = lock(&self.sender).take() {
+            sender.close();
+        }
+        if let Some(receiver) = lock(&self.receiver).take() {
+            receiver.close();
+        }
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.recv(py, None).map_err(|e| {
+            if e.is_instance_of::<PyEOFError>(py) { PyStopIteration::new_err(()) } else { e }
+        })
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _t: &Bound<'_, PyAny>,
+        _v: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> bool {
+        self.close();
+        false
+    }
+}
+
+/// A received message, viewed in place in the channel's ring (read-only buffer
+/// protocol: `memoryview(msg)`, `numpy.frombuffer(msg, ...)`). Its slot is freed
+/// at `release()`, at the end of a `with` block, or when collected; `release()`
+/// with live views raises BufferError.
+#[pyclass(module = "shmbridge", name = "Message", frozen)]
+pub(crate) struct Message {
+    channel: Py<Channel>,
+    ptr: usize,
+    len: usize,
+    exports: AtomicUsize,
+    released: AtomicBool,
+}
+
+impl Message {
+    fn free(&self, py: Python<'_>) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.channel.bind(py).get().release();
+        }
+    }
+}
+
+#[pymethods]
+impl Message {
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    /// A copy of the message.
+    fn tobytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        if self.released.load(Ordering::Acquire) {
+            return Err(PyValueError::new_err("the message was released"));
+        }
+        // SAFETY: not released, so the slot is still ours; the channel keeps the mapping.
+        Ok(PyBytes::new(py, unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }))
+    }
+
+    /// Frees the message's slot in the ring (BufferError while views exist).
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        if self.exports.load(Ordering::Acquire) > 0 {
+            return Err(PyBufferError::new_err(
+                "views of this message are still alive; release them first",
+            ));
+        }
+        self.free(py);
+        Ok(())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _t: &Bound<'_, PyAny>,
+        _v: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        self.release(py)?;
+        Ok(false)
+    }
+
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: std::ffi::c_int,
+    ) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("Py_buffer pointer is null"));
+        }
+        // SAFETY: view is non-null and owned by the caller; cleared for the error paths.
+        unsafe { (*view).obj = std::ptr::null_mut() };
+        let this = slf.get();
+        if this.released.load(Ordering::Acquire) {
+            return Err(PyBufferError::new_err("the message was released"));
+        }
+        if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
+            return Err(PyBufferError::new_err("a received message is read-only"));
+        }
+        this.exports.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the slot stays the message's until it is freed, which cannot happen
+        // while exports > 0 (release refuses; collection waits for the exports, which
+        // hold a reference to this object). shape/strides point into the view itself.
+        unsafe {
+            (*view).buf = this.ptr as *mut std::ffi::c_void;
+            (*view).len = this.len as ffi::Py_ssize_t;
+            (*view).readonly = 1;
+            (*view).itemsize = 1;
+            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
+                c"B".as_ptr().cast_mut()
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).ndim = 1;
+            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
+                &raw mut (*view).len
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
+                &raw mut (*view).itemsize
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).suboffsets = std::ptr::null_mut();
+            (*view).internal = std::ptr::null_mut();
+            (*view).obj = slf.into_any().into_ptr();
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        self.exports.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        Python::attach(|py| self.free(py));
+    }
+}

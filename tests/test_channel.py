@@ -1,0 +1,158 @@
+"""The channel from Python: conventions, zero-copy views, arrays, closing, and
+streams to and from a Rust process, with a killed producer."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+from conftest import DEADLINE, Peer, readline
+
+import shmbridge
+from shmbridge import Channel, recv_array, send_array
+
+STREAM = 10_000_000
+
+
+PATTERN = bytes(range(256)) * 2
+
+
+def stream_message(i: int) -> bytes:
+    """The peer's stream message i: i as 8 bytes, then i % 57 bytes of (i + j) % 256."""
+    start = i % 256
+    return i.to_bytes(8, "little") + PATTERN[start : start + i % 57]
+
+
+def test_send_recv_and_errors(name: str) -> None:
+    tx = Channel.create(name, 4096)
+    rx = Channel.open(name)
+    assert (tx.capacity, tx.max_message, rx.name) == (4096, 2040, name)
+    tx.send(b"one")
+    tx.send(bytearray(b"two"))
+    tx.send(memoryview(b"three"))
+    assert [rx.recv(), rx.recv(), rx.recv(timeout=1)] == [b"one", b"two", b"three"]
+    with pytest.raises(TimeoutError):
+        rx.recv(timeout=0.01)
+    with pytest.raises(TimeoutError):
+        rx.recv(timeout=0)
+    with pytest.raises(ValueError, match="larger than this channel's limit"):
+        tx.send(bytes(2041))
+    with pytest.raises(ValueError, match="non-negative"):
+        rx.recv(timeout=-1)
+    with pytest.raises(ValueError, match="one sender at a time"):
+        Channel.open(name).send(b"second sender")
+    while True:
+        try:
+            tx.send(b"x" * 100, timeout=0)
+        except TimeoutError:
+            break
+    assert len(rx.recv_batch(1000)) == 4096 // 112
+    tx.close()
+    with pytest.raises(EOFError):
+        rx.recv()
+    with pytest.raises(ValueError, match="not a shmbridge channel"):
+        with shmbridge.SharedMemory(name + "raw", 4096, create=True):
+            Channel.open(name + "raw")
+
+
+def test_iteration_ends_at_close(name: str) -> None:
+    with Channel.create(name, 4096) as tx:
+        rx = Channel.open(name)
+        for i in range(5):
+            tx.send(bytes([i]))
+    assert list(rx) == [bytes([i]) for i in range(5)]
+
+
+def test_zero_copy_views(name: str) -> None:
+    tx, rx = Channel.create(name, 4096), Channel.open(name)
+    tx.send(b"abc")
+    tx.send(b"def")
+    with rx.recv_view() as msg:
+        mv = memoryview(msg)
+        assert bytes(mv) == b"abc" and mv.readonly and len(msg) == 3 and msg.tobytes() == b"abc"
+        with pytest.raises(BufferError, match="still held"):
+            rx.recv()
+        with pytest.raises(BufferError, match="still alive"):
+            msg.release()
+        mv.release()
+    with pytest.raises(ValueError, match="released"):
+        msg.tobytes()
+    view = np.frombuffer(rx.recv_view(), dtype=np.uint8)  # the Message lives in view.base
+    assert view.tobytes() == b"def"
+    tx.send(b"ghi")
+    with pytest.raises(BufferError):
+        rx.recv()
+    del view
+    gc.collect()
+    assert rx.recv() == b"ghi", "collecting the array freed the slot"
+
+
+def test_numpy_frames(name: str) -> None:
+    tx, rx = Channel.create(name, 1 << 20), Channel.open(name)
+    for array in [np.arange(12.0).reshape(3, 4), np.asfortranarray(np.ones((2, 5), np.int32)),
+                  np.array(7, np.uint16), np.zeros((3, 0)), np.array([1 + 2j], np.complex64)]:
+        send_array(tx, array)
+        got = recv_array(rx)
+        assert got.dtype == array.dtype and got.shape == array.shape and np.array_equal(got, array)
+        assert got.flags.writeable
+    send_array(tx, np.arange(4, dtype=np.int64))
+    view = recv_array(rx, copy=False)
+    assert view.tolist() == [0, 1, 2, 3] and not view.flags.writeable
+    del view
+    tx.send(b"not a frame")
+    with pytest.raises(ValueError, match="not an array frame"):
+        recv_array(rx)
+    with pytest.raises(ValueError, match="larger"):
+        send_array(tx, np.zeros(1 << 20))
+
+
+def test_rust_to_python_stream(peer: Peer, name: str) -> None:
+    rx = Channel.create(name, 1 << 20)
+    peer.proc.stdin.write(f"cproduce {name} {STREAM}\n")  # type: ignore[union-attr]
+    peer.proc.stdin.flush()  # type: ignore[union-attr]
+    received, total = 0, 0
+    while received < STREAM:
+        batch = rx.recv_batch(4096, timeout=DEADLINE)
+        for msg in batch:
+            i = int.from_bytes(msg[:8], "little")
+            assert i == received and len(msg) == 8 + i % 57, f"message {received} lost, duplicated or reordered"
+            received += 1
+        total += int(np.frombuffer(b"".join(batch), dtype=np.uint8).sum(dtype=np.uint64))
+    with pytest.raises(EOFError):
+        rx.recv(timeout=DEADLINE)
+    reply = readline(peer.proc.stdout, "the Rust peer").split()  # type: ignore[arg-type]
+    assert reply == ["ok", str(total % 2**64)], "checksum of every byte sent"
+
+
+def test_python_to_rust_stream(peer: Peer, name: str) -> None:
+    tx = Channel.create(name, 1 << 20)
+    peer.proc.stdin.write(f"cconsume {name} {STREAM}\n")  # type: ignore[union-attr]
+    peer.proc.stdin.flush()  # type: ignore[union-attr]
+    total = 0
+    for start in range(0, STREAM, 4096):
+        batch = [stream_message(i) for i in range(start, min(start + 4096, STREAM))]
+        for msg in batch:
+            tx.send(msg)
+        total += int(np.frombuffer(b"".join(batch), dtype=np.uint8).sum(dtype=np.uint64))
+    tx.close()
+    reply = readline(peer.proc.stdout, "the Rust peer").split()  # type: ignore[arg-type]
+    assert reply == ["ok", str(total % 2**64)]
+
+
+def test_killed_rust_producer(name: str) -> None:
+    rx = Channel.create(name, 1 << 16)
+    producer = Peer()
+    producer.proc.stdin.write(f"cproduce_forever {name}\n")  # type: ignore[union-attr]
+    producer.proc.stdin.flush()  # type: ignore[union-attr]
+    received = 0
+    while received < 10_000:
+        assert rx.recv(timeout=DEADLINE)[:8] == received.to_bytes(8, "little")
+        received += 1
+    producer.proc.kill()
+    producer.proc.wait(DEADLINE)
+    with pytest.raises(BrokenPipeError, match="died"):
+        while True:
+            msg = rx.recv(timeout=DEADLINE)
+            assert msg[:8] == received.to_bytes(8, "little"), "published messages arrive in order"
+            received += 1
