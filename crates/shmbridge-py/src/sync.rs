@@ -110,6 +110,11 @@ impl Event {
         self.inner.is_set()
     }
 
+    /// Caps how long a waiter spins before sleeping, in checks (0: sleep at once).
+    fn set_spin_limit(&self, checks: u32) {
+        self.inner.set_spin_limit(checks);
+    }
+
     /// True for an auto-reset event.
     #[getter]
     fn auto_reset(&self) -> bool {

@@ -13,15 +13,35 @@ const MAX_SPIN: u32 = 1 << 14;
 /// A per-handle spin budget that adapts: it doubles when spinning found the
 /// condition met, halves when it did not. On a busy machine spinning only burns
 /// the other side's CPU, and the budget falls to the minimum by itself.
+///
+/// Halving alone is a trap in ping-pong: once one side oversleeps, the other's spin
+/// fails, its budget shrinks, and both settle into sleeping for good. So every
+/// [`PROBE_EVERY`]th wait spins the whole limit if the last wait was short: a pair
+/// that can run spinning finds its way back, and an idle waiter never probes.
 #[derive(Debug)]
 pub(crate) struct Spinner {
     budget: AtomicU32,
     limit: AtomicU32,
+    waits: AtomicU32,
+    /// The last wait ended within [`SHORT_WAIT`]: the other side answers fast, and
+    /// spinning may pay. Idle waits (long sleeps, time-outs) do not probe.
+    last_wait_short: std::sync::atomic::AtomicBool,
 }
+
+/// A wait that ends within this was a quick exchange, not idleness.
+const SHORT_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Every this many waits, spin the whole limit whatever the budget says.
+const PROBE_EVERY: u32 = 16;
 
 impl Spinner {
     pub(crate) fn new() -> Self {
-        Self { budget: AtomicU32::new(256), limit: AtomicU32::new(MAX_SPIN) }
+        Self {
+            budget: AtomicU32::new(256),
+            limit: AtomicU32::new(MAX_SPIN),
+            waits: AtomicU32::new(0),
+            last_wait_short: std::sync::atomic::AtomicBool::new(true),
+        }
     }
 
     /// Caps the spinning (0: never spin, sleep at once).
@@ -33,7 +53,9 @@ impl Spinner {
     /// Checks `ready` up to the budget; whether it became true.
     fn spin(&self, word: &AtomicU32, ready: &impl Fn(u32) -> bool) -> bool {
         let limit = self.limit.load(Ordering::Relaxed);
-        let budget = self.budget.load(Ordering::Relaxed).min(limit);
+        let probe = self.waits.fetch_add(1, Ordering::Relaxed).is_multiple_of(PROBE_EVERY)
+            && self.last_wait_short.load(Ordering::Relaxed);
+        let budget = if probe { limit } else { self.budget.load(Ordering::Relaxed).min(limit) };
         for _ in 0..budget {
             if ready(word.load(Ordering::Acquire)) {
                 self.budget
@@ -58,8 +80,22 @@ pub(crate) fn wait_until(
     ready: impl Fn(u32) -> bool,
 ) -> bool {
     if ready(word.load(Ordering::Acquire)) || spinner.spin(word, &ready) {
+        spinner.last_wait_short.store(true, Ordering::Relaxed);
         return true;
     }
+    let asleep_at = Instant::now();
+    let done = sleep_until(word, sleepers, deadline, ready);
+    spinner.last_wait_short.store(asleep_at.elapsed() < SHORT_WAIT, Ordering::Relaxed);
+    done
+}
+
+/// The sleeping half of [`wait_until`].
+fn sleep_until(
+    word: &AtomicU32,
+    sleepers: &AtomicU32,
+    deadline: Option<Instant>,
+    ready: impl Fn(u32) -> bool,
+) -> bool {
     loop {
         let timeout = match deadline {
             None => None,
