@@ -1,0 +1,1 @@
+//! Models only: see `tests/`.
