@@ -25,7 +25,7 @@ impl SeqLock {
     fn write(&self, value: u64) {
         let s = loop {
             let s = self.sequence.load(Ordering::Acquire);
-            if s % 2 == 0
+            if s.is_multiple_of(2)
                 && self
                     .sequence
                     .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
@@ -44,7 +44,7 @@ impl SeqLock {
 
     fn try_read(&self) -> Option<[u64; 2]> {
         let before = self.sequence.load(Ordering::Acquire);
-        if before % 2 == 1 {
+        if !before.is_multiple_of(2) {
             return None;
         }
         let copy = [self.words[0].load(Ordering::Relaxed), self.words[1].load(Ordering::Relaxed)];
