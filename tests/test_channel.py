@@ -156,3 +156,45 @@ def test_killed_rust_producer(name: str) -> None:
             msg = rx.recv(timeout=DEADLINE)
             assert msg[:8] == received.to_bytes(8, "little"), "published messages arrive in order"
             received += 1
+
+
+def test_loans_write_in_place(name: str) -> None:
+    tx, rx = Channel.create(name, 4096), Channel.open(name)
+    with tx.loan(5) as loan:
+        assert len(loan) == 5
+        memoryview(loan)[:] = b"hello"
+    assert rx.recv() == b"hello"
+    with pytest.raises(KeyError):
+        with tx.loan(3) as loan:
+            memoryview(loan)[:] = b"bad"
+            raise KeyError("a failed write")
+    with pytest.raises(TimeoutError):
+        rx.recv(timeout=0)  # the failed loan was discarded, nothing sent
+    loan = tx.loan(4)
+    with pytest.raises(BufferError, match="still open"):
+        tx.send(b"x")
+    with pytest.raises(BufferError, match="still open"):
+        tx.loan(1)
+    view = np.frombuffer(loan, dtype=np.uint8)
+    view[:] = [1, 2, 3, 4]
+    with pytest.raises(BufferError, match="still alive"):
+        loan.publish()
+    del view
+    loan.publish()
+    with pytest.raises(ValueError, match="already published"):
+        loan.publish()
+    assert rx.recv() == bytes([1, 2, 3, 4])
+    forgotten = tx.loan(8)
+    del forgotten
+    gc.collect()
+    tx.send(b"after")  # the collected loan was discarded
+    assert rx.recv() == b"after"
+    with pytest.raises(ValueError, match="larger"):
+        tx.loan(3000)
+    while True:
+        try:
+            tx.send(b"y" * 200, timeout=0)
+        except TimeoutError:
+            break
+    with pytest.raises(TimeoutError):
+        tx.loan(200, timeout=0.01)

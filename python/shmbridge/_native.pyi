@@ -10,6 +10,7 @@ __all__ = [
     "MAX_NAME_LEN",
     "Channel",
     "Event",
+    "Loan",
     "Message",
     "Mutex",
     "Semaphore",
@@ -333,6 +334,8 @@ class Channel:
         """Receive a copy of the next message."""
     def recv_batch(self, max_messages: int = 1024, timeout: float | None = None) -> list[bytes]:
         """Wait for one message, then take what is already there, up to ``max_messages``."""
+    def loan(self, size: int, timeout: float | None = None) -> Loan:
+        """Reserve room for a ``size``-byte message to write in place (see ``Loan``)."""
     def recv_view(self, timeout: float | None = None) -> Message:
         """Receive the next message as a zero-copy ``Message``."""
     def close(self) -> None:
@@ -351,6 +354,20 @@ class Message:
     def tobytes(self) -> bytes: ...
     def release(self) -> None:
         """Free the slot (BufferError while views of it exist)."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __release_buffer__(self, view: memoryview, /) -> None: ...
+
+@final
+class Loan:
+    """Room for one message in a channel's ring, written in place (writable buffer
+    protocol). ``publish()`` sends it; ``discard()``, an exception in a ``with``
+    block, or collection drops it. Publishing with live views raises BufferError."""
+
+    def __len__(self) -> int: ...
+    def publish(self) -> None: ...
+    def discard(self) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...

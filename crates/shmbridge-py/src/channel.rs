@@ -47,6 +47,8 @@ pub(crate) struct Channel {
     receiver: Mutex<Option<channel::Receiver>>,
     /// A `Message` is out: the next receive must wait for its release.
     message_out: AtomicBool,
+    /// A `Loan` is out: the next send must wait for its publish or discard.
+    loan_out: AtomicBool,
 }
 
 impl Channel {
@@ -56,6 +58,7 @@ impl Channel {
             sender: Mutex::new(None),
             receiver: Mutex::new(None),
             message_out: AtomicBool::new(false),
+            loan_out: AtomicBool::new(false),
         }
     }
 
@@ -106,6 +109,15 @@ impl Channel {
         taken.map(|(ptr, len)| (SendPtr(ptr), len)).map_err(channel_error)
     }
 
+    fn check_no_loan(&self) -> PyResult<()> {
+        if self.loan_out.load(Ordering::Acquire) {
+            return Err(PyBufferError::new_err(
+                "a Loan from this channel is still open: publish or discard it first",
+            ));
+        }
+        Ok(())
+    }
+
     fn release(&self) {
         if let Some(receiver) = lock(&self.receiver).as_mut() {
             receiver.release_raw();
@@ -150,6 +162,7 @@ impl Channel {
     /// `timeout` seconds (TimeoutError). EOFError if the receiver closed.
     #[pyo3(signature = (data, timeout = None))]
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        self.check_no_loan()?;
         let sender = self.sender()?;
         let data = InputBytes::get(data, false)?;
         let bytes = SendPtr((data.ptr, data.len));
@@ -171,6 +184,40 @@ impl Channel {
             other => Some(other),
         })?;
         sent.unwrap_or(Err(ChannelError::Timeout)).map_err(channel_error)
+    }
+
+    /// Reserves room for a message of `size` bytes, to be written in place: a
+    /// `Loan` (writable buffer protocol) that `publish()` sends; a `with` block
+    /// publishes on success and discards on an exception. Waits while the ring is
+    /// full, at most `timeout` seconds.
+    #[pyo3(signature = (size, timeout = None))]
+    fn loan(slf: &Bound<'_, Self>, size: usize, timeout: Option<f64>) -> PyResult<Loan> {
+        let this = slf.get();
+        this.check_no_loan()?;
+        let sender = this.sender()?;
+        let deadline = deadline(timeout)?;
+        let raw = match sender.reserve_raw(size, Some(Instant::now())) {
+            Err(ChannelError::Timeout) if deadline.is_none_or(|d| d > Instant::now()) => {
+                wait_interruptibly(slf.py(), deadline, |until| {
+                    match sender.reserve_raw(size, Some(until)) {
+                        Err(ChannelError::Timeout) => None,
+                        other => Some(other),
+                    }
+                })?
+                .unwrap_or(Err(ChannelError::Timeout))
+            }
+            other => other,
+        }
+        .map_err(channel_error)?;
+        this.loan_out.store(true, Ordering::Release);
+        Ok(Loan {
+            channel: slf.clone().unbind(),
+            sender,
+            ptr: raw.as_mut_ptr() as usize,
+            len: raw.len(),
+            raw: Mutex::new(Some(raw)),
+            exports: AtomicUsize::new(0),
+        })
     }
 
     /// Receives a copy of the next message as bytes (see the class docstring).
@@ -379,5 +426,134 @@ impl Message {
 impl Drop for Message {
     fn drop(&mut self) {
         Python::attach(|py| self.free(py));
+    }
+}
+
+/// Room for one message in the channel's ring, written in place through the
+/// (writable) buffer protocol: `memoryview(loan)`, `numpy.frombuffer(loan, ...)`.
+/// `publish()` sends it; `discard()`, an exception in a `with` block, or collection
+/// drops it. Publishing with live views raises BufferError.
+#[pyclass(module = "shmbridge", name = "Loan", frozen)]
+pub(crate) struct Loan {
+    channel: Py<Channel>,
+    sender: Arc<channel::Sender>,
+    ptr: usize,
+    len: usize,
+    /// `None` once published or discarded.
+    raw: Mutex<Option<channel::RawLoan>>,
+    exports: AtomicUsize,
+}
+
+impl Loan {
+    fn finish(&self, py: Python<'_>, publish: bool) -> PyResult<()> {
+        if publish && self.exports.load(Ordering::Acquire) > 0 {
+            return Err(PyBufferError::new_err(
+                "views of this loan are still alive; release them first",
+            ));
+        }
+        let Some(raw) = lock(&self.raw).take() else {
+            return Err(PyValueError::new_err("the loan was already published or discarded"));
+        };
+        if publish {
+            // SAFETY: `raw` came from reserve_raw on this sender, and the channel's
+            // loan_out flag kept every other send and loan off it since.
+            unsafe { self.sender.publish_raw(raw) };
+        }
+        self.channel.bind(py).get().loan_out.store(false, Ordering::Release);
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Loan {
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    /// Sends the message written into the loan.
+    fn publish(&self, py: Python<'_>) -> PyResult<()> {
+        self.finish(py, true)
+    }
+
+    /// Drops the loan without sending anything.
+    fn discard(&self, py: Python<'_>) -> PyResult<()> {
+        self.finish(py, false)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        t: &Bound<'_, PyAny>,
+        _v: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        if lock(&self.raw).is_some() {
+            self.finish(py, t.is_none())?;
+        }
+        Ok(false)
+    }
+
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: std::ffi::c_int,
+    ) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("Py_buffer pointer is null"));
+        }
+        // SAFETY: view is non-null and owned by the caller; cleared for the error paths.
+        unsafe { (*view).obj = std::ptr::null_mut() };
+        let this = slf.get();
+        if lock(&this.raw).is_none() {
+            return Err(PyBufferError::new_err("the loan was already published or discarded"));
+        }
+        this.exports.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the reserved range is the loan's until published, which cannot happen
+        // while exports > 0; the channel (held by this object) keeps the mapping alive.
+        unsafe {
+            (*view).buf = this.ptr as *mut std::ffi::c_void;
+            (*view).len = this.len as ffi::Py_ssize_t;
+            (*view).readonly = 0;
+            (*view).itemsize = 1;
+            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
+                c"B".as_ptr().cast_mut()
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).ndim = 1;
+            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
+                &raw mut (*view).len
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
+                &raw mut (*view).itemsize
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).suboffsets = std::ptr::null_mut();
+            (*view).internal = std::ptr::null_mut();
+            (*view).obj = slf.into_any().into_ptr();
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        self.exports.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Loan {
+    /// A loan collected unpublished is discarded.
+    fn drop(&mut self) {
+        if self.raw.get_mut().map(|r| r.is_some()).unwrap_or(false) {
+            Python::attach(|py| {
+                let _ = self.finish(py, false);
+            });
+        }
     }
 }

@@ -34,6 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<array::SharedArray>()?;
     m.add_class::<channel::Channel>()?;
     m.add_class::<channel::Message>()?;
+    m.add_class::<channel::Loan>()?;
     m.add_class::<sync::Event>()?;
     m.add_class::<sync::Semaphore>()?;
     m.add_class::<sync::Mutex>()?;
@@ -47,6 +48,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "MAX_NAME_LEN",
             "Channel",
             "Event",
+            "Loan",
             "Message",
             "Mutex",
             "Semaphore",

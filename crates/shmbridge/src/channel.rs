@@ -370,6 +370,55 @@ impl Sender {
         }
     }
 
+    /// Writes the record header (and a wrap marker) of a reserved message and
+    /// advances `head` past it.
+    fn publish_at(&self, head: u64, skip: usize, len: usize) {
+        let c = &self.ends.channel;
+        let capacity = c.capacity;
+        if skip > 0 {
+            c.ring_write((head % capacity as u64) as usize, &WRAP.to_ne_bytes());
+        }
+        let record_at = (head as usize + skip) % capacity;
+        c.ring_write(record_at, &(len as u32).to_ne_bytes());
+        let record = RECORD_HEADER + len.next_multiple_of(8);
+        c.counter(HEAD).store(head + (skip + record) as u64, Ordering::Release);
+        c.word(HEAD_SIGNAL).fetch_add(1, Ordering::Release);
+        wake(c.word(HEAD_SIGNAL), c.word(CONSUMER_SLEEPERS), 1);
+    }
+
+    /// Reserves room as [`loan_deadline`](Self::loan_deadline) does, for bindings
+    /// that hold the reservation across calls (the Python `Loan`): the payload's
+    /// address and a token for [`publish_raw`](Self::publish_raw).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn reserve_raw(
+        &self,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<RawLoan, ChannelError> {
+        let loan = self.loan_deadline(len, deadline)?;
+        let raw = RawLoan {
+            head: loan.head,
+            skip: loan.skip,
+            len,
+            ptr: loan.sender.ends.channel.ring_ptr(loan.payload_pos()),
+        };
+        Ok(raw)
+    }
+
+    /// Publishes a message reserved with [`reserve_raw`](Self::reserve_raw).
+    ///
+    /// # Safety
+    ///
+    /// `loan` must come from `reserve_raw` on this sender, with no other message
+    /// sent, loaned or published by it in between (one reservation at a time, as
+    /// the borrow of [`Loan`] enforces in Rust).
+    pub unsafe fn publish_raw(&self, loan: RawLoan) {
+        self.publish_at(loan.head, loan.skip, loan.len);
+    }
+
     fn consumer_closed(&self) -> Option<ChannelError> {
         (self.ends.channel.word(CONSUMER_CLOSED).load(Ordering::Acquire) != 0)
             .then_some(ChannelError::Closed)
@@ -395,6 +444,40 @@ impl Drop for Sender {
     }
 }
 
+/// A reservation made by [`Sender::reserve_raw`]: where to write, and what to
+/// publish. Dropping it publishes nothing.
+#[derive(Debug)]
+pub struct RawLoan {
+    head: u64,
+    skip: usize,
+    len: usize,
+    ptr: *mut u8,
+}
+
+impl RawLoan {
+    /// Where the payload goes: valid for [`len`](Self::len) bytes while the channel
+    /// lives, until published.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// The payload's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+// SAFETY: a RawLoan is a position in a ring plus its address in a mapping; it owns
+// nothing and may be published from any thread (publish_raw's contract applies).
+unsafe impl Send for RawLoan {}
+// SAFETY: as for Send; &RawLoan only reads the fields.
+unsafe impl Sync for RawLoan {}
+
 /// Room for one message in the ring, written in place; [`publish`](Self::publish)
 /// hands it to the receiver.
 pub struct Loan<'a> {
@@ -413,19 +496,7 @@ impl Loan<'_> {
 
     /// Publishes the message; the receiver can take it at once.
     pub fn publish(mut self) {
-        let c = &self.sender.ends.channel;
-        let capacity = c.capacity;
-        if self.skip > 0 {
-            let pos = (self.head % capacity as u64) as usize;
-            c.ring_write(pos, &WRAP.to_ne_bytes());
-        }
-        let record_at = self.payload_pos() - RECORD_HEADER;
-        c.ring_write(record_at, &(self.len as u32).to_ne_bytes());
-        let record = RECORD_HEADER + self.len.next_multiple_of(8);
-        let new_head = self.head + (self.skip + record) as u64;
-        c.counter(HEAD).store(new_head, Ordering::Release);
-        c.word(HEAD_SIGNAL).fetch_add(1, Ordering::Release);
-        wake(c.word(HEAD_SIGNAL), c.word(CONSUMER_SLEEPERS), 1);
+        self.sender.publish_at(self.head, self.skip, self.len);
         self.published = true;
     }
 }
