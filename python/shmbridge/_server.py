@@ -70,6 +70,9 @@ class Server:
         it went away), then return."""
         requests, replies = _take_protocol_channel()
         _send(replies, {"ready": True, "protocol": PROTOCOL, "pid": os.getpid(), "functions": self.functions})
+        channels = os.environ.get("SHMBRIDGE_WORKER_CHANNELS")
+        if channels:  # the shared-memory transport: after the handshake, two channels
+            requests, replies = _channel_transport(*channels.split(","))
         for line in requests:
             if not line.strip():
                 continue
@@ -149,7 +152,35 @@ def _encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, allow_nan=False, separators=(",", ":")).encode() + b"\n"
 
 
-def _send(replies: IO[bytes], message: bytes | dict[str, Any]) -> None:
+class _ChannelReplies:
+    """The answer channel, as the file-like sink `_send` writes to."""
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+
+    def write(self, data: bytes) -> None:
+        self._channel.send(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _channel_transport(requests_name: str, answers_name: str) -> tuple[Iterator[bytes], Any]:
+    from shmbridge import Channel
+
+    requests, answers = Channel.open(requests_name), Channel.open(answers_name)
+
+    def incoming() -> Iterator[bytes]:
+        while True:
+            try:
+                yield requests.recv()
+            except (EOFError, BrokenPipeError):  # the parent closed, or died
+                return
+
+    return incoming(), _ChannelReplies(answers)
+
+
+def _send(replies: Any, message: bytes | dict[str, Any]) -> None:
     """Writes one reply line (encoding it unless the caller already did)."""
     replies.write(message if isinstance(message, bytes) else _encode(message))
     replies.flush()

@@ -52,6 +52,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::channel::{Channel, ChannelError, Receiver, Sender};
 use crate::error::{Error, Result};
 
 /// The protocol version this build speaks.
@@ -73,8 +74,24 @@ pub struct WorkerBuilder {
     startup_timeout: Duration,
     shutdown_timeout: Duration,
     forward_stderr: bool,
+    transport: Transport,
     #[cfg(unix)]
     shared_fds: Vec<std::os::fd::RawFd>,
+}
+
+/// How requests and answers travel once the worker has started (the handshake
+/// always comes over its stdout pipe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// JSON lines over the child's stdin and stdout (the default).
+    #[default]
+    Pipe,
+    /// Two shared-memory channels of `capacity` bytes each (requests and answers
+    /// up to half of it): no system call per message while both sides are busy.
+    SharedMemory {
+        /// Bytes of each channel's ring.
+        capacity: usize,
+    },
 }
 
 impl WorkerBuilder {
@@ -88,6 +105,7 @@ impl WorkerBuilder {
             startup_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(5),
             forward_stderr: true,
+            transport: Transport::Pipe,
             #[cfg(unix)]
             shared_fds: Vec::new(),
         }
@@ -139,6 +157,12 @@ impl WorkerBuilder {
         self
     }
 
+    /// How calls travel (default [`Transport::Pipe`]).
+    pub fn transport(&mut self, transport: Transport) -> &mut Self {
+        self.transport = transport;
+        self
+    }
+
     /// Hands an anonymous segment (see
     /// [`SharedMemory::anonymous`](crate::SharedMemory::anonymous)) to the worker:
     /// its descriptor is inherited, so passing the segment in a call's arguments
@@ -175,7 +199,18 @@ impl WorkerBuilder {
             .map(|s| s.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ");
+        let channels = match self.transport {
+            Transport::Pipe => None,
+            Transport::SharedMemory { capacity } => {
+                let requests = Channel::create(&crate::unique_name("worker_req")?, capacity)?;
+                let answers = Channel::create(&crate::unique_name("worker_ans")?, capacity)?;
+                Some((requests.sender()?, answers.receiver()?, requests, answers))
+            }
+        };
         let mut cmd = Command::new(&python);
+        if let Some((_, _, requests, answers)) = &channels {
+            cmd.env("SHMBRIDGE_WORKER_CHANNELS", format!("{},{}", requests.name(), answers.name()));
+        }
         cmd.args(&self.target)
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
@@ -207,7 +242,10 @@ impl WorkerBuilder {
             program,
             child: Mutex::new(child),
             calls: Mutex::new(Calls { pending: HashMap::new(), ended: false }),
-            replies: Mutex::new(BufReader::new(stdout)),
+            replies: Mutex::new(match &channels {
+                None => Inbox::Pipe(BufReader::new(stdout)),
+                Some(_) => Inbox::Channel(BufReader::new(stdout), None),
+            }),
             stderr: Mutex::new(StderrTail { bytes: Vec::new(), closed: false }),
             stderr_closed: Condvar::new(),
         });
@@ -221,7 +259,7 @@ impl WorkerBuilder {
         };
         let mut worker = Worker {
             shared,
-            stdin: Mutex::new(Some(stdin)),
+            stdin: Mutex::new(Outbox::Pipe(stdin)),
             next_id: AtomicU64::new(1),
             functions: Vec::new(),
             pid,
@@ -231,6 +269,16 @@ impl WorkerBuilder {
         match worker.shared.handshake(Instant::now() + self.startup_timeout) {
             Ok(functions) => {
                 worker.functions = functions;
+                if let Some((sender, receiver, ..)) = channels {
+                    let mut outbox = lock(&worker.stdin);
+                    if let Outbox::Pipe(stdin) = std::mem::replace(&mut *outbox, Outbox::Closed) {
+                        *outbox = Outbox::Channel { _stdin: stdin, sender };
+                    }
+                    drop(outbox);
+                    if let Inbox::Channel(_, slot) = &mut *lock(&worker.shared.replies) {
+                        *slot = Some(receiver);
+                    }
+                }
                 Ok(worker)
             }
             Err(e) => {
@@ -263,7 +311,8 @@ fn default_python() -> PathBuf {
 /// does not, and reaps it: no zombie, no orphan.
 pub struct Worker {
     shared: Arc<Shared>,
-    stdin: Mutex<Option<ChildStdin>>,
+    /// Where requests go.
+    stdin: Mutex<Outbox>,
     next_id: AtomicU64,
     functions: Vec<String>,
     pid: u32,
@@ -282,8 +331,8 @@ struct Shared {
     program: String,
     child: Mutex<Child>,
     calls: Mutex<Calls>,
-    /// The worker's stdout; whoever holds the lock is the reader.
-    replies: Mutex<BufReader<ChildStdout>>,
+    /// Where answers come from; whoever holds the lock is the reader.
+    replies: Mutex<Inbox>,
     stderr: Mutex<StderrTail>,
     stderr_closed: Condvar,
 }
@@ -293,6 +342,24 @@ struct Calls {
     pending: HashMap<u64, mpsc::Sender<Wake>>,
     /// Set once the worker's channel closed: no answer will come any more.
     ended: bool,
+}
+
+/// The requests' way to the worker.
+enum Outbox {
+    Pipe(ChildStdin),
+    /// The stdin pipe is kept open (closing it is one way to say goodbye).
+    Channel {
+        _stdin: ChildStdin,
+        sender: Sender,
+    },
+    Closed,
+}
+
+/// The answers' way back: the stdout pipe (which always carries the handshake),
+/// and for the shared-memory transport the answer channel.
+enum Inbox {
+    Pipe(BufReader<ChildStdout>),
+    Channel(BufReader<ChildStdout>, Option<Receiver>),
 }
 
 /// What a waiting caller is told.
@@ -369,10 +436,25 @@ impl Worker {
         let mut line = serde_json::to_vec(&json!({"id": id, "method": function, "params": params}))
             .expect("a JSON value serializes");
         line.push(b'\n');
-        if let Some(stdin) = lock(&self.stdin).as_mut() {
-            // A failed write means the worker is gone; the reader thread sees that
-            // too and answers this call with WorkerExited.
-            let _ = stdin.write_all(&line).and_then(|()| stdin.flush());
+        // A failed write means the worker is gone; whoever reads the answers sees that
+        // too and answers this call with WorkerExited.
+        match &mut *lock(&self.stdin) {
+            Outbox::Pipe(stdin) => {
+                let _ = stdin.write_all(&line).and_then(|()| stdin.flush());
+            }
+            Outbox::Channel { sender, .. } => {
+                line.pop(); // messages keep their boundaries: no newline needed
+                if let Err(ChannelError::TooLarge { len, max }) = sender.send(&line) {
+                    lock(&self.shared.calls).pending.remove(&id);
+                    return Err(Error::Protocol {
+                        reason: format!(
+                            "a request of {len} bytes does not fit the shared-memory transport \
+                             (at most {max}): use a larger capacity, or pass the data in a segment"
+                        ),
+                    });
+                }
+            }
+            Outbox::Closed => {}
         }
         match self.shared.await_answer(id, &rx, Instant::now() + timeout) {
             Some(Ok(value)) => serde_json::from_value(value).map_err(|e| Error::Protocol {
@@ -412,7 +494,8 @@ impl Worker {
     }
 
     fn stop(&mut self) -> Result<ExitStatus> {
-        drop(lock(&self.stdin).take()); // EOF: serve() returns and the process exits
+        // Closing the request channel (or stdin) ends serve(), and the process exits.
+        drop(std::mem::replace(&mut *lock(&self.stdin), Outbox::Closed));
         let deadline = Instant::now() + self.shutdown_timeout;
         let status = match self.shared.wait_until(deadline) {
             Some(status) => Ok(status),
@@ -449,7 +532,10 @@ impl Shared {
     /// Reads the server's first line, `{"ready": true, ...}`, by `deadline`.
     fn handshake(&self, deadline: Instant) -> Result<Vec<String>> {
         let mut replies = lock(&self.replies);
-        match self.read_line(&mut replies, deadline) {
+        let stdout = match &mut *replies {
+            Inbox::Pipe(stdout) | Inbox::Channel(stdout, _) => stdout,
+        };
+        match self.read_pipe_line(stdout, deadline) {
             Some(Ok(line)) => parse_handshake(&line),
             Some(Err(e)) => Err(e),
             None => Err(Error::Timeout {
@@ -494,7 +580,7 @@ impl Shared {
     /// Reads replies until the one for `id` (or the deadline, or the end).
     fn lead(
         &self,
-        replies: &mut BufReader<ChildStdout>,
+        replies: &mut Inbox,
         id: u64,
         rx: &mpsc::Receiver<Wake>,
         deadline: Instant,
@@ -527,7 +613,24 @@ impl Shared {
 
     /// One line from the worker by `deadline` (`None`: timed out); the end of the
     /// channel ends the worker for every caller.
-    fn read_line(
+    fn read_line(&self, replies: &mut Inbox, deadline: Instant) -> Option<Result<String>> {
+        match replies {
+            Inbox::Pipe(stdout) | Inbox::Channel(stdout, None) => {
+                self.read_pipe_line(stdout, deadline)
+            }
+            Inbox::Channel(_, Some(receiver)) => match receiver.recv_deadline(Some(deadline)) {
+                Ok(message) => Some(Ok(String::from_utf8_lossy(&message).into_owned())),
+                Err(ChannelError::Timeout) => None,
+                Err(_) => {
+                    self.end(); // the worker closed its end, or died
+                    Some(Err(self.exited()))
+                }
+            },
+        }
+    }
+
+    /// One line from the worker's stdout pipe by `deadline` (`None`: timed out).
+    fn read_pipe_line(
         &self,
         replies: &mut BufReader<ChildStdout>,
         deadline: Instant,

@@ -26,6 +26,7 @@ fn main() {
         ("child_creates_parent_opens", child_creates_parent_opens),
         ("event_ping_pong", event_ping_pong),
         ("mutex_of_a_killed_owner_is_recovered", mutex_of_a_killed_owner_is_recovered),
+        ("mutex_of_an_unreaped_owner_is_recovered", mutex_of_an_unreaped_owner_is_recovered),
         ("channel_stream_between_processes", channel_stream_between_processes),
         ("channel_producer_killed_mid_stream", channel_producer_killed_mid_stream),
     ];
@@ -93,6 +94,13 @@ fn child(scenario: &str, name: &str) {
             let _guard = mutex.lock().unwrap();
             locked.set();
             never.wait(); // until killed
+        }
+        "lock_and_exit" => {
+            let mutex = Mutex::open(name).unwrap();
+            let locked = Event::open(&format!("{name}_locked")).unwrap();
+            std::mem::forget(mutex.lock().unwrap());
+            locked.set();
+            std::process::exit(0); // holding the lock; the parent does not reap us yet
         }
         "produce" => {
             let tx = Channel::open(name).unwrap().sender().unwrap();
@@ -237,4 +245,18 @@ fn channel_producer_killed_mid_stream() {
     };
     assert_ne!(pid, std::process::id());
     assert!(received >= 10_000);
+}
+
+fn mutex_of_an_unreaped_owner_is_recovered() {
+    let name = shmbridge::unique_name("xp_zombie").unwrap();
+    let mutex = Mutex::create(&name).unwrap();
+    let locked = Event::create(&format!("{name}_locked"), false).unwrap();
+    let child = spawn("lock_and_exit", &name);
+    assert!(locked.wait_timeout(DEADLINE), "the child did not take the lock");
+    // The child exits and stays a zombie (not waited for): it must count as dead.
+    match mutex.lock_timeout(DEADLINE).expect("the lock comes back") {
+        Err(died) => assert_eq!(died.dead_owner(), child.id()),
+        Ok(_) => panic!("the takeover was not reported"),
+    }
+    assert!(wait(child).success());
 }

@@ -306,3 +306,65 @@ fn readers_that_time_out_hand_over_to_the_others() {
     });
     assert_eq!(worker.call::<i64>("add", json!({"a": 1, "b": 2}), T).unwrap(), 3);
 }
+
+/// The same calls over the shared-memory transport.
+mod shared_memory_transport {
+    use super::*;
+    use shmbridge::worker::Transport;
+
+    fn server() -> Worker {
+        script("testserver.py")
+            .transport(Transport::SharedMemory { capacity: 1 << 20 })
+            .forward_stderr(false)
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn calls_round_trip() {
+        let worker = server();
+        let args = json!({"text": "line 1\nline 2", "list": [1, 2.5, null, {"a": true}]});
+        assert_eq!(worker.call::<Value>("echo", &args, T).unwrap(), args);
+        let err = worker.call::<Value>("fail", json!({"message": "bad"}), T).unwrap_err();
+        assert!(matches!(&err, Error::Remote { kind, .. } if kind == "ValueError"), "{err:?}");
+        let err = worker.call::<Value>("echo", json!({"big": "x".repeat(1 << 20)}), T).unwrap_err();
+        assert!(
+            matches!(&err, Error::Protocol { reason } if reason.contains("does not fit")),
+            "{err:?}"
+        );
+        assert_eq!(worker.call::<String>("noisy", json!({}), T).unwrap(), "quiet");
+    }
+
+    #[test]
+    fn threads_timeouts_and_a_crash() {
+        let worker = server();
+        std::thread::scope(|scope| {
+            for t in 0..4i64 {
+                let worker = &worker;
+                scope.spawn(move || {
+                    for i in 0..500i64 {
+                        assert_eq!(
+                            worker.call::<i64>("add", json!({"a": t, "b": i}), T).unwrap(),
+                            t + i
+                        );
+                    }
+                });
+            }
+        });
+        let err = worker
+            .call::<Value>("slow", json!({"seconds": 0.5}), Duration::from_millis(50))
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        assert_eq!(worker.call::<i64>("add", json!({"a": 1, "b": 2}), T).unwrap(), 3);
+        let err = worker.call::<Value>("exit_now", json!({"code": 4}), T).unwrap_err();
+        let Error::WorkerExited { status, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(status.and_then(|s| s.code()), Some(4));
+    }
+
+    #[test]
+    fn shutdown_is_clean() {
+        let worker = server();
+        assert_eq!(worker.call::<i64>("add", json!({"a": 1, "b": 1}), T).unwrap(), 2);
+        assert!(worker.shutdown().unwrap().success());
+    }
+}

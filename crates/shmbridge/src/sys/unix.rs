@@ -213,8 +213,21 @@ pub(crate) fn wake(word: &std::sync::atomic::AtomicU32, count: u32) {
     let _ = (word, count); // waiters poll
 }
 
-/// Whether a process with this id exists (a process of another user counts).
+/// Whether a process with this id is running (a process of another user counts).
+///
+/// A zombie (exited, not yet reaped by its parent) is not running: `kill(pid, 0)`
+/// still succeeds on it, so on Linux its state is read from `/proc/<pid>/stat`.
 pub(crate) fn process_alive(pid: u32) -> bool {
-    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else { return false };
-    !matches!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH))
+    let Some(id) = rustix::process::Pid::from_raw(pid as i32) else { return false };
+    if matches!(rustix::process::test_kill_process(id), Err(rustix::io::Errno::SRCH)) {
+        return false;
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (command) S ...": the state follows the last ')', as the command may
+        // itself contain parentheses.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        return !matches!(state, Some('Z' | 'X'));
+    }
+    true
 }
