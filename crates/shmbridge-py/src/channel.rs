@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyType};
 use shmbridge::channel::{self, ChannelError};
 
+use crate::buffer;
 use crate::errors::to_py;
 use crate::segment::{InputBytes, SendPtr};
 use crate::sync::{deadline, wait_interruptibly};
@@ -374,11 +375,8 @@ impl Message {
         view: *mut ffi::Py_buffer,
         flags: std::ffi::c_int,
     ) -> PyResult<()> {
-        if view.is_null() {
-            return Err(PyBufferError::new_err("Py_buffer pointer is null"));
-        }
-        // SAFETY: view is non-null and owned by the caller; cleared for the error paths.
-        unsafe { (*view).obj = std::ptr::null_mut() };
+        // SAFETY: view is the pointer Python passed to __getbuffer__.
+        unsafe { buffer::begin(view)? };
         let this = slf.get();
         if this.released.load(Ordering::Acquire) {
             return Err(PyBufferError::new_err("the message was released"));
@@ -387,34 +385,11 @@ impl Message {
             return Err(PyBufferError::new_err("a received message is read-only"));
         }
         this.exports.fetch_add(1, Ordering::AcqRel);
+        let (buf, len) = (this.ptr as *mut u8, this.len);
         // SAFETY: the slot stays the message's until it is freed, which cannot happen
         // while exports > 0 (release refuses; collection waits for the exports, which
-        // hold a reference to this object). shape/strides point into the view itself.
-        unsafe {
-            (*view).buf = this.ptr as *mut std::ffi::c_void;
-            (*view).len = this.len as ffi::Py_ssize_t;
-            (*view).readonly = 1;
-            (*view).itemsize = 1;
-            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
-                c"B".as_ptr().cast_mut()
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).ndim = 1;
-            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
-                &raw mut (*view).len
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
-                &raw mut (*view).itemsize
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).suboffsets = std::ptr::null_mut();
-            (*view).internal = std::ptr::null_mut();
-            (*view).obj = slf.into_any().into_ptr();
-        }
+        // hold a reference to this object).
+        unsafe { buffer::fill(view, flags, buf, len, true, std::ptr::null_mut(), slf.into_any()) };
         Ok(())
     }
 
@@ -502,43 +477,17 @@ impl Loan {
         view: *mut ffi::Py_buffer,
         flags: std::ffi::c_int,
     ) -> PyResult<()> {
-        if view.is_null() {
-            return Err(PyBufferError::new_err("Py_buffer pointer is null"));
-        }
-        // SAFETY: view is non-null and owned by the caller; cleared for the error paths.
-        unsafe { (*view).obj = std::ptr::null_mut() };
+        // SAFETY: view is the pointer Python passed to __getbuffer__.
+        unsafe { buffer::begin(view)? };
         let this = slf.get();
         if lock(&this.raw).is_none() {
             return Err(PyBufferError::new_err("the loan was already published or discarded"));
         }
         this.exports.fetch_add(1, Ordering::AcqRel);
+        let (buf, len) = (this.ptr as *mut u8, this.len);
         // SAFETY: the reserved range is the loan's until published, which cannot happen
         // while exports > 0; the channel (held by this object) keeps the mapping alive.
-        unsafe {
-            (*view).buf = this.ptr as *mut std::ffi::c_void;
-            (*view).len = this.len as ffi::Py_ssize_t;
-            (*view).readonly = 0;
-            (*view).itemsize = 1;
-            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
-                c"B".as_ptr().cast_mut()
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).ndim = 1;
-            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
-                &raw mut (*view).len
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
-                &raw mut (*view).itemsize
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).suboffsets = std::ptr::null_mut();
-            (*view).internal = std::ptr::null_mut();
-            (*view).obj = slf.into_any().into_ptr();
-        }
+        unsafe { buffer::fill(view, flags, buf, len, false, std::ptr::null_mut(), slf.into_any()) };
         Ok(())
     }
 

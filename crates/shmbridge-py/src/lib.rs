@@ -7,6 +7,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod array;
+mod buffer;
 mod channel;
 mod dlpack;
 mod errors;

@@ -10,7 +10,6 @@
 //! only, with the core's bounds checks.
 
 use std::ffi::{c_int, c_void};
-use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -20,6 +19,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView, PyType};
 
+use crate::buffer;
 use crate::errors::{closed, to_py};
 
 type Segment = shmbridge::SharedMemory;
@@ -581,12 +581,8 @@ impl SharedMemory {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        if view.is_null() {
-            return Err(PyBufferError::new_err("Py_buffer pointer is null"));
-        }
-        // SAFETY: view is non-null and points to a Py_buffer the caller owns; clearing
-        // obj first means a failed export leaves nothing for the caller to release.
-        unsafe { (*view).obj = ptr::null_mut() };
+        // SAFETY: view is the pointer Python passed to __getbuffer__.
+        unsafe { buffer::begin(view)? };
         let segment = slf.get().segment()?;
         if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE && !segment.is_writable() {
             return Err(PyBufferError::new_err(format!(
@@ -594,34 +590,12 @@ impl SharedMemory {
                 segment.name()
             )));
         }
-        // SAFETY: view is valid (above). buf/len describe the live mapping, which the
-        // Arc stored in `internal` keeps mapped until __releasebuffer__; format points
-        // to a static C string; shape and strides point into the view itself, which
-        // the consumer keeps in place while the export lives, as the protocol says.
+        let (buf, len, readonly) = (segment.as_mut_ptr(), segment.len(), !segment.is_writable());
+        // SAFETY: the mapping stays mapped while the export lives: the Arc stored in
+        // `internal` is dropped only by __releasebuffer__.
         unsafe {
-            (*view).buf = segment.as_mut_ptr().cast::<c_void>();
-            (*view).len = segment.len() as ffi::Py_ssize_t;
-            (*view).readonly = c_int::from(!segment.is_writable());
-            (*view).itemsize = 1;
-            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
-                c"B".as_ptr().cast_mut()
-            } else {
-                ptr::null_mut()
-            };
-            (*view).ndim = 1;
-            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
-                &raw mut (*view).len
-            } else {
-                ptr::null_mut()
-            };
-            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
-                &raw mut (*view).itemsize
-            } else {
-                ptr::null_mut()
-            };
-            (*view).suboffsets = ptr::null_mut();
-            (*view).internal = Box::into_raw(Box::new(segment)).cast::<c_void>();
-            (*view).obj = slf.into_any().into_ptr();
+            let internal = Box::into_raw(Box::new(segment)).cast::<c_void>();
+            buffer::fill(view, flags, buf, len, readonly, internal, slf.into_any());
         }
         Ok(())
     }
