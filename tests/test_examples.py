@@ -28,6 +28,7 @@ def run_example(binary: str) -> str:
         ("header_layout", "header says 52 bytes", "A MESSAGE WHOSE LENGTH"),
         ("shared_array", "shape (1000, 1000), dtype float64", "order F, strides [4, 8], memory [1, 4, 2, 5, 3, 6]"),
         ("process_buffer", "[python] process_buffer read 64 MiB", 'answered status "done" and checksum 8556380160'),
+        ("channel_frames", "[python] viewed 100 frames in place", "all 100 means came back"),
     ],
 )
 def test_example_pair(binary: str, python_saw: str, rust_saw: str) -> None:
@@ -38,4 +39,4 @@ def test_example_pair(binary: str, python_saw: str, rust_saw: str) -> None:
 
 def test_demo_runs_every_pair() -> None:
     out = run_example("demo")
-    assert out.count("\n== ") == 6 and out.rstrip().endswith("all 6 examples passed"), out
+    assert out.count("\n== ") == 7 and out.rstrip().endswith("all 7 examples passed"), out

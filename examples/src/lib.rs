@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod channel_frames;
 pub mod header_layout;
 pub mod hello;
 pub mod numpy_array;
@@ -50,6 +51,14 @@ pub fn run_python(script: &str, args: &[&str]) -> Result {
         return Err(format!("{} failed: {status}", path.display()).into());
     }
     Ok(())
+}
+
+/// Starts `examples/<script>.py` with `args` without waiting for it.
+pub fn run_python_async(script: &str, args: &[&str]) -> Result<std::process::Child> {
+    let path = repo_root().join("examples").join(format!("{script}.py"));
+    Command::new(python()).arg(&path).args(args).spawn().map_err(|e| {
+        format!("cannot start {} (set SHMBRIDGE_PYTHON?): {e}", python().display()).into()
+    })
 }
 
 /// Prints a line from the Rust side.
