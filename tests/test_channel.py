@@ -198,3 +198,31 @@ def test_loans_write_in_place(name: str) -> None:
             break
     with pytest.raises(TimeoutError):
         tx.loan(200, timeout=0.01)
+
+
+def test_two_threads_receiving_on_one_channel_do_not_deadlock() -> None:
+    from conftest import run_isolated
+
+    result = run_isolated(
+        """
+import threading, shmbridge
+ch = shmbridge.Channel.create(shmbridge.unique_name("pytest_two_readers"), 4096)
+outcomes = []
+def reader():
+    try:
+        ch.recv(timeout=0.3)
+    except TimeoutError:
+        outcomes.append("timeout")
+threads = [threading.Thread(target=reader) for _ in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+tx = shmbridge.Channel.open(ch.name)
+tx.send(b"x")
+with ch.recv_view(timeout=5) as m:   # releasing takes the receiver lock too
+    pass
+print(sorted(outcomes))
+""",
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['timeout', 'timeout']"

@@ -2,7 +2,7 @@
 //! conventions, and `Message`, a zero-copy view of a received message.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use pyo3::exceptions::{
@@ -79,7 +79,7 @@ impl Channel {
             ));
         }
         let deadline = deadline(timeout)?;
-        let mut guard = lock(&self.receiver);
+        let mut guard = self.receiver_slot(py);
         if guard.is_none() {
             *guard = Some(self.channel.receiver().map_err(to_py)?);
         }
@@ -110,6 +110,19 @@ impl Channel {
         taken.map(|(ptr, len)| (SendPtr(ptr), len)).map_err(channel_error)
     }
 
+    /// The receiver's slot, locked without holding the GIL while the lock is busy:
+    /// its holder may be waiting for a message with the GIL released, and needs the
+    /// GIL back when its wait slice ends.
+    fn receiver_slot(&self, py: Python<'_>) -> MutexGuard<'_, Option<channel::Receiver>> {
+        loop {
+            match self.receiver.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => py.detach(|| drop(lock(&self.receiver))),
+            }
+        }
+    }
+
     fn check_no_loan(&self) -> PyResult<()> {
         if self.loan_out.load(Ordering::Acquire) {
             return Err(PyBufferError::new_err(
@@ -119,8 +132,8 @@ impl Channel {
         Ok(())
     }
 
-    fn release(&self) {
-        if let Some(receiver) = lock(&self.receiver).as_mut() {
+    fn release(&self, py: Python<'_>) {
+        if let Some(receiver) = self.receiver_slot(py).as_mut() {
             receiver.release_raw();
         }
         self.message_out.store(false, Ordering::Release);
@@ -228,7 +241,7 @@ impl Channel {
         // SAFETY: the slot [ptr, ptr + len) is published and not released until the
         // release() below; the channel keeps the mapping alive.
         let bytes = PyBytes::new(py, unsafe { std::slice::from_raw_parts(ptr.0, len) });
-        self.release();
+        self.release(py);
         Ok(bytes)
     }
 
@@ -246,7 +259,7 @@ impl Channel {
             return Ok(batch);
         }
         batch.push(self.recv(py, timeout)?);
-        let mut guard = lock(&self.receiver);
+        let mut guard = self.receiver_slot(py);
         let receiver = guard.as_mut().expect("the first recv claimed the receiver");
         while batch.len() < max_messages {
             match receiver.try_recv() {
@@ -274,11 +287,11 @@ impl Channel {
 
     /// Closes this object's ends: the other side gets EOFError (after the rest of
     /// the messages, for a receiver).
-    fn close(&self) {
+    fn close(&self, py: Python<'_>) {
         if let Some(sender) = lock(&self.sender).take() {
             sender.close();
         }
-        if let Some(receiver) = lock(&self.receiver).take() {
+        if let Some(receiver) = self.receiver_slot(py).take() {
             receiver.close();
         }
     }
@@ -299,11 +312,12 @@ impl Channel {
 
     fn __exit__(
         &self,
+        py: Python<'_>,
         _t: &Bound<'_, PyAny>,
         _v: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> bool {
-        self.close();
+        self.close(py);
         false
     }
 }
@@ -324,7 +338,7 @@ pub(crate) struct Message {
 impl Message {
     fn free(&self, py: Python<'_>) {
         if !self.released.swap(true, Ordering::AcqRel) {
-            self.channel.bind(py).get().release();
+            self.channel.bind(py).get().release(py);
         }
     }
 }
