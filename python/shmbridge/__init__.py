@@ -50,6 +50,7 @@ from shmbridge._native import (
     unlink,
 )
 from shmbridge._server import Server
+from shmbridge import aio
 
 __all__ = [
     "MAX_NAME_LEN",
@@ -63,6 +64,7 @@ __all__ = [
     "SharedArray",
     "SharedMemory",
     "Server",
+    "aio",
     "create_array",
     "recv_array",
     "send_array",
