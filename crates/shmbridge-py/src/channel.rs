@@ -30,6 +30,24 @@ fn channel_error(e: ChannelError) -> PyErr {
     }
 }
 
+/// Runs `attempt` once with the GIL held and no waiting (the fast path), then, if
+/// it timed out and time is left, in GIL-free, signal-checked slices until `deadline`.
+fn attempt_until<T: Send>(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    attempt: impl Fn(Instant) -> Result<T, ChannelError> + Sync,
+) -> PyResult<T> {
+    match attempt(Instant::now()) {
+        Err(ChannelError::Timeout) if deadline.is_none_or(|d| d > Instant::now()) => {}
+        other => return other.map_err(channel_error),
+    }
+    let waited = wait_interruptibly(py, deadline, |until| match attempt(until) {
+        Err(ChannelError::Timeout) => None,
+        other => Some(other),
+    })?;
+    waited.unwrap_or(Err(ChannelError::Timeout)).map_err(channel_error)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -83,31 +101,14 @@ impl Channel {
         if guard.is_none() {
             *guard = Some(self.channel.receiver().map_err(to_py)?);
         }
-        let receiver = guard.as_mut().expect("set above");
-        let now = match receiver.recv_raw(Some(Instant::now())) {
-            Err(ChannelError::Timeout) if deadline.is_none_or(|d| d > Instant::now()) => None,
-            other => Some(other),
-        };
-        let taken = match now {
-            Some(result) => result,
-            None => {
-                let receiver = SendPtr(receiver as *mut channel::Receiver);
-                let waited = wait_interruptibly(py, deadline, |until| {
-                    let receiver = &receiver;
-                    // SAFETY: the receiver lives in the locked Option, whose guard this
-                    // frame holds across the wait; nothing else touches it meanwhile.
-                    match unsafe { &mut *receiver.0 }.recv_raw(Some(until)) {
-                        Err(ChannelError::Timeout) => None,
-                        other => Some(other.map(|(p, l)| (SendPtr(p), l))),
-                    }
-                })?;
-                match waited {
-                    None => Err(ChannelError::Timeout),
-                    Some(result) => result.map(|(p, l)| (p.0, l)),
-                }
-            }
-        };
-        taken.map(|(ptr, len)| (SendPtr(ptr), len)).map_err(channel_error)
+        let receiver = SendPtr(guard.as_mut().expect("set above") as *mut channel::Receiver);
+        attempt_until(py, deadline, |until| {
+            let receiver = &receiver; // the whole wrapper, not its field (closures capture fields)
+            // SAFETY: the receiver lives in the locked Option, whose guard this frame
+            // holds across the wait, and attempts run one at a time.
+            let taken = unsafe { &mut *receiver.0 }.recv_raw(Some(until));
+            taken.map(|(ptr, len)| (SendPtr(ptr), len))
+        })
     }
 
     /// The receiver's slot, locked without holding the GIL while the lock is busy:
@@ -188,16 +189,7 @@ impl Channel {
             let slice = unsafe { std::slice::from_raw_parts(ptr, len) };
             sender.send_deadline(slice, until)
         };
-        let deadline = deadline(timeout)?;
-        match send(Some(Instant::now())) {
-            Err(ChannelError::Timeout) if deadline.is_none_or(|d| d > Instant::now()) => {}
-            other => return other.map_err(channel_error),
-        }
-        let sent = wait_interruptibly(py, deadline, |until| match send(Some(until)) {
-            Err(ChannelError::Timeout) => None,
-            other => Some(other),
-        })?;
-        sent.unwrap_or(Err(ChannelError::Timeout)).map_err(channel_error)
+        attempt_until(py, deadline(timeout)?, |until| send(Some(until)))
     }
 
     /// Reserves room for a message of `size` bytes, to be written in place: a
@@ -210,19 +202,7 @@ impl Channel {
         this.check_no_loan()?;
         let sender = this.sender()?;
         let deadline = deadline(timeout)?;
-        let raw = match sender.reserve_raw(size, Some(Instant::now())) {
-            Err(ChannelError::Timeout) if deadline.is_none_or(|d| d > Instant::now()) => {
-                wait_interruptibly(slf.py(), deadline, |until| {
-                    match sender.reserve_raw(size, Some(until)) {
-                        Err(ChannelError::Timeout) => None,
-                        other => Some(other),
-                    }
-                })?
-                .unwrap_or(Err(ChannelError::Timeout))
-            }
-            other => other,
-        }
-        .map_err(channel_error)?;
+        let raw = attempt_until(slf.py(), deadline, |until| sender.reserve_raw(size, Some(until)))?;
         this.loan_out.store(true, Ordering::Release);
         Ok(Loan {
             channel: slf.clone().unbind(),

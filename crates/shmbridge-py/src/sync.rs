@@ -227,6 +227,14 @@ pub(crate) struct Mutex {
     owner_died: AtomicBool,
 }
 
+/// Keeps a taken lock past its guard (`release` unlocks it); whether it was taken
+/// over from a dead owner.
+fn keep(taken: sync::LockResult<'_>) -> bool {
+    let died = taken.is_err();
+    std::mem::forget(taken.unwrap_or_else(sync::OwnerDied::into_guard));
+    died
+}
+
 impl Mutex {
     fn wrap(inner: sync::Mutex) -> Self {
         Self { inner, held: AtomicBool::new(false), owner_died: AtomicBool::new(false) }
@@ -265,11 +273,7 @@ impl Mutex {
         let taken = if blocking {
             let deadline = deadline(timeout)?;
             wait_interruptibly(py, deadline, |until| {
-                self.inner.lock_deadline(Some(until)).map(|r| {
-                    let died = r.is_err();
-                    std::mem::forget(r.unwrap_or_else(sync::OwnerDied::into_guard));
-                    died
-                })
+                self.inner.lock_deadline(Some(until)).map(keep)
             })?
         } else {
             if timeout.is_some() {
@@ -277,11 +281,7 @@ impl Mutex {
                     "can't specify a timeout for a non-blocking call",
                 ));
             }
-            self.inner.try_lock().map(|r| {
-                let died = r.is_err();
-                std::mem::forget(r.unwrap_or_else(sync::OwnerDied::into_guard));
-                died
-            })
+            self.inner.try_lock().map(keep)
         };
         match taken {
             Some(died) => {

@@ -205,19 +205,15 @@ impl ArraySegment {
     }
 }
 
-/// The magic word at offset 0.
+/// The magic word at offset 0. ArraySegment never hands out a non-atomic reference
+/// to the header words, so every access to them is atomic.
 fn magic(shm: &SharedMemory) -> &AtomicU64 {
-    header_word(shm, 0)
+    shm.atomic_u64(0)
 }
 
 /// The generation counter.
 fn generation(shm: &SharedMemory) -> &AtomicU64 {
-    header_word(shm, layout::GENERATION_AT)
-}
-
-fn header_word(shm: &SharedMemory, offset: usize) -> &AtomicU64 {
-    // ArraySegment never hands out a non-atomic reference to the header words.
-    shm.atomic_u64(offset)
+    shm.atomic_u64(layout::GENERATION_AT)
 }
 
 /// A shared array of `T`, opened or created by name, with a checked dtype.
