@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use pyo3::exceptions::{
-    PyBrokenPipeError, PyBufferError, PyEOFError, PyStopIteration, PyTimeoutError, PyValueError,
+    PyBrokenPipeError, PyBufferError, PyEOFError, PyOSError, PyStopIteration, PyTimeoutError,
+    PyValueError,
 };
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -27,6 +28,7 @@ fn channel_error(e: ChannelError) -> PyErr {
         ChannelError::Closed => PyEOFError::new_err(msg),
         ChannelError::PeerDied { .. } => PyBrokenPipeError::new_err(msg),
         ChannelError::TooLarge { .. } => PyValueError::new_err(msg),
+        ChannelError::Corrupt { .. } => PyOSError::new_err(msg),
     }
 }
 

@@ -79,6 +79,16 @@ pub enum ChannelError {
         /// The dead process.
         pid: u32,
     },
+    /// The ring holds a record no sender publishes (something else wrote into
+    /// the segment); receiving stops there rather than read out of bounds.
+    #[error(
+        "the channel's ring is corrupt at byte {at} of its stream: something other than its \
+         sender wrote into the segment; create a new channel"
+    )]
+    Corrupt {
+        /// The stream position (bytes received so far) of the bad record.
+        at: u64,
+    },
     /// A message larger than the channel can ever hold.
     #[error(
         "a message of {len} bytes is larger than this channel's limit of {max}: create a larger channel"
@@ -609,9 +619,7 @@ impl Receiver {
                 if len > c.max_message() || (tail + record as u64) > head {
                     // The sender publishes whole records only; anything else means a
                     // corrupted ring, which must not become an out-of-bounds view.
-                    return Err(ChannelError::PeerDied {
-                        pid: c.word(PRODUCER_PID).load(Ordering::Relaxed),
-                    });
+                    return Err(ChannelError::Corrupt { at: tail });
                 }
                 return Ok((pos + RECORD_HEADER, len, record));
             }

@@ -147,3 +147,17 @@ fn bad_channels() {
         Err(Error::NotFound { .. })
     ));
 }
+
+#[test]
+fn a_corrupted_ring_is_reported_not_read() {
+    let ch = channel(1024);
+    let tx = ch.sender().unwrap();
+    let mut rx = ch.receiver().unwrap();
+    tx.send(b"fine").unwrap();
+    tx.send(b"to be corrupted").unwrap();
+    assert_eq!(&*rx.recv().unwrap(), b"fine");
+    // Something else overwrites the next record's length (the ring starts at 192).
+    let mut raw = shmbridge::SharedMemory::open(ch.name()).unwrap();
+    raw.write_all_at(&100_000u32.to_ne_bytes(), 192 + 16).unwrap();
+    assert_eq!(rx.recv().unwrap_err(), ChannelError::Corrupt { at: 16 });
+}
