@@ -22,7 +22,7 @@ pub fn run() -> Result {
     let means = Channel::create(&format!("{name}_means"), 4096)?;
     let ready = Event::create(&format!("{name}_ready"), true)?;
     let tx = frames.sender()?;
-    let mut rx = means.receiver()?;
+    let rx = means.receiver()?;
     let mut python = run_python_async("channel_frames", &[&name, &FRAMES.to_string()])?;
     if !ready.wait_timeout(Duration::from_secs(60)) {
         return Err("the Python side did not get ready".into());
@@ -34,7 +34,7 @@ pub fn run() -> Result {
         for (p, px) in loan.chunks_exact_mut(4).enumerate() {
             px.copy_from_slice(&((i + p % 640) as f32).to_ne_bytes());
         }
-        loan.publish();
+        loan.publish()?;
         let answer = rx.recv_timeout(Duration::from_secs(60))?;
         let mean = f64::from_ne_bytes(answer[..8].try_into()?);
         let expected = i as f64 + 319.5;

@@ -33,6 +33,13 @@ def send_array(channel: Channel, array: Any, timeout: float | None = None) -> No
     a = np.asarray(array, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
     if a.dtype.hasobject:
         raise ValueError("arrays of Python objects cannot be sent")
+    if a.dtype.fields is not None or a.dtype.kind == "V" or len(a.dtype.str) > 16:
+        # The frame names the dtype by its type string, which loses a structured
+        # dtype's fields ("|V12"): refuse rather than deliver anonymous bytes.
+        raise ValueError(
+            f"dtype {a.dtype} cannot be sent as an array frame (structured and void dtypes "
+            "lose their fields): send a plain dtype, or the raw bytes with a description"
+        )
     header = _FIXED.pack(MAGIC, a.dtype.str.encode(), a.ndim) + struct.pack(f"<{a.ndim}Q", *a.shape)
     # Written straight into the channel's ring: one copy of the data in all.
     with channel.loan(len(header) + a.nbytes, timeout) as loan:

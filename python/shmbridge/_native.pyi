@@ -1,6 +1,6 @@
 """Type stubs for the native extension ``shmbridge._native``."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, final
 
@@ -323,26 +323,45 @@ class SeqLock:
 class Channel:
     """A channel of byte messages between two processes (one sender, one receiver).
 
-    The first ``send`` makes this object the sender, the first ``recv`` the receiver.
-    ``recv`` raises TimeoutError on time-out, EOFError once the sender closed and
-    everything was received, BrokenPipeError if the other process died. Iterating
-    yields messages until the sender closes. Waits release the GIL and are
-    interruptible by Ctrl-C.
+    ``Channel.create(name, capacity)`` / ``Channel.open(name)``; the first ``send``
+    makes this object the sender, the first ``recv`` the receiver (for this
+    process). ``recv`` raises TimeoutError on time-out, EOFError once the sender
+    closed and everything was received, BrokenPipeError if the other process died.
+    Iterating yields messages until the sender closes.
+
+    Threads may share a Channel: sends are serialized (none is lost), each message
+    goes to one receiving thread, every wait honours its own timeout, and
+    ``close()`` wakes every waiting thread with ValueError. A child made by
+    ``fork`` cannot use its parent's ends (RuntimeError). Waits release the GIL and
+    are interruptible by Ctrl-C.
     """
 
     @classmethod
     def create(cls, name: str, capacity: int) -> Self:
         """Create a channel whose ring holds ``capacity`` bytes (messages up to half)."""
     @classmethod
-    def open(cls, name: str) -> Self: ...
+    def open(cls, name: str) -> Self:
+        """Open a channel by name."""
     @property
     def name(self) -> str: ...
     @property
     def capacity(self) -> int: ...
     @property
     def max_message(self) -> int: ...
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
     def send(self, data: Buffer, timeout: float | None = None) -> None:
-        """Send a copy of ``data``; wait while full (TimeoutError after ``timeout``)."""
+        """Send a copy of ``data``; wait while full (TimeoutError after ``timeout``).
+
+        EOFError if the receiver closed, BrokenPipeError if its process died,
+        ValueError if ``data`` is larger than ``max_message`` or the channel was
+        closed, BufferError if this thread holds an open Loan of the channel or the
+        ring is full only of room held by loan objects still alive."""
+    def send_many(self, messages: Iterable[Buffer], timeout: float | None = None) -> int:
+        """Send each message in order, publishing those that fit together; return
+        how many were sent (fewer only if the timeout passed or the channel ended
+        part-way; raises as ``send`` if none could be)."""
     def recv(self, timeout: float | None = None) -> bytes:
         """Receive a copy of the next message."""
     def recv_batch(self, max_messages: int = 1024, timeout: float | None = None) -> list[bytes]:
@@ -350,9 +369,11 @@ class Channel:
     def loan(self, size: int, timeout: float | None = None) -> Loan:
         """Reserve room for a ``size``-byte message to write in place (see ``Loan``)."""
     def recv_view(self, timeout: float | None = None) -> Message:
-        """Receive the next message as a zero-copy ``Message``."""
+        """Receive the next message as a zero-copy ``Message``; its room stays taken
+        while the Message object lives."""
     def close(self) -> None:
-        """Close this object's ends; the other side gets EOFError."""
+        """Close this object's ends: the other side gets EOFError, waiting threads
+        ValueError. Messages and loans already taken stay valid."""
     def __iter__(self) -> Self: ...
     def __next__(self) -> bytes: ...
     def __enter__(self) -> Self: ...
@@ -360,13 +381,20 @@ class Channel:
 
 @final
 class Message:
-    """A received message viewed in place (read-only buffer protocol). Its ring slot
-    is freed by ``release()``, a ``with`` block, or collection."""
+    """A received message viewed in place (read-only buffer protocol).
+
+    ``release()`` (or the end of a ``with`` block) says you are done: no new views
+    or copies; its room in the ring is freed as soon as nothing can reach the object
+    (at once in CPython when the last reference goes). Views made before stay valid
+    until then."""
 
     def __len__(self) -> int: ...
     def tobytes(self) -> bytes: ...
+    @property
+    def released(self) -> bool:
+        """True once release() was called."""
     def release(self) -> None:
-        """Free the slot (BufferError while views of it exist)."""
+        """Say you are done (BufferError while memoryviews of it are open)."""
     def __enter__(self) -> Self: ...
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...
@@ -376,9 +404,14 @@ class Message:
 class Loan:
     """Room for one message in a channel's ring, written in place (writable buffer
     protocol). ``publish()`` sends it; ``discard()``, an exception in a ``with``
-    block, or collection drops it. Publishing with live views raises BufferError."""
+    block, or collection gives it up. Publishing with open memoryviews raises
+    BufferError. The room is never reused for another message while the Loan
+    object can be reached, so a view kept by mistake cannot corrupt later messages."""
 
     def __len__(self) -> int: ...
+    @property
+    def finished(self) -> bool:
+        """True once published or discarded."""
     def publish(self) -> None: ...
     def discard(self) -> None: ...
     def __enter__(self) -> Self: ...

@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         "channel" => {
-            let mut rx = Channel::open(&format!("{}_ping", arg(1)))?.receiver()?;
+            let rx = Channel::open(&format!("{}_ping", arg(1)))?.receiver()?;
             let tx = Channel::open(&format!("{}_pong", arg(1)))?.sender()?;
             for _ in 0..arg(2).parse::<u64>()? {
                 let msg = rx.recv_timeout(T)?;
@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 frame[..8].copy_from_slice(&i.to_le_bytes());
                 let mut loan = tx.loan(size)?;
                 loan.copy_from_slice(&frame); // the one copy: into the ring, in place
-                loan.publish();
+                loan.publish()?;
             }
             let secs = start.elapsed().as_secs_f64();
             println!("{:.3}", (count as usize * size) as f64 / secs / 1e9);
@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{:.3}", (count * size) as f64 / secs / 1e9);
         }
         "consume" => {
-            let mut rx = Channel::open(&arg(1))?.receiver()?;
+            let rx = Channel::open(&arg(1))?.receiver()?;
             for _ in 0..arg(2).parse::<u64>()? {
                 rx.recv_timeout(T)?;
             }

@@ -158,7 +158,7 @@ fn run(current: &mut Option<SharedMemory>, words: &[&str]) -> Reply {
     }
     if cmd == "cconsume" {
         let channel = Channel::open(&arg::<String>(words, 1)?).map_err(core_err)?;
-        let mut rx = channel.receiver().map_err(core_err)?;
+        let rx = channel.receiver().map_err(core_err)?;
         let count: u64 = arg(words, 2)?;
         let mut sum = 0u64;
         for i in 0..count {

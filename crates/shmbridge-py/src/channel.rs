@@ -1,22 +1,30 @@
-//! `shmbridge.Channel`: the core's channel for Python, with `queue`-like
-//! conventions, and `Message`, a zero-copy view of a received message.
+//! `shmbridge.Channel`, `Message` and `Loan`: the core's channel for Python, with
+//! `queue`-like conventions.
+//!
+//! Lifetime rule: a `Message` or `Loan` keeps its room in the ring for as long as
+//! the Python object lives, whatever its `release()`/`publish()`/`discard()` said:
+//! NumPy's `np.ndarray(buffer=msg)` keeps only a reference to the object, so the
+//! room must not be reused while the object can be reached. A released message's
+//! room is freed when the object is collected (at once, in CPython, when the last
+//! reference goes); the receiver goes on receiving meanwhile. A published or
+//! discarded loan's room is pinned the same way on the sending side.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use pyo3::exceptions::{
-    PyBrokenPipeError, PyBufferError, PyEOFError, PyOSError, PyStopIteration, PyTimeoutError,
-    PyValueError,
+    PyBrokenPipeError, PyBufferError, PyEOFError, PyOSError, PyRuntimeError, PyStopIteration,
+    PyTimeoutError, PyValueError,
 };
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyType};
-use shmbridge::channel::{self, ChannelError};
+use shmbridge::channel::{self, ChannelError, RawLoan, RawMessage};
 
 use crate::buffer;
 use crate::errors::to_py;
-use crate::input::{InputBytes, SendPtr};
+use crate::input::{InputBytes, SendPtr, bytes_at};
 use crate::sync::{deadline, wait_interruptibly};
 
 fn channel_error(e: ChannelError) -> PyErr {
@@ -26,9 +34,14 @@ fn channel_error(e: ChannelError) -> PyErr {
             PyTimeoutError::new_err(msg)
         }
         ChannelError::Closed => PyEOFError::new_err(msg),
+        ChannelError::ClosedHere => PyValueError::new_err(msg),
         ChannelError::PeerDied { .. } => PyBrokenPipeError::new_err(msg),
+        ChannelError::WrongProcess { .. } => PyRuntimeError::new_err(msg),
         ChannelError::TooLarge { .. } => PyValueError::new_err(msg),
+        ChannelError::Pinned { .. } => PyBufferError::new_err(msg),
         ChannelError::Corrupt { .. } => PyOSError::new_err(msg),
+        // Whatever a later version adds.
+        _ => PyOSError::new_err(msg),
     }
 }
 
@@ -54,22 +67,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A number for the calling thread, unique in this process (0 is nobody).
+fn thread_key() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static KEY: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    KEY.with(|k| *k)
+}
+
 /// A channel of byte messages between two processes (one sender, one receiver),
-/// in one segment. `Channel.create(name, capacity)` / `Channel.open(name)`; the
-/// first `send` makes this object the sender, the first `recv` the receiver.
+/// in one segment: ``Channel.create(name, capacity)`` / ``Channel.open(name)``.
+/// The first ``send`` makes this object the sender, the first ``recv`` the
+/// receiver (for this process).
 ///
-/// `recv(timeout=None)` raises TimeoutError on time-out (like a queue), EOFError
+/// ``recv(timeout=None)`` raises TimeoutError on time-out (like a queue), EOFError
 /// once the sender closed and everything was received, BrokenPipeError if the
 /// sender's process died. Iterating yields messages until the sender closes.
+///
+/// Threads may share a Channel: sends are serialized (none is lost), each message
+/// goes to one receiving thread, every wait honours its own timeout, and
+/// ``close()`` wakes every waiting thread with ValueError. A child made by ``fork``
+/// cannot use its parent's ends (RuntimeError): open the channel again there.
+/// Waits release the GIL and are interruptible by Ctrl-C.
 #[pyclass(module = "shmbridge", name = "Channel", frozen)]
 pub(crate) struct Channel {
     channel: channel::Channel,
     sender: Mutex<Option<Arc<channel::Sender>>>,
-    receiver: Mutex<Option<channel::Receiver>>,
-    /// A `Message` is out: the next receive must wait for its release.
-    message_out: AtomicBool,
-    /// A `Loan` is out: the next send must wait for its publish or discard.
-    loan_out: AtomicBool,
+    receiver: Mutex<Option<Arc<channel::Receiver>>>,
+    closed: AtomicBool,
+    /// The thread holding an open `Loan` of this channel (0: none): its own sends
+    /// would wait for itself.
+    loan_thread: AtomicU64,
 }
 
 impl Channel {
@@ -78,80 +105,79 @@ impl Channel {
             channel,
             sender: Mutex::new(None),
             receiver: Mutex::new(None),
-            message_out: AtomicBool::new(false),
-            loan_out: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            loan_thread: AtomicU64::new(0),
         }
     }
 
-    fn sender(&self) -> PyResult<Arc<channel::Sender>> {
-        let mut sender = lock(&self.sender);
-        if sender.is_none() {
-            *sender = Some(Arc::new(self.channel.sender().map_err(to_py)?));
-        }
-        Ok(Arc::clone(sender.as_ref().expect("set above")))
-    }
-
-    /// Takes the next message as (pointer, length), held until `release`.
-    fn take(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<(SendPtr<*const u8>, usize)> {
-        if self.message_out.load(Ordering::Acquire) {
-            return Err(PyBufferError::new_err(
-                "a Message from this channel is still held: release it (or let it go) first",
-            ));
-        }
-        let deadline = deadline(timeout)?;
-        let mut guard = self.receiver_slot(py);
-        if guard.is_none() {
-            *guard = Some(self.channel.receiver().map_err(to_py)?);
-        }
-        let receiver = SendPtr(guard.as_mut().expect("set above") as *mut channel::Receiver);
-        attempt_until(py, deadline, |until| {
-            let receiver = &receiver; // the whole wrapper, not its field (closures capture fields)
-            // SAFETY: the receiver lives in the locked Option, whose guard this frame
-            // holds across the wait, and attempts run one at a time.
-            let taken = unsafe { &mut *receiver.0 }.recv_raw(Some(until));
-            taken.map(|(ptr, len)| (SendPtr(ptr), len))
-        })
-    }
-
-    /// The receiver's slot, locked without holding the GIL while the lock is busy:
-    /// its holder may be waiting for a message with the GIL released, and needs the
-    /// GIL back when its wait slice ends.
-    fn receiver_slot(&self, py: Python<'_>) -> MutexGuard<'_, Option<channel::Receiver>> {
-        loop {
-            match self.receiver.try_lock() {
-                Ok(guard) => return guard,
-                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => py.detach(|| drop(lock(&self.receiver))),
-            }
-        }
-    }
-
-    fn check_no_loan(&self) -> PyResult<()> {
-        if self.loan_out.load(Ordering::Acquire) {
-            return Err(PyBufferError::new_err(
-                "a Loan from this channel is still open: publish or discard it first",
-            ));
+    fn check_open(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(channel_error(ChannelError::ClosedHere));
         }
         Ok(())
     }
 
-    fn release(&self, py: Python<'_>) {
-        if let Some(receiver) = self.receiver_slot(py).as_mut() {
-            receiver.release_raw();
+    /// The sending end, claimed at first use.
+    fn sender(&self) -> PyResult<Arc<channel::Sender>> {
+        self.check_open()?;
+        if self.loan_thread.load(Ordering::Acquire) == thread_key() {
+            return Err(PyBufferError::new_err(
+                "this thread holds an open Loan of this channel: publish or discard it first",
+            ));
         }
-        self.message_out.store(false, Ordering::Release);
+        let mut sender = lock(&self.sender);
+        if let Some(sender) = sender.as_ref() {
+            return Ok(Arc::clone(sender));
+        }
+        let claimed = Arc::new(self.channel.sender().map_err(to_py)?);
+        *sender = Some(Arc::clone(&claimed));
+        Ok(claimed)
+    }
+
+    /// The receiving end, claimed at first use.
+    fn receiver(&self) -> PyResult<Arc<channel::Receiver>> {
+        self.check_open()?;
+        let mut receiver = lock(&self.receiver);
+        if let Some(receiver) = receiver.as_ref() {
+            return Ok(Arc::clone(receiver));
+        }
+        let claimed = Arc::new(self.channel.receiver().map_err(to_py)?);
+        *receiver = Some(Arc::clone(&claimed));
+        Ok(claimed)
+    }
+
+    /// Takes the next message (held until released), waiting at most `timeout`.
+    fn take(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+    ) -> PyResult<(Arc<channel::Receiver>, RawMessage)> {
+        let receiver = self.receiver()?;
+        let raw = attempt_until(py, deadline(timeout)?, |until| receiver.recv_raw(Some(until)))?;
+        Ok((receiver, raw))
+    }
+}
+
+/// Gives a taken message back when dropped, unless defused.
+struct Held<'a>(&'a channel::Receiver, Option<u64>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(position) = self.1 {
+            self.0.release_raw(position);
+        }
     }
 }
 
 #[pymethods]
 impl Channel {
-    /// Creates a channel whose ring holds `capacity` bytes (messages up to half).
+    /// Create a channel whose ring holds ``capacity`` bytes (messages up to half).
     #[classmethod]
     fn create(_cls: &Bound<'_, PyType>, name: &str, capacity: usize) -> PyResult<Self> {
         Ok(Self::wrap(channel::Channel::create(name, capacity).map_err(to_py)?))
     }
 
-    /// Opens a channel by name.
+    /// Open a channel by name.
     #[classmethod]
     fn open(_cls: &Bound<'_, PyType>, name: &str) -> PyResult<Self> {
         Ok(Self::wrap(channel::Channel::open(name).map_err(to_py)?))
@@ -175,60 +201,118 @@ impl Channel {
         self.channel.max_message()
     }
 
-    /// Sends a copy of a bytes-like object; waits while the ring is full, at most
-    /// `timeout` seconds (TimeoutError). EOFError if the receiver closed.
+    /// True once close() was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Send a copy of a bytes-like object; wait while the ring is full, at most
+    /// ``timeout`` seconds (TimeoutError). EOFError if the receiver closed,
+    /// BrokenPipeError if its process died, ValueError if the message is larger
+    /// than ``max_message`` or this channel was closed.
     #[pyo3(signature = (data, timeout = None))]
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
-        self.check_no_loan()?;
         let sender = self.sender()?;
         let data = InputBytes::get(data, false)?;
         let bytes = SendPtr((data.ptr, data.len));
-        let send = |until: Option<Instant>| {
+        attempt_until(py, deadline(timeout)?, |until| {
             let bytes = &bytes; // the whole wrapper, not its field (closures capture fields)
             let (ptr, len) = bytes.0;
             // SAFETY: ptr/len come from a buffer export (or bytes object) that `data`
             // holds for this whole call.
-            let slice = unsafe { std::slice::from_raw_parts(ptr, len) };
-            sender.send_deadline(slice, until)
-        };
-        attempt_until(py, deadline(timeout)?, |until| send(Some(until)))
+            let slice = unsafe { bytes_at(ptr, len) };
+            sender.send_deadline(slice, Some(until))
+        })
     }
 
-    /// Reserves room for a message of `size` bytes, to be written in place: a
-    /// `Loan` (writable buffer protocol) that `publish()` sends; a `with` block
+    /// Send each bytes-like object of ``messages`` in order, publishing as many as
+    /// fit at once together (one wake-up of the receiver); wait for room at most
+    /// ``timeout`` seconds in all. Returns how many were sent: fewer than given only
+    /// if the timeout passed (or the channel ended) part-way; if none could be sent,
+    /// raises as ``send`` does.
+    #[pyo3(signature = (messages, timeout = None))]
+    fn send_many(
+        &self,
+        py: Python<'_>,
+        messages: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let sender = self.sender()?;
+        let inputs = messages
+            .try_iter()?
+            .map(|m| InputBytes::get(&m?, false))
+            .collect::<PyResult<Vec<_>>>()?;
+        let parts = SendPtr(inputs.iter().map(|i| (i.ptr, i.len)).collect::<Vec<_>>());
+        let deadline = deadline(timeout)?;
+        let mut sent = 0;
+        while sent < inputs.len() {
+            let result = attempt_until(py, deadline, |until| {
+                let parts = &parts; // the whole wrapper (closures capture fields)
+                let slices = parts.0[sent..].iter().map(|&(ptr, len)| {
+                    // SAFETY: each (ptr, len) comes from an export held in `inputs` for
+                    // this whole call.
+                    unsafe { bytes_at(ptr, len) }
+                });
+                sender.send_batch(slices, Some(until))
+            });
+            match result {
+                Ok(n) => sent += n,
+                Err(e) if sent > 0 => {
+                    drop(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Reserve room for a message of ``size`` bytes, to be written in place: a
+    /// ``Loan`` (writable buffer protocol) that ``publish()`` sends; a ``with`` block
     /// publishes on success and discards on an exception. Waits while the ring is
-    /// full, at most `timeout` seconds.
+    /// full, at most ``timeout`` seconds. Until the loan is published or discarded,
+    /// other threads' sends wait (this thread's raise BufferError).
     #[pyo3(signature = (size, timeout = None))]
     fn loan(slf: &Bound<'_, Self>, size: usize, timeout: Option<f64>) -> PyResult<Loan> {
         let this = slf.get();
-        this.check_no_loan()?;
         let sender = this.sender()?;
         let deadline = deadline(timeout)?;
         let raw = attempt_until(slf.py(), deadline, |until| sender.reserve_raw(size, Some(until)))?;
-        this.loan_out.store(true, Ordering::Release);
+        this.loan_thread.store(thread_key(), Ordering::Release);
         Ok(Loan {
             channel: slf.clone().unbind(),
             sender,
+            position: raw.position(),
             ptr: raw.as_mut_ptr() as usize,
             len: raw.len(),
             raw: Mutex::new(Some(raw)),
+            pinned: AtomicBool::new(false),
             exports: AtomicUsize::new(0),
         })
     }
 
-    /// Receives a copy of the next message as bytes (see the class docstring).
+    /// Receive a copy of the next message as bytes, waiting at most ``timeout``
+    /// seconds (see the class docstring for the errors).
     #[pyo3(signature = (timeout = None))]
     fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
-        let (ptr, len) = self.take(py, timeout)?;
-        // SAFETY: the slot [ptr, ptr + len) is published and not released until the
-        // release() below; the channel keeps the mapping alive.
-        let bytes = PyBytes::new(py, unsafe { std::slice::from_raw_parts(ptr.0, len) });
-        self.release(py);
-        Ok(bytes)
+        let receiver = self.receiver()?;
+        // The fast path: a message is there; copy it out and free its room at once.
+        match receiver.try_recv_with(|bytes| PyBytes::new(py, bytes)) {
+            Ok(bytes) => return Ok(bytes),
+            Err(ChannelError::Empty) => {}
+            Err(e) => return Err(channel_error(e)),
+        }
+        let (receiver, raw) = self.take(py, timeout)?;
+        let _held = Held(&receiver, Some(raw.position()));
+        // SAFETY: the message's room is held (not reused) until `_held` gives it back,
+        // after the copy; the receiver keeps the mapping alive.
+        let bytes = unsafe { raw_bytes(&raw) };
+        Ok(PyBytes::new(py, bytes))
     }
 
-    /// Receives up to `max_messages` messages as a list of bytes: waits (at most
-    /// `timeout` seconds) for the first, then takes what is already there.
+    /// Receive up to ``max_messages`` messages as a list of bytes: wait (at most
+    /// ``timeout`` seconds) for the first, then take what is already there.
     #[pyo3(signature = (max_messages = 1024, timeout = None))]
     fn recv_batch<'py>(
         &self,
@@ -241,39 +325,38 @@ impl Channel {
             return Ok(batch);
         }
         batch.push(self.recv(py, timeout)?);
-        let mut guard = self.receiver_slot(py);
-        let receiver = guard.as_mut().expect("the first recv claimed the receiver");
-        while batch.len() < max_messages {
-            match receiver.try_recv() {
-                Ok(msg) => batch.push(PyBytes::new(py, &msg)),
-                Err(_) => break, // the rest, and any end-of-channel, wait for the next call
-            }
-        }
+        let receiver = self.receiver()?;
+        // The rest, and any end of the channel, wait for the next call.
+        let _ = receiver.drain_with(max_messages - 1, |bytes| batch.push(PyBytes::new(py, bytes)));
         Ok(batch)
     }
 
-    /// Receives the next message as a zero-copy `Message` (buffer protocol); its
-    /// slot in the ring is freed when the Message is released or collected.
+    /// Receive the next message as a zero-copy ``Message`` (read-only buffer
+    /// protocol), waiting at most ``timeout`` seconds. Its room in the ring stays
+    /// taken while the Message object lives.
     #[pyo3(signature = (timeout = None))]
-    fn recv_view(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Message> {
-        let (ptr, len) = slf.get().take(slf.py(), timeout)?;
-        slf.get().message_out.store(true, Ordering::Release);
+    fn recv_view(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Message> {
+        let (receiver, raw) = self.take(py, timeout)?;
         Ok(Message {
-            channel: slf.clone().unbind(),
-            ptr: ptr.0 as usize,
-            len,
-            exports: AtomicUsize::new(0),
+            position: raw.position(),
+            ptr: raw.as_ptr() as usize,
+            len: raw.len(),
+            receiver,
             released: AtomicBool::new(false),
+            exports: AtomicUsize::new(0),
         })
     }
 
-    /// Closes this object's ends: the other side gets EOFError (after the rest of
-    /// the messages, for a receiver).
-    fn close(&self, py: Python<'_>) {
+    /// Close this object's ends: the other side gets EOFError (after the rest of
+    /// the messages, for a receiver), and every thread waiting on this object
+    /// wakes with ValueError. Messages and loans already taken stay valid.
+    /// Idempotent.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         if let Some(sender) = lock(&self.sender).take() {
             sender.close();
         }
-        if let Some(receiver) = self.receiver_slot(py).take() {
+        if let Some(receiver) = lock(&self.receiver).take() {
             receiver.close();
         }
     }
@@ -294,34 +377,59 @@ impl Channel {
 
     fn __exit__(
         &self,
-        py: Python<'_>,
         _t: &Bound<'_, PyAny>,
         _v: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> bool {
-        self.close(py);
+        self.close();
         false
+    }
+
+    fn __repr__(&self) -> String {
+        let closed = if self.closed() { ", closed" } else { "" };
+        format!(
+            "<shmbridge.Channel name={:?} capacity={}{closed}>",
+            self.channel.name(),
+            self.channel.capacity()
+        )
     }
 }
 
+/// The bytes of a held message.
+///
+/// # Safety
+///
+/// The message must be held (not released) while the slice lives.
+unsafe fn raw_bytes(raw: &RawMessage) -> &[u8] {
+    // SAFETY: a held message's record lies in the ring (checked by the core) and is
+    // not reused before release; the caller keeps it held.
+    unsafe { bytes_at(raw.as_ptr(), raw.len()) }
+}
+
 /// A received message, viewed in place in the channel's ring (read-only buffer
-/// protocol: `memoryview(msg)`, `numpy.frombuffer(msg, ...)`). Its slot is freed
-/// at `release()`, at the end of a `with` block, or when collected; `release()`
-/// with live views raises BufferError.
+/// protocol: ``memoryview(msg)``, ``numpy.frombuffer(msg, ...)``).
+///
+/// ``release()`` (or the end of a ``with`` block) says you are done: the object can
+/// no longer be read or viewed anew, and its room in the ring is freed as soon as
+/// nothing can reach the object any more (at once in CPython, when the last
+/// reference goes). Views made before stay valid until then; release() with live
+/// memoryviews raises BufferError, as ``memoryview.release()`` does.
 #[pyclass(module = "shmbridge", name = "Message", frozen)]
 pub(crate) struct Message {
-    channel: Py<Channel>,
+    receiver: Arc<channel::Receiver>,
+    position: u64,
     ptr: usize,
     len: usize,
-    exports: AtomicUsize,
     released: AtomicBool,
+    exports: AtomicUsize,
 }
 
 impl Message {
-    fn free(&self, py: Python<'_>) {
-        if !self.released.swap(true, Ordering::AcqRel) {
-            self.channel.bind(py).get().release(py);
+    fn check_live(&self) -> PyResult<()> {
+        if self.released.load(Ordering::Acquire) {
+            return Err(PyValueError::new_err("the message was released"));
         }
+        Ok(())
     }
 }
 
@@ -333,21 +441,26 @@ impl Message {
 
     /// A copy of the message.
     fn tobytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        if self.released.load(Ordering::Acquire) {
-            return Err(PyValueError::new_err("the message was released"));
-        }
-        // SAFETY: not released, so the slot is still ours; the channel keeps the mapping.
-        Ok(PyBytes::new(py, unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }))
+        self.check_live()?;
+        // SAFETY: the object lives, so its room is held; the receiver keeps the mapping.
+        Ok(PyBytes::new(py, unsafe { bytes_at(self.ptr as *const u8, self.len) }))
     }
 
-    /// Frees the message's slot in the ring (BufferError while views exist).
-    fn release(&self, py: Python<'_>) -> PyResult<()> {
+    /// True once release() was called.
+    #[getter]
+    fn released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+
+    /// Say you are done with the message (BufferError while memoryviews of it are
+    /// open). Its room is freed once nothing can reach the object.
+    fn release(&self) -> PyResult<()> {
         if self.exports.load(Ordering::Acquire) > 0 {
             return Err(PyBufferError::new_err(
-                "views of this message are still alive; release them first",
+                "memoryviews of this message are still open; release them first",
             ));
         }
-        self.free(py);
+        self.released.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -357,13 +470,17 @@ impl Message {
 
     fn __exit__(
         &self,
-        py: Python<'_>,
         _t: &Bound<'_, PyAny>,
         _v: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        self.release(py)?;
+        self.release()?;
         Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let released = if self.released() { ", released" } else { "" };
+        format!("<shmbridge.Message len={}{released}>", self.len)
     }
 
     unsafe fn __getbuffer__(
@@ -382,9 +499,8 @@ impl Message {
         }
         this.exports.fetch_add(1, Ordering::AcqRel);
         let (buf, len) = (this.ptr as *mut u8, this.len);
-        // SAFETY: the slot stays the message's until it is freed, which cannot happen
-        // while exports > 0 (release refuses; collection waits for the exports, which
-        // hold a reference to this object).
+        // SAFETY: the message's room stays held while this object lives, and the export
+        // holds a reference to it; the receiver (held too) keeps the mapping.
         unsafe { buffer::fill(view, flags, buf, len, true, std::ptr::null_mut(), slf.into_any()) };
         Ok(())
     }
@@ -395,23 +511,33 @@ impl Message {
 }
 
 impl Drop for Message {
+    /// Nothing can reach the message any more: its room may be reused (in the
+    /// process that received it; a `fork`ed child's copy frees nothing).
     fn drop(&mut self) {
-        Python::attach(|py| self.free(py));
+        self.receiver.release_raw(self.position);
     }
 }
 
 /// Room for one message in the channel's ring, written in place through the
-/// (writable) buffer protocol: `memoryview(loan)`, `numpy.frombuffer(loan, ...)`.
-/// `publish()` sends it; `discard()`, an exception in a `with` block, or collection
-/// drops it. Publishing with live views raises BufferError.
+/// (writable) buffer protocol: ``memoryview(loan)``, ``numpy.frombuffer(loan, ...)``.
+///
+/// ``publish()`` sends it (BufferError while memoryviews of it are open; EOFError
+/// if the receiver closed, ValueError if the channel was closed meanwhile: then
+/// nothing is sent). ``discard()``, an exception in a ``with`` block, or
+/// collection gives it up. Either way the room is not reused for another message
+/// while the Loan object can be reached, so a view kept by mistake can never write
+/// into a later message.
 #[pyclass(module = "shmbridge", name = "Loan", frozen)]
 pub(crate) struct Loan {
     channel: Py<Channel>,
     sender: Arc<channel::Sender>,
+    position: u64,
     ptr: usize,
     len: usize,
     /// `None` once published or discarded.
-    raw: Mutex<Option<channel::RawLoan>>,
+    raw: Mutex<Option<RawLoan>>,
+    /// The room is pinned until this object is collected.
+    pinned: AtomicBool,
     exports: AtomicUsize,
 }
 
@@ -419,18 +545,26 @@ impl Loan {
     fn finish(&self, py: Python<'_>, publish: bool) -> PyResult<()> {
         if publish && self.exports.load(Ordering::Acquire) > 0 {
             return Err(PyBufferError::new_err(
-                "views of this loan are still alive; release them first",
+                "memoryviews of this loan are still open; release them first",
             ));
         }
         let Some(raw) = lock(&self.raw).take() else {
             return Err(PyValueError::new_err("the loan was already published or discarded"));
         };
+        self.channel.bind(py).get().loan_thread.store(0, Ordering::Release);
+        self.pinned.store(true, Ordering::Release);
         if publish {
-            // SAFETY: `raw` came from reserve_raw on this sender, and the channel's
-            // loan_out flag kept every other send and loan off it since.
-            unsafe { self.sender.publish_raw(raw) };
+            // SAFETY: `raw` came from reserve_raw on this sender and is used once (taken
+            // out of the Option above).
+            let published = unsafe { self.sender.publish_raw(raw, true) };
+            if let Err(e) = published {
+                self.pinned.store(false, Ordering::Release);
+                return Err(channel_error(e));
+            }
+        } else {
+            // SAFETY: as above.
+            unsafe { self.sender.discard_raw(raw, true) };
         }
-        self.channel.bind(py).get().loan_out.store(false, Ordering::Release);
         Ok(())
     }
 }
@@ -441,14 +575,20 @@ impl Loan {
         self.len
     }
 
-    /// Sends the message written into the loan.
+    /// Send the message written into the loan.
     fn publish(&self, py: Python<'_>) -> PyResult<()> {
         self.finish(py, true)
     }
 
-    /// Drops the loan without sending anything.
+    /// Give the loan up without sending anything.
     fn discard(&self, py: Python<'_>) -> PyResult<()> {
         self.finish(py, false)
+    }
+
+    /// True once published or discarded.
+    #[getter]
+    fn finished(&self) -> bool {
+        lock(&self.raw).is_none()
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -462,10 +602,15 @@ impl Loan {
         _v: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        if lock(&self.raw).is_some() {
+        if !self.finished() {
             self.finish(py, t.is_none())?;
         }
         Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.finished() { ", finished" } else { "" };
+        format!("<shmbridge.Loan len={}{state}>", self.len)
     }
 
     unsafe fn __getbuffer__(
@@ -476,13 +621,14 @@ impl Loan {
         // SAFETY: view is the pointer Python passed to __getbuffer__.
         unsafe { buffer::begin(view)? };
         let this = slf.get();
-        if lock(&this.raw).is_none() {
+        if this.finished() {
             return Err(PyBufferError::new_err("the loan was already published or discarded"));
         }
         this.exports.fetch_add(1, Ordering::AcqRel);
         let (buf, len) = (this.ptr as *mut u8, this.len);
-        // SAFETY: the reserved range is the loan's until published, which cannot happen
-        // while exports > 0; the channel (held by this object) keeps the mapping alive.
+        // SAFETY: the reserved room is the loan's until published, and stays pinned
+        // while this object lives (the export holds a reference to it); the sender
+        // (held too) keeps the mapping.
         unsafe { buffer::fill(view, flags, buf, len, false, std::ptr::null_mut(), slf.into_any()) };
         Ok(())
     }
@@ -493,12 +639,19 @@ impl Loan {
 }
 
 impl Drop for Loan {
-    /// A loan collected unpublished is discarded.
+    /// Nothing can reach the loan any more: an unfinished one is given up, and a
+    /// pinned room may be reused.
     fn drop(&mut self) {
-        if self.raw.get_mut().map(|r| r.is_some()).unwrap_or(false) {
+        if let Some(raw) = self.raw.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            // SAFETY: `raw` came from reserve_raw on this sender and is used once; no
+            // view of it is left (views hold this object), so nothing needs pinning.
+            unsafe { self.sender.discard_raw(raw, false) };
             Python::attach(|py| {
-                let _ = self.finish(py, false);
+                self.channel.bind(py).get().loan_thread.store(0, Ordering::Release)
             });
+        }
+        if *self.pinned.get_mut() {
+            self.sender.unpin(self.position);
         }
     }
 }

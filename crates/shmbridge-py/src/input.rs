@@ -44,3 +44,17 @@ impl InputBytes {
         Ok(Self { ptr: export.buf_ptr().cast(), len: export.len_bytes(), _export: Some(export) })
     }
 }
+
+/// The `len` bytes at `ptr` as a slice (`len` 0 needs no valid pointer).
+///
+/// # Safety
+///
+/// For `len > 0`, `ptr` must be valid for reads of `len` bytes for `'a`, with no
+/// Rust reference writing them meanwhile.
+pub(crate) unsafe fn bytes_at<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: the caller vouches for ptr/len.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}

@@ -132,11 +132,14 @@ pub enum Error {
         reason: String,
     },
 
-    /// A segment whose array header is missing, corrupt, or not supported.
-    #[error("segment {name:?} holds no valid array header: {reason}")]
+    /// A segment whose header (of an array, a channel) is missing, corrupt, or not
+    /// supported.
+    #[error("segment {name:?} holds no valid {what} header: {reason}")]
     BadHeader {
         /// The segment name.
         name: String,
+        /// What the segment was opened as: `"array"`, `"channel"`.
+        what: &'static str,
         /// The first field found wrong.
         reason: String,
     },

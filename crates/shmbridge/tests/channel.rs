@@ -23,7 +23,7 @@ fn message(i: u64, len: usize) -> Vec<u8> {
 fn boundaries_and_order_survive_many_wraps() {
     let ch = channel(4096);
     let tx = ch.sender().unwrap();
-    let mut rx = Channel::open(ch.name()).unwrap().receiver().unwrap();
+    let rx = Channel::open(ch.name()).unwrap().receiver().unwrap();
     let lens = [0usize, 1, 7, 8, 9, 100, 500, 1000, ch.max_message()];
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -46,7 +46,7 @@ fn boundaries_and_order_survive_many_wraps() {
 fn back_pressure_never_overwrites() {
     let ch = channel(256);
     let tx = ch.sender().unwrap();
-    let mut rx = ch.receiver().unwrap();
+    let rx = ch.receiver().unwrap();
     let mut sent = 0u64;
     while tx.try_send(&sent.to_le_bytes()).is_ok() {
         sent += 1;
@@ -68,7 +68,7 @@ fn back_pressure_never_overwrites() {
 fn loans_write_in_place() {
     let ch = channel(1024);
     let tx = ch.sender().unwrap();
-    let mut rx = ch.receiver().unwrap();
+    let rx = ch.receiver().unwrap();
     {
         let mut loan = tx.loan(6).unwrap();
         loan.copy_from_slice(b"in pla");
@@ -77,7 +77,7 @@ fn loans_write_in_place() {
     assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
     let mut loan = tx.loan(8).unwrap();
     loan.copy_from_slice(b"in place");
-    loan.publish();
+    loan.publish().unwrap();
     let msg = rx.recv().unwrap();
     assert_eq!(&*msg, b"in place");
 }
@@ -97,7 +97,7 @@ fn too_large_is_a_clear_error() {
 fn closing_either_end() {
     let ch = channel(1024);
     let tx = ch.sender().unwrap();
-    let mut rx = ch.receiver().unwrap();
+    let rx = ch.receiver().unwrap();
     tx.send(b"last words").unwrap();
     tx.close();
     assert_eq!(&*rx.recv().unwrap(), b"last words", "delivered before the close");
@@ -152,7 +152,7 @@ fn bad_channels() {
 fn a_corrupted_ring_is_reported_not_read() {
     let ch = channel(1024);
     let tx = ch.sender().unwrap();
-    let mut rx = ch.receiver().unwrap();
+    let rx = ch.receiver().unwrap();
     tx.send(b"fine").unwrap();
     tx.send(b"to be corrupted").unwrap();
     assert_eq!(&*rx.recv().unwrap(), b"fine");
@@ -160,4 +160,193 @@ fn a_corrupted_ring_is_reported_not_read() {
     let mut raw = shmbridge::SharedMemory::open(ch.name()).unwrap();
     raw.write_all_at(&100_000u32.to_ne_bytes(), 192 + 16).unwrap();
     assert_eq!(rx.recv().unwrap_err(), ChannelError::Corrupt { at: 16 });
+}
+
+/// Several threads share one sender: every message arrives exactly once, and each
+/// thread's messages in the order it sent them (issue: with a `Sync` sender,
+/// messages were lost).
+#[test]
+fn threads_sharing_a_sender_lose_nothing() {
+    const THREADS: u64 = 4;
+    const EACH: u64 = 50_000;
+    let ch = channel(1 << 14);
+    let tx = ch.sender().unwrap();
+    let rx = ch.receiver().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let tx = &tx;
+            s.spawn(move || {
+                for i in 0..EACH {
+                    tx.send(&[t.to_le_bytes(), i.to_le_bytes()].concat()).unwrap();
+                }
+            });
+        }
+        let mut next = [0u64; THREADS as usize];
+        for _ in 0..THREADS * EACH {
+            let msg = rx.recv_timeout(Duration::from_secs(30)).expect("a message");
+            let t = u64::from_le_bytes(msg[..8].try_into().unwrap()) as usize;
+            let i = u64::from_le_bytes(msg[8..].try_into().unwrap());
+            assert_eq!(i, next[t], "thread {t}'s message lost, duplicated or reordered");
+            next[t] += 1;
+        }
+        assert_eq!(next, [EACH; THREADS as usize]);
+    });
+    assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty, "nothing extra");
+}
+
+/// `send_batch` publishes many messages at once, in order.
+#[test]
+fn batches_arrive_whole_and_in_order() {
+    let ch = channel(4096);
+    let tx = ch.sender().unwrap();
+    let rx = ch.receiver().unwrap();
+    let messages: Vec<Vec<u8>> = (0..1000u64).map(|i| message(i, (i % 40) as usize)).collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut sent = 0;
+            while sent < messages.len() {
+                sent += tx.send_batch(messages[sent..].iter().map(Vec::as_slice), None).unwrap();
+            }
+        });
+        for (i, expected) in messages.iter().enumerate() {
+            assert_eq!(&*rx.recv().unwrap(), &expected[..], "message {i}");
+        }
+    });
+    let too_large = vec![0u8; ch.max_message() + 1];
+    assert!(matches!(
+        tx.send_batch([too_large.as_slice()], None),
+        Err(ChannelError::TooLarge { .. })
+    ));
+}
+
+/// Closing an end wakes every thread of the process waiting in it, promptly, with
+/// `ClosedHere` (issue: `close()` hung while another thread was in `recv()`).
+#[test]
+fn close_wakes_every_waiting_thread() {
+    let ch = channel(256);
+    let tx = ch.sender().unwrap();
+    let rx = ch.receiver().unwrap();
+    while tx.try_send(&[1; 40]).is_ok() {}
+    let empty = channel(256);
+    let rx_empty_end = empty.receiver().unwrap();
+    let _keep = empty.sender().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let (done, tx) = (done_tx.clone(), &tx);
+            s.spawn(move || done.send(("send", tx.send(&[2; 40]).unwrap_err())).unwrap());
+        }
+        for _ in 0..3 {
+            let (done, rx) = (done_tx.clone(), &rx_empty_end);
+            s.spawn(move || done.send(("recv", rx.recv().unwrap_err())).unwrap());
+        }
+        // Everyone is (about to be) asleep; close both ends from here.
+        tx.close();
+        rx_empty_end.close();
+        for _ in 0..6 {
+            let (what, err) = done_rx.recv_timeout(Duration::from_secs(10)).expect("woken");
+            assert_eq!(err, ChannelError::ClosedHere, "{what}");
+        }
+    });
+    assert_eq!(tx.send(b"x").unwrap_err(), ChannelError::ClosedHere);
+    drop(rx);
+}
+
+/// A loan published after its sender was closed (by another thread) sends nothing
+/// and says so (issue: it was lost silently).
+#[test]
+fn publish_after_close_is_refused() {
+    let ch = channel(1024);
+    let tx = ch.sender().unwrap();
+    let rx = ch.receiver().unwrap();
+    std::thread::scope(|s| {
+        let mut loan = tx.loan(4).unwrap();
+        loan.copy_from_slice(b"late");
+        // close() does not wait for the loan: it runs on another thread meanwhile.
+        s.spawn(|| tx.close()).join().unwrap();
+        assert_eq!(loan.publish().unwrap_err(), ChannelError::ClosedHere);
+    });
+    assert_eq!(rx.recv().unwrap_err(), ChannelError::Closed, "nothing was delivered");
+}
+
+/// Messages may be held several at a time and released in any order; the ring's
+/// room behind the oldest held one is not reused until it goes, and a new receiver
+/// cannot be claimed while a closed one still holds messages (issue: reopening
+/// delivered a held message twice and changed its bytes).
+#[test]
+fn held_messages_keep_their_bytes_and_are_never_redelivered() {
+    let ch = channel(512);
+    let tx = ch.sender().unwrap();
+    let rx = ch.receiver().unwrap();
+    for i in 0..3u64 {
+        tx.send(&message(i, 40)).unwrap();
+    }
+    let first = rx.recv().unwrap();
+    let second = rx.recv().unwrap();
+    let third = rx.recv().unwrap();
+    drop(second); // out of order
+    let mut sent = 0u64;
+    while tx.try_send(&message(100 + sent, 40)).is_ok() {
+        sent += 1;
+    }
+    assert!(sent >= 3, "the room after the held messages is usable ({sent})");
+    assert_eq!(&*first, &message(0, 40)[..]);
+    assert_eq!(&*third, &message(2, 40)[..]);
+    rx.close();
+    let err = ch.receiver().unwrap_err();
+    assert!(err.to_string().contains("still holds"), "{err}");
+    drop(first);
+    drop(third);
+    drop(rx);
+    let rx = ch.receiver().expect("free once nothing is held");
+    // The new receiver starts after what was delivered: no message comes twice.
+    assert_eq!(&*rx.recv().unwrap(), &message(100, 40)[..]);
+}
+
+/// Eight threads wait on one receiver, each with its own deadline: each returns by
+/// its deadline (plus a margin for a loaded machine), whatever the others do.
+#[test]
+fn every_waiter_keeps_its_own_deadline() {
+    let ch = channel(1024);
+    let _tx = ch.sender().unwrap();
+    let rx = ch.receiver().unwrap();
+    std::thread::scope(|s| {
+        for i in 0..8u64 {
+            let rx = &rx;
+            s.spawn(move || {
+                let timeout = Duration::from_millis(50 + 40 * i);
+                let start = std::time::Instant::now();
+                assert_eq!(rx.recv_timeout(timeout).unwrap_err(), ChannelError::Timeout);
+                let late = start.elapsed().saturating_sub(timeout);
+                assert!(late < Duration::from_secs(2), "waiter {i} returned {late:?} late");
+            });
+        }
+    });
+}
+
+/// Whatever is written over the record headers and positions, receiving never
+/// reads outside the ring (issue: SIGSEGV with 16 and 256 MiB rings, foreign bytes
+/// with smaller ones). `fuzz/src/fuzz_ring.rs` tries a million such rings.
+#[test]
+fn corrupted_rings_of_every_size_are_reported_not_read() {
+    for capacity in [1024usize, 1 << 16, 16 << 20, 256 << 20] {
+        let ch = channel(capacity);
+        let tx = ch.sender().unwrap();
+        tx.send(b"fine").unwrap();
+        tx.send(b"to be corrupted").unwrap();
+        let rx = ch.receiver().unwrap();
+        assert_eq!(&*rx.recv().unwrap(), b"fine");
+        let mut raw = shmbridge::SharedMemory::open(ch.name()).unwrap();
+        // The second record's length, then its flags, then the head: each corrupt.
+        for (at, value) in [(192 + 16, (capacity as u64 / 2 - 8) as u32), (192 + 16, u32::MAX - 1)]
+        {
+            raw.write_all_at(&value.to_ne_bytes(), at).unwrap();
+            assert_eq!(rx.recv().unwrap_err(), ChannelError::Corrupt { at: 16 }, "{capacity}");
+        }
+        raw.write_all_at(&u64::MAX.to_ne_bytes(), 64).unwrap();
+        assert!(matches!(rx.recv().unwrap_err(), ChannelError::Corrupt { .. }));
+        // And a consumer writing nonsense into `tail` cannot make the sender overwrite.
+        raw.write_all_at(&(u64::MAX - 7).to_ne_bytes(), 128).unwrap();
+        assert!(matches!(tx.send(b"x").unwrap_err(), ChannelError::Corrupt { .. }));
+    }
 }

@@ -231,7 +231,7 @@ fn stream_message(i: u64) -> Vec<u8> {
 fn channel_stream_between_processes() {
     let name = shmbridge::unique_name("xp_stream").unwrap();
     let channel = Channel::create(&name, 1 << 16).unwrap();
-    let mut rx = channel.receiver().unwrap();
+    let rx = channel.receiver().unwrap();
     let child = spawn("produce", &name);
     let (mut received, mut checksum, mut expected_sum) = (0u64, 0u64, 0u64);
     loop {
@@ -255,7 +255,7 @@ fn channel_stream_between_processes() {
 fn channel_producer_killed_mid_stream() {
     let name = shmbridge::unique_name("xp_killed").unwrap();
     let channel = Channel::create(&name, 1 << 16).unwrap();
-    let mut rx = channel.receiver().unwrap();
+    let rx = channel.receiver().unwrap();
     let mut child = spawn("produce_forever", &name);
     let mut received = 0u64;
     while received < 10_000 {

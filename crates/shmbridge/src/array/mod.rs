@@ -88,7 +88,11 @@ impl ArraySegment {
     ///
     /// [`Error::BadHeader`] if the segment holds no valid array header.
     pub fn from_segment(shm: SharedMemory) -> Result<Self> {
-        let bad = |reason: String| Error::BadHeader { name: shm.name().to_owned(), reason };
+        let bad = |reason: String| Error::BadHeader {
+            name: shm.name().to_owned(),
+            what: "array",
+            reason,
+        };
         if shm.len() < layout::FIXED_LEN {
             return Err(bad(format!("{} bytes is too small to hold an array header", shm.len())));
         }
@@ -189,6 +193,7 @@ impl ArraySegment {
         if !self.layout.is_contiguous() {
             return Err(Error::BadHeader {
                 name: self.name().to_owned(),
+                what: "array",
                 reason: format!(
                     "strides {:?} are not contiguous for shape {:?}; open it untyped",
                     self.layout.strides(),

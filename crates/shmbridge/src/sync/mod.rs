@@ -27,6 +27,7 @@
 //! ```
 
 mod event;
+pub(crate) mod local_lock;
 mod mutex;
 mod semaphore;
 mod seqlock;

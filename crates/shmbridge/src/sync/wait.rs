@@ -79,9 +79,26 @@ pub(crate) fn wait_until(
     deadline: Option<Instant>,
     ready: impl Fn(u32) -> bool,
 ) -> bool {
+    wait_until_or(word, sleepers, spinner, deadline, ready, || true)
+}
+
+/// As [`wait_until`], asking `may_sleep()` once, after spinning failed and before
+/// sleeping: the place for checks too costly for the fast path (is the other side
+/// alive?). If it says no, returns `false` at once.
+pub(crate) fn wait_until_or(
+    word: &AtomicU32,
+    sleepers: &AtomicU32,
+    spinner: &Spinner,
+    deadline: Option<Instant>,
+    ready: impl Fn(u32) -> bool,
+    may_sleep: impl FnOnce() -> bool,
+) -> bool {
     if ready(word.load(Ordering::Acquire)) || spinner.spin(word, &ready) {
         spinner.last_wait_short.store(true, Ordering::Relaxed);
         return true;
+    }
+    if !may_sleep() {
+        return false;
     }
     let asleep_at = Instant::now();
     let done = sleep_until(word, sleepers, deadline, ready);

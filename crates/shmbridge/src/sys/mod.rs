@@ -17,6 +17,8 @@
 //! - `wait_on(word, expected, timeout)` / `wake(word, n)`: blocking on a 32-bit word
 //!   in shared memory, across processes (a shared futex on Linux; polling
 //!   elsewhere); `process_alive(pid)`, to tell a dead lock owner from a busy one;
+//! - `ProcessWatch`: asks repeatedly and cheaply whether one process runs (a pidfd
+//!   on Linux);
 //! - `current_pid()`: this process's id, cheap and right after `fork`, for the
 //!   ownership checks (only the process that created or claimed something
 //!   releases it implicitly);
@@ -34,8 +36,8 @@ use std::io;
 use std::ptr::NonNull;
 
 pub(crate) use os::{
-    CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, create, current_pid, free_space, open,
-    process_alive, unlink, wait_on, wait_readable, wake,
+    CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, ProcessWatch, create, current_pid,
+    free_space, open, process_alive, unlink, wait_on, wait_readable, wake,
 };
 #[cfg(unix)]
 pub(crate) use os::{create_anonymous, inherit_fd, open_fd, raw_fd};

@@ -294,3 +294,67 @@ fn pid_page() -> Option<&'static std::sync::atomic::AtomicU32> {
     // SAFETY: see above: the page stays mapped for the life of the process.
     page.0.map(|p| unsafe { p.as_ref() })
 }
+
+/// A way to ask, cheaply and repeatedly, whether one process still runs: a pidfd
+/// on Linux (one `poll`, immune to pid reuse once opened, and a zombie counts as
+/// dead), else [`process_alive`].
+#[derive(Debug)]
+pub(crate) struct ProcessWatch {
+    pid: u32,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pidfd: Option<OwnedFd>,
+    /// The process was already gone when the watch was made.
+    gone: bool,
+}
+
+impl ProcessWatch {
+    pub(crate) fn new(pid: u32) -> Self {
+        let Some(id) = rustix::process::Pid::from_raw(pid as i32) else {
+            return Self::gone(pid);
+        };
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            match rustix::process::pidfd_open(id, rustix::process::PidfdFlags::empty()) {
+                Ok(fd) => Self { pid, pidfd: Some(fd), gone: false },
+                Err(rustix::io::Errno::SRCH) => Self::gone(pid),
+                // Older kernels (before 5.3) or a seccomp filter: ask each time.
+                Err(_) => Self { pid, pidfd: None, gone: false },
+            }
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = id;
+            Self { pid, gone: false }
+        }
+    }
+
+    fn gone(pid: u32) -> Self {
+        Self {
+            pid,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            pidfd: None,
+            gone: true,
+        }
+    }
+
+    /// The watched process.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the process still runs (a zombie does not).
+    pub(crate) fn is_alive(&self) -> bool {
+        if self.gone {
+            return false;
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(fd) = &self.pidfd {
+            use rustix::event::{PollFd, PollFlags, Timespec, poll};
+            // A pidfd becomes readable when its process exits.
+            let mut fds = [PollFd::new(fd, PollFlags::IN)];
+            let now = Timespec { tv_sec: 0, tv_nsec: 0 };
+            return !matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0);
+        }
+        process_alive(self.pid)
+    }
+}

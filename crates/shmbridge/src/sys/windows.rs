@@ -218,3 +218,25 @@ pub(crate) fn process_alive(pid: u32) -> bool {
 pub(crate) fn current_pid() -> u32 {
     std::process::id()
 }
+
+/// A way to ask repeatedly whether one process still runs.
+#[derive(Debug)]
+pub(crate) struct ProcessWatch {
+    pid: u32,
+}
+
+impl ProcessWatch {
+    pub(crate) fn new(pid: u32) -> Self {
+        Self { pid }
+    }
+
+    /// The watched process.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the process still runs.
+    pub(crate) fn is_alive(&self) -> bool {
+        process_alive(self.pid)
+    }
+}

@@ -1,0 +1,432 @@
+//! A channel of byte messages in one named segment: one producing process, one
+//! consuming process, zero-copy on both sides. Layout in `docs/FORMAT.md`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use shmbridge::channel::Channel;
+//!
+//! let name = shmbridge::unique_name("doc_channel")?;
+//! let channel = Channel::create(&name, 1 << 16)?;
+//! let tx = channel.sender()?;
+//! tx.send(b"frame 1")?;
+//! let mut loan = tx.loan(5)?; // write in place, no copy
+//! loan.copy_from_slice(b"hello");
+//! loan.publish()?;
+//!
+//! let rx = Channel::open(&name)?.receiver()?; // in another process, usually
+//! assert_eq!(&*rx.recv()?, b"frame 1");
+//! assert_eq!(&*rx.recv_timeout(Duration::from_secs(1))?, b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Threads, processes and `fork`
+//!
+//! Each end belongs to the process that claimed it. Inside that process, any
+//! number of threads may share an end: sends are serialized (each message is
+//! published whole and in order, none lost), receives hand each message to exactly
+//! one thread, and a thread that waits gives up at its own deadline whatever the
+//! others do. [`Sender::close`] / [`Receiver::close`] wake every waiting thread of
+//! this process with [`ChannelError::ClosedHere`].
+//!
+//! A child made by `fork` inherits the parent's ends but does not own them: any
+//! use there is [`ChannelError::WrongProcess`], and dropping them there closes
+//! nothing. The child may open the channel again, and claim an end once the parent
+//! has let it go.
+//!
+//! # Held messages and the end's lifetime
+//!
+//! A receiver may hold several received messages at once and release them in any
+//! order; the ring's room behind the oldest held message stays taken until it is
+//! released. A closed end stays claimed while its process still holds messages
+//! (or, on the producing side, loans that bindings keep pinned), so a new receiver
+//! can never be handed a message twice, or see a held message's bytes change.
+
+mod receiver;
+mod ring;
+mod sender;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub use receiver::{Message, RawMessage, Receiver};
+pub use sender::{Loan, RawLoan, Sender};
+
+use crate::error::{Error, Result};
+use crate::owner::Owner;
+use crate::segment::SharedMemory;
+use crate::sync::wait::{Spinner, wait_until_or};
+use crate::sys;
+
+/// The first 8 bytes of every channel segment.
+pub const MAGIC: [u8; 8] = *b"SHMBCHN\0";
+/// The layout version this build writes and reads (2: records carry flags, and a
+/// skipped record may stand where a loan was given up).
+pub const VERSION: u32 = 2;
+/// Where the ring starts.
+const RING: usize = 192;
+/// How often a waiting end checks whether the other is still alive.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+
+// Word offsets in the header (see docs/FORMAT.md).
+const CAPACITY: usize = 16;
+const HEAD: usize = 64;
+const HEAD_SIGNAL: usize = 72;
+const CONSUMER_SLEEPERS: usize = 76;
+const PRODUCER_PID: usize = 80;
+const PRODUCER_CLOSED: usize = 84;
+const TAIL: usize = 128;
+const TAIL_SIGNAL: usize = 136;
+const PRODUCER_SLEEPERS: usize = 140;
+const CONSUMER_PID: usize = 144;
+const CONSUMER_CLOSED: usize = 148;
+
+/// Why a send or receive did not happen. Nothing is lost: a failed send leaves
+/// the caller its data, a failed receive leaves the message in the ring.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// `try_send`: no room now.
+    #[error("the channel is full")]
+    Full,
+    /// `try_recv`: no message now.
+    #[error("the channel is empty")]
+    Empty,
+    /// The timeout passed first.
+    #[error("timed out")]
+    Timeout,
+    /// The other end closed the channel (after sending everything, for a receiver).
+    #[error("the other end closed the channel")]
+    Closed,
+    /// This end was closed (by another thread of this process, or before this call).
+    #[error("this end of the channel was closed")]
+    ClosedHere,
+    /// The other end's process died without closing; every message it published
+    /// was delivered first.
+    #[error("the other end (process {pid}) died without closing the channel")]
+    PeerDied {
+        /// The dead process.
+        pid: u32,
+    },
+    /// This end belongs to another process: it was inherited across `fork`.
+    #[error(
+        "this end of the channel belongs to process {owner} (it was inherited across fork): \
+         open the channel again in this process"
+    )]
+    WrongProcess {
+        /// The process that claimed the end.
+        owner: u32,
+    },
+    /// The ring holds positions or a record no end writes (something else wrote
+    /// into the segment); the channel stops there rather than read or write out of
+    /// bounds.
+    #[error(
+        "the channel's ring is corrupt at byte {at} of its stream: something other than its \
+         two ends wrote into the segment; create a new channel"
+    )]
+    Corrupt {
+        /// The stream position (bytes since the channel began) of the bad record.
+        at: u64,
+    },
+    /// The ring has no room only because records this process pinned (loans a
+    /// binding's users may still view) cannot be reused yet: waiting would only end
+    /// when those go, so the send fails at once instead.
+    #[error(
+        "the channel's room is held by {loans} published or given-up loans whose objects are \
+         still alive (a view such as np.ndarray(buffer=loan) keeps one): let them go, or use \
+         a larger channel"
+    )]
+    Pinned {
+        /// How many pinned records there are.
+        loans: usize,
+    },
+    /// A message larger than the channel can ever hold.
+    #[error(
+        "a message of {len} bytes is larger than this channel's limit of {max}: create a larger channel"
+    )]
+    TooLarge {
+        /// The message's length.
+        len: usize,
+        /// The largest message the channel takes (half its capacity, less 8).
+        max: usize,
+    },
+}
+
+impl From<ring::Corrupt> for ChannelError {
+    fn from(ring::Corrupt(at): ring::Corrupt) -> Self {
+        ChannelError::Corrupt { at }
+    }
+}
+
+/// A channel segment; [`sender`](Self::sender) and [`receiver`](Self::receiver)
+/// claim its two ends.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    shm: Arc<SharedMemory>,
+    capacity: usize,
+}
+
+/// Which end, with the words that describe it.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    name: &'static str,
+    pid: usize,
+    closed: usize,
+}
+
+const PRODUCER: End = End { name: "sender", pid: PRODUCER_PID, closed: PRODUCER_CLOSED };
+const CONSUMER: End = End { name: "receiver", pid: CONSUMER_PID, closed: CONSUMER_CLOSED };
+
+impl Channel {
+    /// Creates a channel whose ring holds `capacity` bytes (rounded up to 8;
+    /// messages up to half of it).
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemory::create`]; [`Error::InvalidSize`] below 64 bytes.
+    pub fn create(name: &str, capacity: usize) -> Result<Self> {
+        let capacity = capacity.next_multiple_of(8);
+        if capacity < 64 || capacity > isize::MAX as usize - RING {
+            return Err(Error::InvalidSize {
+                name: name.to_owned(),
+                size: capacity as u64,
+                reason: "a channel's ring holds 64 bytes at least",
+            });
+        }
+        let shm = SharedMemory::create(name, RING + capacity)?;
+        shm.atomic_u64(CAPACITY).store(capacity as u64, Ordering::Relaxed);
+        shm.atomic_u32(8).store(VERSION, Ordering::Relaxed);
+        shm.atomic_u64(0).store(u64::from_ne_bytes(MAGIC), Ordering::Release);
+        Ok(Self { shm: Arc::new(shm), capacity })
+    }
+
+    /// Opens a channel by name.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemory::open`]; [`Error::BadHeader`] if the segment holds no
+    /// channel of this version, or its header does not fit the segment.
+    pub fn open(name: &str) -> Result<Self> {
+        let shm = SharedMemory::options().min_size(RING).open(name)?;
+        let bad = |reason: String| Error::BadHeader {
+            name: shm.name().to_owned(),
+            what: "channel",
+            reason,
+        };
+        if shm.atomic_u64(0).load(Ordering::Acquire).to_ne_bytes() != MAGIC {
+            return Err(bad("not a shmbridge channel".into()));
+        }
+        let version = shm.atomic_u32(8).load(Ordering::Relaxed);
+        if version != VERSION {
+            return Err(bad(format!("channel version {version}; this build reads {VERSION}")));
+        }
+        let capacity = shm.atomic_u64(CAPACITY).load(Ordering::Relaxed);
+        match usize::try_from(capacity) {
+            Ok(c)
+                if c >= 64
+                    && c.is_multiple_of(8)
+                    && RING.checked_add(c).is_some_and(|end| end <= shm.len()) =>
+            {
+                Ok(Self { shm: Arc::new(shm), capacity: c })
+            }
+            _ => {
+                Err(bad(format!("capacity {capacity} does not fit the {}-byte segment", shm.len())))
+            }
+        }
+    }
+
+    /// The ring's size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The largest message this channel takes.
+    pub fn max_message(&self) -> usize {
+        ring::max_message(self.capacity)
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        self.shm.name()
+    }
+
+    /// The segment the channel lives in (its header, then the ring at byte 192).
+    pub fn segment(&self) -> &Arc<SharedMemory> {
+        &self.shm
+    }
+
+    /// Claims the producing end for this process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] if a live process (this one included) has it, or
+    /// closed it but still holds loans from it; [`Error::BadHeader`] if the ring's
+    /// positions are corrupt.
+    pub fn sender(&self) -> Result<Sender> {
+        let owner = self.claim(PRODUCER)?;
+        Sender::start(self.clone(), owner)
+    }
+
+    /// Claims the consuming end for this process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] if a live process (this one included) has it, or
+    /// closed it but still holds messages from it; [`Error::BadHeader`] if the
+    /// ring's positions are corrupt.
+    pub fn receiver(&self) -> Result<Receiver> {
+        let owner = self.claim(CONSUMER)?;
+        Receiver::start(self.clone(), owner)
+    }
+
+    fn claim(&self, end: End) -> Result<Owner> {
+        let pid = self.word(end.pid);
+        let me = Owner::current();
+        loop {
+            let current = pid.load(Ordering::Acquire);
+            if current != 0 && (current == me.pid() || sys::process_alive(current)) {
+                let closed = self.word(end.closed).load(Ordering::Acquire) != 0;
+                let end = end.name;
+                let reason = if closed {
+                    format!(
+                        "its previous {end}, in process {current}, was closed but still holds \
+                         messages or loans from it: release them first"
+                    )
+                } else {
+                    format!("already has a {end} in process {current}: one {end} at a time")
+                };
+                return Err(Error::Incompatible {
+                    name: self.name().to_owned(),
+                    what: "the channel".into(),
+                    reason,
+                });
+            }
+            if pid.compare_exchange(current, me.pid(), Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
+                self.word(end.closed).store(0, Ordering::Release);
+                return Ok(me);
+            }
+        }
+    }
+
+    /// Gives the end up (its process closed it and holds nothing from it any more).
+    fn let_go(&self, end: End, owner: Owner) {
+        let _ = self.word(end.pid).compare_exchange(
+            owner.pid(),
+            0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        self.shm.atomic_u32(offset)
+    }
+
+    fn counter(&self, offset: usize) -> &AtomicU64 {
+        self.shm.atomic_u64(offset)
+    }
+
+    /// The address of ring offset `at` (< capacity).
+    fn ring_ptr(&self, at: usize) -> *mut u8 {
+        debug_assert!(at <= self.capacity);
+        self.shm.as_mut_ptr().wrapping_add(RING + at)
+    }
+
+    /// Reads the record header (length, flags) at ring offset `place`.
+    fn read_header(&self, place: usize) -> (u32, u32) {
+        let mut header = [0u8; ring::RECORD_HEADER];
+        // SAFETY: place + 8 <= capacity (ring::next_record_place), so the header lies
+        // in the ring; `header` is a local buffer. The bytes may change under us
+        // (another process writes them): read_at_raw copies without references.
+        unsafe { self.shm.read_at_raw(header.as_mut_ptr(), header.len(), (RING + place) as u64) };
+        let [a, b, c, d, e, f, g, h] = header;
+        (u32::from_ne_bytes([a, b, c, d]), u32::from_ne_bytes([e, f, g, h]))
+    }
+
+    /// Writes a record header at ring offset `place`.
+    fn write_header(&self, place: usize, len: u32, flags: u32) {
+        let mut header = [0u8; ring::RECORD_HEADER];
+        header[..4].copy_from_slice(&len.to_ne_bytes());
+        header[4..].copy_from_slice(&flags.to_ne_bytes());
+        // SAFETY: the producer owns this part of the ring until it publishes it
+        // (ring::room), and place + 8 <= capacity; no reference into the ring lives.
+        unsafe { self.shm.write_all_at_raw(header.as_ptr(), header.len(), (RING + place) as u64) }
+            .expect("a reserved record header lies in the ring");
+    }
+}
+
+/// What each end keeps to wait for the other: a spinner, and a rate-limited watch
+/// on the other end's process (a system call at most every 100 ms, and only on the
+/// way to sleeping).
+#[derive(Debug)]
+struct Waiting {
+    spinner: Spinner,
+    peer: std::sync::Mutex<PeerCheck>,
+}
+
+#[derive(Debug, Default)]
+struct PeerCheck {
+    watch: Option<sys::ProcessWatch>,
+    checked: Option<Instant>,
+    alive: bool,
+}
+
+impl Waiting {
+    fn new() -> Self {
+        Self { spinner: Spinner::new(), peer: std::sync::Mutex::new(PeerCheck::default()) }
+    }
+
+    /// Whether the other end is gone: `Closed` if it closed, `PeerDied` if its
+    /// process is dead (checked at most every [`LIVENESS_CHECK`]).
+    fn peer_gone(&self, channel: &Channel, peer: End) -> Option<ChannelError> {
+        if channel.word(peer.closed).load(Ordering::Acquire) != 0 {
+            return Some(ChannelError::Closed);
+        }
+        let pid = channel.word(peer.pid).load(Ordering::Acquire);
+        if pid == 0 {
+            return None; // not claimed yet: nobody to watch
+        }
+        let mut check = self.peer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        let stale = check.watch.as_ref().is_none_or(|w| w.pid() != pid);
+        if stale {
+            check.watch = Some(sys::ProcessWatch::new(pid));
+            check.checked = None;
+        }
+        if check.checked.is_none_or(|at| now - at >= LIVENESS_CHECK) {
+            check.alive = check.watch.as_ref().is_some_and(sys::ProcessWatch::is_alive);
+            check.checked = Some(now);
+        }
+        (!check.alive).then_some(ChannelError::PeerDied { pid })
+    }
+
+    /// Waits for the word at `signal` to move from `seen`: spins, then (if the
+    /// other end still lives) sleeps until it moves, `deadline`, or the next
+    /// liveness check is due. Callers re-check everything after.
+    fn wait(
+        &self,
+        channel: &Channel,
+        signal: usize,
+        sleepers: usize,
+        seen: u32,
+        deadline: Option<Instant>,
+        peer: End,
+    ) -> Result<(), ChannelError> {
+        let mut gone = None;
+        let slice = Instant::now() + LIVENESS_CHECK;
+        let until = deadline.map_or(slice, |d| d.min(slice));
+        wait_until_or(
+            channel.word(signal),
+            channel.word(sleepers),
+            &self.spinner,
+            Some(until),
+            |v| v != seen,
+            || {
+                gone = self.peer_gone(channel, peer);
+                gone.is_none()
+            },
+        );
+        gone.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,440 @@
+//! The consuming end: records are read in order; a received message keeps its
+//! room in the ring until it is released, in any order, and `tail` follows the
+//! oldest message still held.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::ring::{self, Record};
+use super::{
+    CONSUMER, CONSUMER_SLEEPERS, Channel, ChannelError, HEAD, HEAD_SIGNAL, PRODUCER,
+    PRODUCER_SLEEPERS, TAIL, TAIL_SIGNAL, Waiting,
+};
+use crate::error::{Error, Result};
+use crate::owner::Owner;
+use crate::sync::wait::wake;
+
+/// The consuming end: `recv`, `try_recv`, `recv_timeout`. A message is a
+/// zero-copy view of the ring, released when dropped; several may be held at
+/// once. Dropping the receiver closes the channel for the sender.
+///
+/// Threads of this process may share a receiver: each message goes to exactly one
+/// of them.
+pub struct Receiver {
+    channel: Channel,
+    owner: Owner,
+    /// Never held while waiting.
+    state: std::sync::Mutex<State>,
+    closed: AtomicBool,
+    waiting: Waiting,
+}
+
+struct State {
+    /// The next record to read (a stream position).
+    read: u64,
+    /// Records read but not yet given back, oldest first; `tail` is the start of
+    /// the oldest (or `read` when none).
+    held: VecDeque<Held>,
+    /// The `tail` last published to the producer.
+    tail: u64,
+}
+
+struct Held {
+    start: u64,
+    released: bool,
+}
+
+/// A message taken by [`Receiver::recv_raw`]: where its bytes are, and the key to
+/// give it back with [`Receiver::release_raw`].
+#[derive(Debug)]
+pub struct RawMessage {
+    position: u64,
+    ptr: *const u8,
+    len: usize,
+}
+
+impl RawMessage {
+    /// The first byte: valid for [`len`](Self::len) bytes until released.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// The message's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The key for [`Receiver::release_raw`].
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+// SAFETY: a RawMessage is a position plus an address in a mapping; it owns nothing
+// and may be released from any thread.
+unsafe impl Send for RawMessage {}
+// SAFETY: as for Send; &RawMessage only reads the fields.
+unsafe impl Sync for RawMessage {}
+
+impl Receiver {
+    /// The end just claimed by `owner`: it starts at the oldest message not yet
+    /// released (a receiver that died holding messages leaves them to its successor).
+    pub(super) fn start(channel: Channel, owner: Owner) -> Result<Self> {
+        let tail = channel.counter(TAIL).load(Ordering::Acquire);
+        let head = channel.counter(HEAD).load(Ordering::Acquire);
+        if ring::next_record_place(tail, head, channel.capacity).is_err() {
+            channel.let_go(CONSUMER, owner);
+            return Err(Error::BadHeader {
+                name: channel.name().to_owned(),
+                what: "channel",
+                reason: format!("the ring's positions are corrupt (head {head}, tail {tail})"),
+            });
+        }
+        Ok(Self {
+            channel,
+            owner,
+            state: std::sync::Mutex::new(State { read: tail, held: VecDeque::new(), tail }),
+            closed: AtomicBool::new(false),
+            waiting: Waiting::new(),
+        })
+    }
+
+    /// Waits for the next message.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Closed`] once the sender closed and everything it sent was
+    /// received; [`ChannelError::PeerDied`] likewise if its process died;
+    /// [`ChannelError::ClosedHere`], [`ChannelError::WrongProcess`],
+    /// [`ChannelError::Corrupt`].
+    pub fn recv(&self) -> Result<Message<'_>, ChannelError> {
+        self.recv_deadline(None)
+    }
+
+    /// The next message if there is one now.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Empty`], and as [`recv`](Self::recv).
+    pub fn try_recv(&self) -> Result<Message<'_>, ChannelError> {
+        self.recv_deadline(Some(Instant::now())).map_err(|e| match e {
+            ChannelError::Timeout => ChannelError::Empty,
+            e => e,
+        })
+    }
+
+    /// Waits at most `timeout` for the next message.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Timeout`], and as [`recv`](Self::recv).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Message<'_>, ChannelError> {
+        self.recv_deadline(Instant::now().checked_add(timeout))
+    }
+
+    /// Waits until `deadline` (forever if `None`) for the next message.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_timeout`](Self::recv_timeout).
+    pub fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Message<'_>, ChannelError> {
+        let raw = self.recv_raw(deadline)?;
+        Ok(Message { receiver: self, raw })
+    }
+
+    /// Takes the next message without a borrow, for bindings that hold messages
+    /// across calls; give it back with [`release_raw`](Self::release_raw). Its room
+    /// in the ring stays taken until then.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_timeout`](Self::recv_timeout).
+    pub fn recv_raw(&self, deadline: Option<Instant>) -> Result<RawMessage, ChannelError> {
+        self.wait_for(deadline, || {
+            let mut state = self.lock();
+            let taken = self.take(&mut state);
+            // Padding or skipped records stepped over are room the producer may need.
+            self.advance_tail(&mut state);
+            Ok(taken?.map(|(position, payload, len)| RawMessage {
+                position,
+                ptr: self.channel.ring_ptr(payload).cast_const(),
+                len,
+            }))
+        })
+    }
+
+    /// Gives back a message taken by [`recv_raw`](Self::recv_raw) (its key,
+    /// [`RawMessage::position`]); unknown keys are ignored. A no-op in a process
+    /// that does not own this end (a `fork`ed child).
+    pub fn release_raw(&self, position: u64) {
+        if !self.owner.is_current() {
+            return;
+        }
+        let mut state = self.lock();
+        if let Some(held) = state.held.iter_mut().find(|h| h.start == position) {
+            held.released = true;
+        }
+        self.advance_tail(&mut state);
+    }
+
+    /// Takes the next message if there is one now, hands it to `f`, and releases it
+    /// at once: the copying receive, in one step.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Empty`], and as [`recv`](Self::recv) for a closed channel.
+    pub fn try_recv_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ChannelError> {
+        let mut f = Some(f);
+        match self.drain_with(1, |bytes| f.take().map(|f| f(bytes)))? {
+            (1, Some(Some(result))) => Ok(result),
+            _ => Err(ChannelError::Empty),
+        }
+    }
+
+    /// Takes up to `max` messages that are there now, handing each to `f` and
+    /// releasing it at once; returns how many, and `f`'s last result.
+    ///
+    /// # Errors
+    ///
+    /// Only if it took none: [`ChannelError::Empty`], or why the channel ended (as
+    /// [`recv`](Self::recv)).
+    pub fn drain_with<R>(
+        &self,
+        max: usize,
+        mut f: impl FnMut(&[u8]) -> R,
+    ) -> Result<(usize, Option<R>), ChannelError> {
+        self.usable()?;
+        let drained = self.drain_now(max, &mut f)?;
+        if drained.0 > 0 {
+            return Ok(drained);
+        }
+        let Some(gone) = self.waiting.peer_gone(&self.channel, PRODUCER) else {
+            return Err(ChannelError::Empty);
+        };
+        // Everything published before the end is delivered before the end is told.
+        let drained = self.drain_now(max, &mut f)?;
+        if drained.0 > 0 { Ok(drained) } else { Err(gone) }
+    }
+
+    /// The body of [`drain_with`](Self::drain_with): what is there now.
+    fn drain_now<R>(
+        &self,
+        max: usize,
+        f: &mut impl FnMut(&[u8]) -> R,
+    ) -> Result<(usize, Option<R>), ChannelError> {
+        let mut state = self.lock();
+        let (mut taken, mut last, mut failed) = (0, None, None);
+        while taken < max {
+            match self.take(&mut state) {
+                Ok(Some((position, payload, len))) => {
+                    // SAFETY: [payload, payload + len) is a published record, checked to
+                    // lie in the ring (a non-null address, even for len 0); the sender does
+                    // not reuse it before we release it just below, and the slice does not
+                    // outlive this block.
+                    let bytes =
+                        unsafe { std::slice::from_raw_parts(self.channel.ring_ptr(payload), len) };
+                    last = Some(f(bytes));
+                    if let Some(held) = state.held.iter_mut().rev().find(|h| h.start == position) {
+                        held.released = true;
+                    }
+                    taken += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        self.advance_tail(&mut state);
+        match failed {
+            Some(e) if taken == 0 => Err(e),
+            _ => Ok((taken, last)),
+        }
+    }
+
+    /// How many received messages this end still holds.
+    pub fn held(&self) -> usize {
+        self.lock().held.iter().filter(|h| !h.released).count()
+    }
+
+    /// Closes the channel: the sender's next send gets `Closed`, and every thread
+    /// of this process waiting in this receiver is woken with
+    /// [`ChannelError::ClosedHere`]. Messages held stay valid until released; the
+    /// end stays claimed until then. Idempotent; a no-op in a process that does not
+    /// own this end.
+    pub fn close(&self) {
+        if !self.owner.is_current() || self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let c = &self.channel;
+        c.word(CONSUMER.closed).store(1, Ordering::Release);
+        c.word(TAIL_SIGNAL).fetch_add(1, Ordering::Release);
+        wake(c.word(TAIL_SIGNAL), c.word(PRODUCER_SLEEPERS), 1);
+        // Our own waiters sleep on the head's signal: move it, so none misses this.
+        c.word(HEAD_SIGNAL).fetch_add(1, Ordering::Release);
+        crate::sys::wake(c.word(HEAD_SIGNAL), i32::MAX as u32);
+        let state = self.lock();
+        if state.held.iter().all(|h| h.released) {
+            c.let_go(CONSUMER, self.owner);
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The channel this end belongs to (keeps the mapping alive).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent even if a holder panicked (nothing there does).
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn usable(&self) -> Result<(), ChannelError> {
+        if !self.owner.is_current() {
+            return Err(ChannelError::WrongProcess { owner: self.owner.pid() });
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ChannelError::ClosedHere);
+        }
+        Ok(())
+    }
+
+    /// Reads the next message's record, stepping over padding and skipped records:
+    /// `(position, payload place, length)`, now held; `None` if there is none yet.
+    fn take(&self, state: &mut State) -> Result<Option<(u64, usize, usize)>, ChannelError> {
+        let c = &self.channel;
+        loop {
+            let head = c.counter(HEAD).load(Ordering::Acquire);
+            let Some(place) = ring::next_record_place(state.read, head, c.capacity)? else {
+                return Ok(None);
+            };
+            let (len, flags) = c.read_header(place);
+            let start = state.read;
+            match ring::interpret(place, start, head, c.capacity, len, flags)? {
+                Record::Padding { bytes } | Record::Skip { bytes } => {
+                    state.held.push_back(Held { start, released: true });
+                    state.read += bytes;
+                }
+                Record::Message { payload, len, bytes } => {
+                    state.held.push_back(Held { start, released: false });
+                    state.read += bytes;
+                    return Ok(Some((start, payload, len)));
+                }
+            }
+        }
+    }
+
+    /// Drops released records from the front of `held` and, if the oldest byte in
+    /// use moved, tells the producer (and lets go of a closed end holding nothing).
+    fn advance_tail(&self, state: &mut State) {
+        while state.held.front().is_some_and(|h| h.released) {
+            state.held.pop_front();
+        }
+        let tail = state.held.front().map_or(state.read, |h| h.start);
+        if tail != state.tail {
+            state.tail = tail;
+            let c = &self.channel;
+            c.counter(TAIL).store(tail, Ordering::Release);
+            c.word(TAIL_SIGNAL).fetch_add(1, Ordering::Release);
+            wake(c.word(TAIL_SIGNAL), c.word(PRODUCER_SLEEPERS), 1);
+        }
+        if state.held.is_empty() && self.closed.load(Ordering::Acquire) {
+            self.channel.let_go(CONSUMER, self.owner);
+        }
+    }
+
+    /// Runs `attempt` until it gives something, waiting for the producer in
+    /// between; delivers everything published before reporting the end.
+    fn wait_for<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut() -> Result<Option<T>, ChannelError>,
+    ) -> Result<T, ChannelError> {
+        let c = &self.channel;
+        loop {
+            self.usable()?;
+            if let Some(found) = attempt()? {
+                return Ok(found);
+            }
+            let seen = c.word(HEAD_SIGNAL).load(Ordering::Acquire);
+            // Look again after reading the signal, so a publish in between is not missed.
+            if let Some(found) = attempt()? {
+                return Ok(found);
+            }
+            let waited = match self.waiting.peer_gone(c, PRODUCER) {
+                Some(gone) => Err(gone),
+                None if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Err(ChannelError::Timeout);
+                }
+                None => {
+                    self.waiting.wait(c, HEAD_SIGNAL, CONSUMER_SLEEPERS, seen, deadline, PRODUCER)
+                }
+            };
+            if let Err(gone) = waited {
+                // Everything published was delivered: only now report the end.
+                return match attempt()? {
+                    Some(found) => Ok(found),
+                    None => Err(gone),
+                };
+            }
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("channel", &self.channel.name())
+            .field("owner", &self.owner.pid())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// A received message: a zero-copy view of the ring, released when dropped.
+pub struct Message<'a> {
+    receiver: &'a Receiver,
+    raw: RawMessage,
+}
+
+impl Deref for Message<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: [ptr, ptr + len) is a published record checked to lie in the ring,
+        // which the sender does not reuse before this message is released (on drop);
+        // the receiver's borrow keeps the mapping alive.
+        unsafe { std::slice::from_raw_parts(self.raw.ptr, self.raw.len) }
+    }
+}
+
+impl Drop for Message<'_> {
+    fn drop(&mut self) {
+        self.receiver.release_raw(self.raw.position);
+    }
+}
+
+impl fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message").field("len", &self.raw.len).finish()
+    }
+}

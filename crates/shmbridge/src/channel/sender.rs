@@ -1,0 +1,604 @@
+//! The producing end: room is reserved in the ring, written, and published by
+//! advancing `head`; threads of the owning process take turns through a local lock.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::ring::{self, FLAG_SKIP, WRAP};
+use super::{
+    CONSUMER, Channel, ChannelError, HEAD, HEAD_SIGNAL, PRODUCER, PRODUCER_SLEEPERS, TAIL,
+    TAIL_SIGNAL, Waiting,
+};
+use crate::error::{Error, Result};
+use crate::owner::Owner;
+use crate::sync::local_lock::{Acquired, LocalLock};
+use crate::sync::wait::wake;
+
+/// The producing end: `send`, `try_send`, `send_timeout`, `send_batch`, and
+/// `loan` to write a message in place. Dropping it closes the channel for the
+/// receiver, which gets every message sent before.
+///
+/// Threads of this process may share a sender (`&Sender` is enough to send): each
+/// message is published whole, in the order the sends took their turn.
+pub struct Sender {
+    channel: Channel,
+    owner: Owner,
+    /// Held from a reservation to its publish (or discard): one message at a time.
+    turn: LocalLock,
+    /// The next free stream position (the lock holder alone changes it).
+    head: AtomicU64,
+    /// Published or given-up records whose room must not be reused yet: a binding
+    /// may still hand out views of them (see [`RawLoan`]). Oldest first.
+    pins: std::sync::Mutex<VecDeque<u64>>,
+    /// `close` was called in this process.
+    closed: AtomicBool,
+    /// A publish is under way (0 or 1): `close` waits for it, so the receiver never
+    /// sees the close before a message published just before it.
+    publishing: AtomicU32,
+    waiting: Waiting,
+}
+
+impl Sender {
+    /// The end just claimed by `owner`: it starts where the last producer stopped.
+    pub(super) fn start(channel: Channel, owner: Owner) -> Result<Self> {
+        let head = channel.counter(HEAD).load(Ordering::Acquire);
+        let tail = channel.counter(TAIL).load(Ordering::Acquire);
+        if let Err(ring::Corrupt(at)) = ring::room(head, tail, channel.capacity, 0) {
+            channel.let_go(PRODUCER, owner);
+            return Err(Error::BadHeader {
+                name: channel.name().to_owned(),
+                what: "channel",
+                reason: format!("the ring's positions are corrupt (head {head}, tail {at})"),
+            });
+        }
+        Ok(Self {
+            channel,
+            owner,
+            turn: LocalLock::new(),
+            head: AtomicU64::new(head),
+            pins: std::sync::Mutex::new(VecDeque::new()),
+            closed: AtomicBool::new(false),
+            publishing: AtomicU32::new(0),
+            waiting: Waiting::new(),
+        })
+    }
+
+    /// Sends a copy of `data`, waiting while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::TooLarge`], [`ChannelError::Closed`] (the receiver closed),
+    /// [`ChannelError::PeerDied`], [`ChannelError::ClosedHere`],
+    /// [`ChannelError::WrongProcess`], [`ChannelError::Corrupt`].
+    pub fn send(&self, data: &[u8]) -> Result<(), ChannelError> {
+        self.send_deadline(data, None)
+    }
+
+    /// Sends if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Full`], and as [`send`](Self::send).
+    pub fn try_send(&self, data: &[u8]) -> Result<(), ChannelError> {
+        self.send_deadline(data, Some(Instant::now())).map_err(|e| match e {
+            ChannelError::Timeout => ChannelError::Full,
+            e => e,
+        })
+    }
+
+    /// Sends, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Timeout`], and as [`send`](Self::send).
+    pub fn send_timeout(&self, data: &[u8], timeout: Duration) -> Result<(), ChannelError> {
+        self.send_deadline(data, Instant::now().checked_add(timeout))
+    }
+
+    /// Sends, waiting until `deadline` (forever if `None`) for room.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn send_deadline(
+        &self,
+        data: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), ChannelError> {
+        self.send_parts_deadline(&[data], deadline)
+    }
+
+    /// Sends one message made of `parts` laid end to end (a header and a payload,
+    /// say), copied once, straight into the ring.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn send_parts_deadline(
+        &self,
+        parts: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<(), ChannelError> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        let mut loan = self.loan_deadline(len, deadline)?;
+        let mut at = 0;
+        for part in parts {
+            loan[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        loan.publish()
+    }
+
+    /// Sends the messages of `batch` in order, waiting for room until `deadline`
+    /// (forever if `None`); returns how many were sent. Those that fit in the ring
+    /// at once are published together, with one wake-up of the receiver.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout), if not even the first message could
+    /// be sent; a failure after some were sent ends the batch early, returning the
+    /// count (the caller still has the rest).
+    pub fn send_batch<'a>(
+        &self,
+        batch: impl IntoIterator<Item = &'a [u8]>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, ChannelError> {
+        let max = self.max_message();
+        let fail = |e, sent| if sent > 0 { Ok(sent) } else { Err(e) };
+        let mut sent = 0;
+        let mut batch = batch.into_iter().peekable();
+        while let Some(&first) = batch.peek() {
+            if first.len() > max {
+                return fail(ChannelError::TooLarge { len: first.len(), max }, sent);
+            }
+            if let Err(e) = self.acquire_turn(deadline) {
+                return fail(e, sent);
+            }
+            // Write as many as fit now under one turn, then publish them together.
+            let start = self.head.load(Ordering::Relaxed);
+            let (mut head, mut written, mut stop) = (start, 0, None);
+            while let Some(&data) = batch.peek() {
+                if data.len() > max {
+                    break; // reported at the top of the next round
+                }
+                match self.room_at(head, data.len()) {
+                    Ok(Some((padding, _))) => {
+                        head = self.write_record(head, padding, data);
+                        batch.next();
+                        written += 1;
+                    }
+                    Ok(None) if written > 0 => break, // publish what is written first
+                    Ok(None) => {
+                        if let Err(e) = self.wait_for_room(head, data.len(), deadline) {
+                            stop = Some(e);
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        stop = Some(e);
+                        break;
+                    }
+                }
+            }
+            let published = if written > 0 { self.publish_to(head) } else { Ok(()) };
+            self.turn.unlock();
+            match published.map(|()| stop) {
+                Ok(None) => sent += written,
+                Ok(Some(e)) => return fail(e, sent + written),
+                Err(e) => return fail(e, sent),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Reserves room for a message of `len` bytes, to be written in place and
+    /// published with [`Loan::publish`] (dropping the loan publishes nothing).
+    /// Other threads' sends wait until the loan is published or dropped.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub fn loan(&self, len: usize) -> Result<Loan<'_>, ChannelError> {
+        self.loan_deadline(len, None)
+    }
+
+    /// Reserves room, waiting until `deadline` (forever if `None`).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn loan_deadline(
+        &self,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Loan<'_>, ChannelError> {
+        let raw = self.reserve_raw(len, deadline)?;
+        Ok(Loan { sender: self, raw: Some(raw) })
+    }
+
+    /// Reserves room as [`loan_deadline`](Self::loan_deadline) does, for bindings
+    /// that hold the reservation across calls (the Python `Loan`): where to write,
+    /// and a token for [`publish_raw`](Self::publish_raw) or
+    /// [`discard_raw`](Self::discard_raw). This end's turn is held until then.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_timeout`](Self::send_timeout).
+    pub fn reserve_raw(
+        &self,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<RawLoan, ChannelError> {
+        if len > self.max_message() {
+            return Err(ChannelError::TooLarge { len, max: self.max_message() });
+        }
+        self.acquire_turn(deadline)?;
+        loop {
+            let head = self.head.load(Ordering::Relaxed);
+            match self.room_at(head, len) {
+                Ok(Some((padding, _))) => {
+                    let place = ((head + padding as u64) % self.channel.capacity as u64) as usize;
+                    let ptr = self.channel.ring_ptr(place + ring::RECORD_HEADER);
+                    return Ok(RawLoan { head, padding, len, ptr });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.turn.unlock();
+                    return Err(e);
+                }
+            }
+            if let Err(e) = self.wait_for_room(head, len, deadline) {
+                self.turn.unlock();
+                return Err(e);
+            }
+        }
+    }
+
+    /// Publishes a message reserved with [`reserve_raw`](Self::reserve_raw), and
+    /// ends this end's turn. With `pin`, the record's room is not reused until
+    /// [`unpin`](Self::unpin) is called with the loan's [`RawLoan::position`]: for
+    /// a binding whose users may still hold views of the loan's memory.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Closed`] if the receiver closed, [`ChannelError::ClosedHere`]
+    /// if this end was closed meanwhile: the message is not published (and nothing
+    /// is pinned).
+    ///
+    /// # Safety
+    ///
+    /// `loan` must come from `reserve_raw` on this sender, and be published or
+    /// discarded once.
+    pub unsafe fn publish_raw(&self, loan: RawLoan, pin: bool) -> Result<(), ChannelError> {
+        let head = self.write_header_of(&loan, 0);
+        let published = self.publish_to(head);
+        if published.is_ok() && pin {
+            self.pin(loan.head);
+        }
+        self.turn.unlock();
+        published
+    }
+
+    /// Gives up a reservation made with [`reserve_raw`](Self::reserve_raw), and
+    /// ends this end's turn. With `pin`, the room stays taken (a record the
+    /// receiver steps over stands in it) until [`unpin`](Self::unpin); without, it
+    /// is simply not used.
+    ///
+    /// # Safety
+    ///
+    /// As [`publish_raw`](Self::publish_raw).
+    pub unsafe fn discard_raw(&self, loan: RawLoan, pin: bool) {
+        if pin {
+            let head = self.write_header_of(&loan, FLAG_SKIP);
+            // If the channel is closed, nobody reads the record: nothing to keep.
+            if self.publish_to(head).is_ok() {
+                self.pin(loan.head);
+            }
+        }
+        self.turn.unlock();
+    }
+
+    /// Lets the room of a pinned record (published or discarded with `pin`) be
+    /// reused.
+    pub fn unpin(&self, position: u64) {
+        let mut pins = self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(i) = pins.iter().position(|&p| p == position) {
+            pins.remove(i);
+        }
+        let empty = pins.is_empty();
+        drop(pins);
+        // A thread of ours may be waiting for this room.
+        crate::sys::wake(self.channel.word(TAIL_SIGNAL), i32::MAX as u32);
+        if empty && self.closed.load(Ordering::Acquire) && self.owner.is_current() {
+            self.channel.let_go(PRODUCER, self.owner);
+        }
+    }
+
+    /// Closes the channel: the receiver gets what was sent, then `Closed`. Every
+    /// thread of this process waiting in this sender is woken with
+    /// [`ChannelError::ClosedHere`]. Idempotent; a no-op in a process that does not
+    /// own this end (a `fork`ed child).
+    pub fn close(&self) {
+        if !self.owner.is_current() || self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // A publish that did not see `closed` finishes first (it is a few stores).
+        while self.publishing.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+        let c = &self.channel;
+        c.word(PRODUCER.closed).store(1, Ordering::Release);
+        c.word(HEAD_SIGNAL).fetch_add(1, Ordering::Release);
+        wake(c.word(HEAD_SIGNAL), c.word(super::CONSUMER_SLEEPERS), 1);
+        // Our own waiters: for the turn, and for room.
+        self.turn.wake_all();
+        crate::sys::wake(c.word(TAIL_SIGNAL), i32::MAX as u32);
+        if self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).is_empty() {
+            c.let_go(PRODUCER, self.owner);
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The largest message this channel takes.
+    pub fn max_message(&self) -> usize {
+        self.channel.max_message()
+    }
+
+    /// The channel this end belongs to.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Checks that this end may be used here, now.
+    fn usable(&self) -> Result<(), ChannelError> {
+        if !self.owner.is_current() {
+            return Err(ChannelError::WrongProcess { owner: self.owner.pid() });
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ChannelError::ClosedHere);
+        }
+        Ok(())
+    }
+
+    fn acquire_turn(&self, deadline: Option<Instant>) -> Result<(), ChannelError> {
+        self.usable()?;
+        match self.turn.lock_until(deadline, || self.closed.load(Ordering::Acquire)) {
+            Acquired::Yes if self.closed.load(Ordering::Acquire) => {
+                self.turn.unlock();
+                Err(ChannelError::ClosedHere)
+            }
+            Acquired::Yes => Ok(()),
+            Acquired::TimedOut => Err(ChannelError::Timeout),
+            Acquired::Abandoned => Err(ChannelError::ClosedHere),
+        }
+    }
+
+    /// Room for `len` bytes at `head` now (see [`ring::room`]), counting pinned
+    /// records as taken; [`ChannelError::Pinned`] if only they are in the way.
+    fn room_at(&self, head: u64, len: usize) -> Result<Option<(usize, usize)>, ChannelError> {
+        let c = &self.channel;
+        if c.word(CONSUMER.closed).load(Ordering::Acquire) != 0 {
+            return Err(ChannelError::Closed);
+        }
+        let tail = c.counter(TAIL).load(Ordering::Acquire);
+        let room = ring::room(head, tail, c.capacity, len)?;
+        let pins = self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match pins.front() {
+            Some(&oldest) if oldest < tail && room.is_some() => {
+                match ring::room(head, oldest, c.capacity, len)? {
+                    Some(room) => Ok(Some(room)),
+                    None => Err(ChannelError::Pinned { loans: pins.len() }),
+                }
+            }
+            _ => Ok(room),
+        }
+    }
+
+    /// Waits (holding the turn) until the ring may have room for `len` bytes at
+    /// `head`: the receiver released something, or a pin was dropped. Callers
+    /// check the room again after.
+    fn wait_for_room(
+        &self,
+        head: u64,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), ChannelError> {
+        let c = &self.channel;
+        let seen = c.word(TAIL_SIGNAL).load(Ordering::Acquire);
+        // Look again after reading the signal, so a release in between is not missed.
+        if self.room_at(head, len)?.is_some() {
+            return Ok(());
+        }
+        self.usable()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(ChannelError::Timeout);
+        }
+        self.waiting.wait(c, TAIL_SIGNAL, PRODUCER_SLEEPERS, seen, deadline, CONSUMER)
+    }
+
+    /// Writes `data` as a record at `head` (after `padding`); returns the head
+    /// after it. The caller holds the turn and checked the room.
+    fn write_record(&self, head: u64, padding: usize, data: &[u8]) -> u64 {
+        let loan = RawLoan {
+            head,
+            padding,
+            len: data.len(),
+            ptr: self.channel.ring_ptr(
+                ((head + padding as u64) % self.channel.capacity as u64) as usize
+                    + ring::RECORD_HEADER,
+            ),
+        };
+        if !data.is_empty() {
+            // SAFETY: the loan's payload is room this turn reserved in the ring (so no
+            // reader looks at it and it lies inside the mapping), and `data` is the
+            // caller's own slice, which cannot point into it.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), loan.ptr, data.len()) };
+        }
+        self.write_header_of(&loan, 0)
+    }
+
+    /// Writes the padding marker (if any) and the record header of a reservation;
+    /// returns the head after the record.
+    fn write_header_of(&self, loan: &RawLoan, flags: u32) -> u64 {
+        let c = &self.channel;
+        let capacity = c.capacity as u64;
+        if loan.padding > 0 {
+            c.write_header((loan.head % capacity) as usize, WRAP, 0);
+        }
+        let place = ((loan.head + loan.padding as u64) % capacity) as usize;
+        c.write_header(place, loan.len as u32, flags);
+        loan.head + (loan.padding + ring::record_len(loan.len)) as u64
+    }
+
+    /// Makes every record up to `head` visible to the receiver, unless the channel
+    /// was closed (by either end) first.
+    fn publish_to(&self, head: u64) -> Result<(), ChannelError> {
+        self.publishing.fetch_add(1, Ordering::SeqCst);
+        let refused = if self.closed.load(Ordering::SeqCst) {
+            Some(ChannelError::ClosedHere)
+        } else if self.channel.word(CONSUMER.closed).load(Ordering::Acquire) != 0 {
+            Some(ChannelError::Closed)
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            self.publishing.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
+        let c = &self.channel;
+        self.head.store(head, Ordering::Relaxed);
+        c.counter(HEAD).store(head, Ordering::Release);
+        c.word(HEAD_SIGNAL).fetch_add(1, Ordering::Release);
+        self.publishing.fetch_sub(1, Ordering::SeqCst);
+        wake(c.word(HEAD_SIGNAL), c.word(super::CONSUMER_SLEEPERS), 1);
+        Ok(())
+    }
+
+    fn pin(&self, position: u64) {
+        self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push_back(position);
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("channel", &self.channel.name())
+            .field("owner", &self.owner.pid())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// A reservation made by [`Sender::reserve_raw`]: where to write, and what to
+/// publish. It holds the sender's turn until given to
+/// [`Sender::publish_raw`] or [`Sender::discard_raw`].
+#[derive(Debug)]
+pub struct RawLoan {
+    head: u64,
+    padding: usize,
+    len: usize,
+    ptr: *mut u8,
+}
+
+impl RawLoan {
+    /// Where the payload goes: valid for [`len`](Self::len) bytes while the channel
+    /// lives, until published (or, if pinned, until unpinned).
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// The payload's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The loan's stream position, the key for [`Sender::unpin`].
+    pub fn position(&self) -> u64 {
+        self.head
+    }
+}
+
+// SAFETY: a RawLoan is a position in a ring plus its address in a mapping; it owns
+// nothing and may be published from any thread (publish_raw's contract applies).
+unsafe impl Send for RawLoan {}
+// SAFETY: as for Send; &RawLoan only reads the fields.
+unsafe impl Sync for RawLoan {}
+
+/// Room for one message in the ring, written in place; [`publish`](Self::publish)
+/// hands it to the receiver, dropping it sends nothing.
+pub struct Loan<'a> {
+    sender: &'a Sender,
+    /// `None` once published.
+    raw: Option<RawLoan>,
+}
+
+impl Loan<'_> {
+    fn raw(&self) -> &RawLoan {
+        self.raw.as_ref().expect("a loan is published once, consuming it")
+    }
+
+    /// Publishes the message; the receiver can take it at once.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Closed`] if the receiver closed, [`ChannelError::ClosedHere`]
+    /// if this end was closed (by another thread) meanwhile: nothing is sent.
+    pub fn publish(mut self) -> Result<(), ChannelError> {
+        let raw = self.raw.take().expect("a loan is published once, consuming it");
+        // SAFETY: raw came from reserve_raw on this sender and is used once (taken).
+        unsafe { self.sender.publish_raw(raw, false) }
+    }
+}
+
+impl Deref for Loan<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let raw = self.raw();
+        // SAFETY: the loan owns [ptr, ptr + len) of the ring (reserved, not yet
+        // published, so the receiver does not read it, and this end's turn keeps
+        // other threads' sends out); it borrows the sender, which keeps the mapping.
+        unsafe { std::slice::from_raw_parts(raw.ptr, raw.len) }
+    }
+}
+
+impl DerefMut for Loan<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let raw = self.raw();
+        // SAFETY: as in deref (the address is in the ring, so non-null, even for len 0); &mut self makes this the only reference to the range.
+        unsafe { std::slice::from_raw_parts_mut(raw.ptr, raw.len) }
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        if let Some(raw) = self.raw.take() {
+            // SAFETY: raw came from reserve_raw on this sender and is used once. No
+            // reference into it outlives the loan (they borrow it), so nothing pins.
+            unsafe { self.sender.discard_raw(raw, false) };
+        }
+    }
+}
+
+impl fmt::Debug for Loan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loan").field("len", &self.raw.as_ref().map(|r| r.len)).finish()
+    }
+}
