@@ -84,7 +84,7 @@ class SharedMemory:
     ``SharedMemory(name)`` attaches to an existing block (``size`` is ignored, as in
     the stdlib); ``SharedMemory(name, create=True, size=n)`` creates one of ``n``
     bytes, zero-filled, exclusively (``FileExistsError`` if the name is taken) and
-    readable by its owner only (0600). Without a name, ``create=True`` picks a fresh
+    accessible to its owner only (0600). Without a name, ``create=True`` picks a fresh
     one (``psm_`` and 8 hex digits, like the stdlib's).
 
     ``buf`` is a memoryview of the whole block, the same object on every access.
@@ -201,6 +201,7 @@ class SharedMemory:
             self._segment.unlink()
 
     def __reduce__(self) -> tuple[type[SharedMemory], tuple[str, bool, int]]:
+        """Pickle by name: unpickling attaches to the block (never creates or owns it)."""
         return (self.__class__, (self.name, False, self.size))
 
     def __repr__(self) -> str:
@@ -209,6 +210,7 @@ class SharedMemory:
         return f"{self.__class__.__name__}({self.name!r}, size={self.size})"
 
     def __enter__(self) -> Self:
+        """This object, closed at the end of the ``with`` block."""
         return self
 
     def __exit__(
@@ -409,6 +411,7 @@ class ShareableList(Generic[_T]):
             yield self[index]
 
     def __reduce__(self) -> tuple[partial[ShareableList[_T]], tuple[()]]:
+        """Pickle by name: unpickling attaches to the same list."""
         return partial(self.__class__, name=self.shm.name), ()
 
     def __repr__(self) -> str:
