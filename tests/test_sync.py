@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import threading
 
 import pytest
@@ -142,13 +143,30 @@ def test_mutex_of_a_killed_rust_owner_is_recovered(name: str) -> None:
     mutex.release()
 
 
+def wait_until_asleep_in_futex(pid: int) -> None:
+    """Waits (with a deadline) until some thread of `pid` sleeps in futex(2), so a
+    signal sent now interrupts the wait itself, not the code before it (Linux)."""
+    futex = "202" if os.uname().machine == "x86_64" else "98"
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/syscall") as f:
+                    if f.read().split(" ", 1)[0] == futex:
+                        return
+            except OSError:
+                pass
+        os.sched_yield()  # polling /proc: no signal tells when a thread enters futex()
+    raise TimeoutError(f"process {pid} never slept in futex()")
+
+
 def test_ctrl_c_interrupts_a_blocked_wait() -> None:
     code = textwrap.dedent(
         f"""
         import shmbridge
         event = shmbridge.Event.create(shmbridge.unique_name("pytest_{os.getpid()}_sigint"))
-        print("waiting", flush=True)
         try:
+            print("waiting", flush=True)
             event.wait()
         except KeyboardInterrupt:
             print("interrupted", flush=True)
@@ -158,6 +176,7 @@ def test_ctrl_c_interrupts_a_blocked_wait() -> None:
     try:
         assert child.stdout
         assert readline(child.stdout, "the waiter").strip() == "waiting"
+        wait_until_asleep_in_futex(child.pid)
         child.send_signal(signal.SIGINT)
         out, _ = child.communicate(timeout=DEADLINE)
         assert out.strip() == "interrupted" and child.returncode == 0

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, final
 
-from typing_extensions import Buffer, Self
+from typing_extensions import Buffer, Self, disjoint_base
 
 __all__ = [
     "MAX_NAME_LEN",
@@ -36,7 +36,7 @@ def unlink(name: str) -> None:
     Raises FileNotFoundError if no segment has that name.
     """
 
-@final
+@disjoint_base
 class SharedMemory:
     """A named shared-memory segment mapped into this process.
 
@@ -44,13 +44,20 @@ class SharedMemory:
     is the least the caller expects (a smaller segment is a ValueError; opening never
     resizes). ``SharedMemory(name, size, create=True)`` creates one, exclusively
     (FileExistsError if the name is taken, unless ``replace=True``), zero-filled,
-    with permissions ``mode`` (default 0o600, owner only). The creator unlinks the
-    name at ``close()`` unless ``persist=True``. ``readonly=True`` maps an opened
-    segment read-only; ``populate=True`` faults all pages in up front (Linux).
+    with permissions ``mode`` (default 0o600, owner only), its pages reserved.
+    ``readonly=True`` maps an opened segment read-only; ``populate=True`` faults all
+    pages in up front (Linux).
 
-    The object supports the buffer protocol: ``memoryview(shm)``, ``shm.buffer``
-    and ``np.frombuffer(shm.buffer, dtype=...)`` are zero-copy views that every
-    process mapping the segment sees. Views stay valid after ``close()``.
+    The object supports the buffer protocol: ``memoryview(shm)``, ``shm.buf``,
+    ``np.frombuffer(shm, dtype=...)`` and ``np.ndarray(shape, dtype, buffer=shm.buf)``
+    are zero-copy views that every process mapping the segment sees.
+
+    ``close()`` makes the object unusable and, in the process that created the
+    segment, removes its name (unless ``persist=True``); views made from the object
+    stay valid: the memory is unmapped only when nothing can reach it. ``unlink()``
+    removes the name whoever calls it (a no-op right after this object's own
+    ``close()`` removed it). A child made by ``fork`` never removes its parent's name
+    implicitly. Objects pickle by name: the receiver opens, never owns.
 
     The cursor methods (``read``, ``write``, ``seek``, ``tell``, ``readinto``)
     behave like a file of fixed size: reads at the end are short, then empty;
@@ -128,15 +135,21 @@ class SharedMemory:
     def write_at(self, data: Buffer, offset: int) -> int:
         """Write all of ``data`` at ``offset`` without moving the cursor, or raise ValueError."""
     def view(self, format: str, offset: int = 0, count: int | None = None) -> memoryview:
-        """A typed memoryview of ``count`` items of struct format ``format`` (``"d"``,
-        ``"i"``, ...) at byte ``offset``; as many as fit if ``count`` is None.
+        """A typed memoryview of ``count`` items of the native struct format ``format``
+        (one character that ``memoryview.cast`` accepts: ``"d"``, ``"i"``, ``"B"``...)
+        at byte ``offset``; as many as fit if ``count`` is None.
 
-        Raises ValueError if the items do not fit or ``offset`` is misaligned.
+        Raises ValueError if the items do not fit, ``offset`` is misaligned, or the
+        format is not one memoryview can cast to.
         """
     def close(self) -> None:
-        """Unmap (once no view remains) and, for the creator, unlink the name."""
+        """Make the object unusable and, for its creator (in the creating process,
+        unless ``persist=True``), remove the name. Views stay valid; the memory is
+        unmapped when nothing can reach it. Idempotent."""
     def unlink(self) -> None:
-        """Remove the segment's name now; mappings stay valid."""
+        """Remove the segment's name now; mappings stay valid. FileNotFoundError if
+        the name is gone, except right after this object's own close() removed it."""
+    def __reduce__(self) -> tuple[Any, tuple[str, bool]]: ...
     def __enter__(self) -> Self: ...
     def __exit__(
         self,

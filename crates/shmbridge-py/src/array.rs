@@ -22,8 +22,10 @@ use crate::errors::to_py;
 #[pyclass(module = "shmbridge", name = "SharedArray", frozen, weakref)]
 pub(crate) struct SharedArray {
     array: Arc<ArraySegment>,
-    /// Set for the creator unless `persist=True`: collection unlinks the name.
+    /// Set for the creator unless `persist=True`: collection unlinks the name, in
+    /// the creating process only (never in a child made by `fork`).
     unlink_on_drop: AtomicBool,
+    creator_pid: Option<u32>,
 }
 
 fn parse_order(order: &str) -> PyResult<Order> {
@@ -63,7 +65,11 @@ impl SharedArray {
         let options = SharedMemoryOptions::new().mode(mode).replace(replace).persist(true).clone();
         let array = ArraySegment::create(&options, name, dtype, &shape, parse_order(order)?)
             .map_err(to_py)?;
-        Ok(Self { array: Arc::new(array), unlink_on_drop: AtomicBool::new(!persist) })
+        Ok(Self {
+            array: Arc::new(array),
+            unlink_on_drop: AtomicBool::new(!persist),
+            creator_pid: Some(shmbridge::current_pid()),
+        })
     }
 
     /// Opens an existing array segment by name (see `shmbridge.open_array`).
@@ -72,7 +78,11 @@ impl SharedArray {
     fn open(_cls: &Bound<'_, PyType>, name: &str, readonly: bool) -> PyResult<Self> {
         let options = SharedMemoryOptions::new().read_only(readonly).clone();
         let array = ArraySegment::open(&options, name).map_err(to_py)?;
-        Ok(Self { array: Arc::new(array), unlink_on_drop: AtomicBool::new(false) })
+        Ok(Self {
+            array: Arc::new(array),
+            unlink_on_drop: AtomicBool::new(false),
+            creator_pid: None,
+        })
     }
 
     /// The segment's name.
@@ -201,7 +211,7 @@ impl SharedArray {
 impl Drop for SharedArray {
     /// A creator collected (with the last array made from it) releases its name.
     fn drop(&mut self) {
-        if *self.unlink_on_drop.get_mut() {
+        if *self.unlink_on_drop.get_mut() && self.creator_pid == Some(shmbridge::current_pid()) {
             let _ = shmbridge::unlink(self.array.name());
         }
     }

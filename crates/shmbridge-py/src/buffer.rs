@@ -1,6 +1,6 @@
 //! The part of the buffer protocol every exporter here shares: a one-dimensional
-//! run of bytes (format "B"), described in the `Py_buffer` that Python passes to
-//! `__getbuffer__`.
+//! run of bytes (format "B") or of typed items, described in the `Py_buffer` that
+//! Python passes to `__getbuffer__`.
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
@@ -59,4 +59,58 @@ pub(crate) unsafe fn fill(
         (*view).internal = internal;
         (*view).obj = owner.into_ptr();
     }
+}
+
+/// A one-dimensional run of items: its struct format, item size, and where the
+/// exporter keeps its one-element shape and strides arrays.
+pub(crate) struct Items {
+    pub(crate) format: &'static std::ffi::CStr,
+    pub(crate) itemsize: usize,
+    /// Points to `[count]`, owned by the exporter, alive while the export is.
+    pub(crate) shape: *const ffi::Py_ssize_t,
+    /// Points to `[itemsize]`, likewise.
+    pub(crate) strides: *const ffi::Py_ssize_t,
+}
+
+/// As [`fill`], for items of `items.format` (`len` is in bytes, a multiple of the
+/// item size).
+///
+/// # Safety
+///
+/// As [`fill`]; `items.shape` and `items.strides` stay valid until the export is
+/// released (they live in `owner`, which the export keeps alive).
+pub(crate) unsafe fn fill_items(
+    view: *mut ffi::Py_buffer,
+    flags: c_int,
+    buf: *mut u8,
+    len: usize,
+    readonly: bool,
+    items: Items,
+    owner: Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let wants = |flag: c_int| flags & flag == flag;
+    if !wants(ffi::PyBUF_FORMAT) || !wants(ffi::PyBUF_ND) {
+        // A consumer that wants plain bytes of a typed view would read the items as
+        // bytes of the wrong count; refuse, as memoryview.cast's results do.
+        return Err(pyo3::exceptions::PyBufferError::new_err(
+            "a typed view must be taken with its format and shape (memoryview, NumPy)",
+        ));
+    }
+    // SAFETY: as in `fill`; shape and strides point into the owner, kept alive by
+    // view.obj; the consumer only reads through them.
+    unsafe {
+        (*view).buf = buf.cast::<c_void>();
+        (*view).len = len as ffi::Py_ssize_t;
+        (*view).readonly = c_int::from(readonly);
+        (*view).itemsize = items.itemsize as ffi::Py_ssize_t;
+        (*view).format = items.format.as_ptr().cast_mut();
+        (*view).ndim = 1;
+        (*view).shape = items.shape.cast_mut();
+        (*view).strides =
+            if wants(ffi::PyBUF_STRIDES) { items.strides.cast_mut() } else { ptr::null_mut() };
+        (*view).suboffsets = ptr::null_mut();
+        (*view).internal = ptr::null_mut();
+        (*view).obj = owner.into_ptr();
+    }
+    Ok(())
 }

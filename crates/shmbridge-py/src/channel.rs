@@ -16,7 +16,7 @@ use shmbridge::channel::{self, ChannelError};
 
 use crate::buffer;
 use crate::errors::to_py;
-use crate::segment::{InputBytes, SendPtr};
+use crate::input::{InputBytes, SendPtr};
 use crate::sync::{deadline, wait_interruptibly};
 
 fn channel_error(e: ChannelError) -> PyErr {

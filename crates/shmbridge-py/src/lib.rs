@@ -11,8 +11,10 @@ mod buffer;
 mod channel;
 mod dlpack;
 mod errors;
+mod input;
 mod segment;
 mod sync;
+mod typed_view;
 
 use pyo3::prelude::*;
 
@@ -42,6 +44,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::SeqLock>()?;
     m.add_function(wrap_pyfunction!(unique_name, m)?)?;
     m.add_function(wrap_pyfunction!(unlink, m)?)?;
+    m.add_function(wrap_pyfunction!(segment::reopen_segment, m)?)?;
     m.add("MAX_NAME_LEN", shmbridge::max_name_len())?;
     m.add(
         "__all__",

@@ -1,9 +1,15 @@
 //! `shmbridge.SharedMemory`: the Python class over the core `SharedMemory`.
 //!
-//! The core segment lives in an `Arc`. The Python object holds one reference until
-//! `close()`, and every exported buffer (memoryview, NumPy array) holds its own, so
-//! the memory stays mapped until the last of them goes: `close()` with live views
-//! succeeds, the views keep working, and the unmap follows the last release.
+//! Lifetime rule: the mapping lives as long as anything can reach it. The Python
+//! object holds the core segment (an `Arc`) for as long as the object itself lives,
+//! and every exported buffer holds its own `Arc` too. `close()` makes the object
+//! refuse further use and (for the creator) removes the name, but unmaps nothing:
+//! NumPy's `np.ndarray(buffer=shm.buf)` keeps only a reference to this object, not
+//! a buffer export, so the memory must stay mapped while the object is reachable.
+//! The unmap happens when the object and the last export are gone.
+//!
+//! Only the creating process unlinks implicitly (at `close()` or collection): a
+//! child made by `fork` that inherited the object never removes its parent's name.
 //!
 //! This module never creates a Rust reference into the mapping (Python code may
 //! write through exported buffers at any time); it copies through raw pointers
@@ -13,78 +19,113 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyBufferError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyMemoryView, PyType};
+use pyo3::types::{PyBytes, PyMemoryView, PyTuple, PyType};
 
 use crate::buffer;
 use crate::errors::{closed, to_py};
+use crate::input::{InputBytes, SendPtr};
+use crate::typed_view::SegmentView;
 
 type Segment = shmbridge::SharedMemory;
+
+/// The name the core reports for a segment that has none.
+const ANONYMOUS: &str = "(anonymous)";
 
 /// Copies at least this large release the GIL (other threads run meanwhile); below
 /// it the release costs more than it frees.
 const DETACH_AT: usize = 1 << 20;
 
-/// A shared-memory segment: a named block of memory that several processes map.
+/// A named shared-memory segment mapped into this process.
 ///
-/// Opens an existing segment by default (`SharedMemory("/my_data")`); with
-/// `create=True` makes a new one. See the package docstring for the full story.
-#[pyclass(module = "shmbridge", name = "SharedMemory", frozen, weakref)]
+/// ``SharedMemory(name, size=None)`` opens an existing segment; ``size``, if given,
+/// is the least the caller expects (a smaller segment is a ValueError; opening never
+/// resizes). ``SharedMemory(name, size, create=True)`` creates one, exclusively
+/// (FileExistsError if the name is taken, unless ``replace=True``), zero-filled,
+/// with permissions ``mode`` (default 0o600, owner only), its pages reserved (a full
+/// /dev/shm is an OSError ENOSPC now, not a crash later). ``readonly=True`` maps an
+/// opened segment read-only; ``populate=True`` faults all pages in up front (Linux).
+///
+/// The cursor methods (``read``, ``write``, ``seek``, ``tell``, ``readinto``) behave
+/// like a file of fixed size; ``read_at``/``write_at`` need no cursor; ``view()``
+/// gives typed memoryviews. The object speaks the buffer protocol:
+/// ``memoryview(shm)``, ``shm.buf``, ``np.frombuffer(shm, dtype=...)`` and
+/// ``np.ndarray(shape, dtype, buffer=shm.buf)`` are zero-copy views that every
+/// process mapping the segment sees.
+///
+/// ``close()`` makes the object unusable and, in the process that created the
+/// segment, removes its name (unless ``persist=True``); ``unlink()`` removes the name
+/// whoever calls it, and is a no-op once this object removed it, so the stdlib's
+/// ``close(); unlink()`` works. Views made from the object stay valid after
+/// ``close()``: the memory is unmapped only when nothing can reach it any more.
+/// A child process made by ``fork`` never removes its parent's name implicitly.
+/// Objects pickle by name: the receiving process opens the segment, never owns it.
+#[pyclass(module = "shmbridge", name = "SharedMemory", frozen, weakref, subclass)]
 pub(crate) struct SharedMemory {
+    /// Held for the object's whole life (see the module docs).
+    segment: Arc<Segment>,
     name: String,
-    size: usize,
-    readonly: bool,
-    /// Set for the creator unless `persist=True`: close (or collection) unlinks.
+    closed: AtomicBool,
+    pos: Mutex<u64>,
+    /// The process that created the segment through this object, if it did.
+    creator_pid: Option<u32>,
+    /// The creator wants the name gone at close (not persisting).
     unlink_on_close: AtomicBool,
-    state: Mutex<State>,
-}
-
-struct State {
-    /// `None` once closed.
-    segment: Option<Arc<Segment>>,
-    pos: u64,
+    /// `close()` removed the name implicitly, so the stdlib's `close(); unlink()`
+    /// has nothing left to do (an explicit `unlink()` twice is still an error, as
+    /// `os.unlink` twice is).
+    closed_unlinked: AtomicBool,
 }
 
 impl SharedMemory {
-    fn wrap(segment: Segment, unlink_on_close: bool) -> Self {
+    fn wrap(segment: Segment, creator_pid: Option<u32>, unlink_on_close: bool) -> Self {
         Self {
             name: segment.name().to_owned(),
-            size: segment.len(),
-            readonly: !segment.is_writable(),
+            segment: Arc::new(segment),
+            closed: AtomicBool::new(false),
+            pos: Mutex::new(0),
+            creator_pid,
             unlink_on_close: AtomicBool::new(unlink_on_close),
-            state: Mutex::new(State { segment: Some(Arc::new(segment)), pos: 0 }),
+            closed_unlinked: AtomicBool::new(false),
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A panic cannot happen while the lock is held (no code there can panic), but
-        // if it ever did, the state is still consistent: recover it.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Runs `f` on the open segment and the cursor under the state lock, so that
-    /// a cursor operation reads and advances the cursor atomically.
-    ///
-    /// `f` must run no Python code, or a finalizer could re-enter this object and
-    /// deadlock. Allocating a `bytes` object and creating a (lazy) exception are fine:
-    /// bytes are not tracked by the garbage collector, so allocating one runs nothing.
-    /// Copies under the lock are small (below `DETACH_AT`): the GIL stays held.
-    fn locked<R>(&self, f: impl FnOnce(&Arc<Segment>, &mut u64) -> PyResult<R>) -> PyResult<R> {
-        let mut state = self.state();
-        let State { segment, pos } = &mut *state;
-        match segment {
-            Some(segment) => f(segment, pos),
-            None => Err(closed(&self.name)),
+    /// The segment, unless the object was closed.
+    pub(crate) fn segment(&self) -> PyResult<&Arc<Segment>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed(&self.name));
         }
+        Ok(&self.segment)
     }
 
-    /// A reference to the open segment that outlives the lock, for large copies
-    /// (made with the GIL released) and buffer exports.
-    pub(crate) fn segment(&self) -> PyResult<Arc<Segment>> {
-        self.locked(|segment, _| Ok(Arc::clone(segment)))
+    /// The open segment and the cursor, locked so that a cursor operation reads and
+    /// advances the cursor atomically. Nothing that runs Python code or waits may
+    /// happen while the guard lives.
+    fn cursor(&self) -> PyResult<(&Arc<Segment>, MutexGuard<'_, u64>)> {
+        let segment = self.segment()?;
+        // Nothing panics while the lock is held; if it ever did, the cursor is still
+        // a valid number: recover it.
+        let pos = self.pos.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok((segment, pos))
+    }
+
+    /// Takes `wanted` bytes' worth of the cursor: returns where they start and how
+    /// many the segment has, and moves the cursor past them.
+    fn claim(&self, wanted: u64) -> PyResult<(&Arc<Segment>, u64, usize)> {
+        let (segment, mut pos) = self.cursor()?;
+        let start = *pos;
+        let count = remaining(segment, start).min(wanted) as usize;
+        *pos += count as u64;
+        Ok((segment, start, count))
+    }
+
+    /// Whether this object may remove the name implicitly now: it created the
+    /// segment, in this very process, and nobody asked to keep the name.
+    fn owns_name(&self) -> bool {
+        self.unlink_on_close.load(Ordering::Acquire)
+            && self.creator_pid == Some(shmbridge::current_pid())
     }
 
     fn open_segment(
@@ -103,7 +144,7 @@ impl SharedMemory {
             .min_size(min_size)
             .open(name)
             .map_err(to_py)?;
-        Ok(Self::wrap(segment, false))
+        Ok(Self::wrap(segment, None, false))
     }
 
     fn create_segment(
@@ -131,50 +172,13 @@ impl SharedMemory {
             .persist(true)
             .create(name, size)
             .map_err(to_py)?;
-        Ok(Self::wrap(segment, !persist))
+        Ok(Self::wrap(segment, Some(shmbridge::current_pid()), !persist))
     }
 }
 
 fn non_negative(value: i64, what: &str) -> PyResult<u64> {
     u64::try_from(value)
         .map_err(|_| PyValueError::new_err(format!("{what} must not be negative, got {value}")))
-}
-
-/// A raw pointer that may cross into a GIL-free section.
-pub(crate) struct SendPtr<T>(pub(crate) T);
-// SAFETY: only used to carry a buffer pointer into `py.detach` for the duration of
-// one copy, while the Python buffer export that owns the memory is held alive by the
-// calling frame; the pointer is never used after that frame returns.
-unsafe impl<T> Send for SendPtr<T> {}
-// SAFETY: as for Send: shared only with the GIL-free section of the same call, which
-// reads the pointer and does not outlive the frame that owns what it points to.
-unsafe impl<T> Sync for SendPtr<T> {}
-
-/// A contiguous view of any bytes-like object, as (pointer, length), held alive by
-/// `_export` (or borrowed from an immutable `bytes` object).
-pub(crate) struct InputBytes {
-    pub(crate) ptr: *const u8,
-    pub(crate) len: usize,
-    _export: Option<PyUntypedBuffer>,
-}
-
-impl InputBytes {
-    pub(crate) fn get(data: &Bound<'_, PyAny>, writable: bool) -> PyResult<Self> {
-        if !writable && let Ok(bytes) = data.cast::<PyBytes>() {
-            let slice = bytes.as_bytes();
-            return Ok(Self { ptr: slice.as_ptr(), len: slice.len(), _export: None });
-        }
-        let export = PyUntypedBuffer::get(data)?;
-        if !export.is_c_contiguous() {
-            return Err(PyBufferError::new_err("a C-contiguous buffer is required"));
-        }
-        if writable && export.readonly() {
-            return Err(PyTypeError::new_err(
-                "readinto() argument must be a writable bytes-like object",
-            ));
-        }
-        Ok(Self { ptr: export.buf_ptr().cast(), len: export.len_bytes(), _export: Some(export) })
-    }
 }
 
 /// Bytes from `offset` to the end of the segment.
@@ -233,11 +237,20 @@ fn write_all(py: Python<'_>, segment: &Segment, data: &InputBytes, offset: u64) 
     result.map_err(to_py)
 }
 
+/// Reopens a pickled segment by name: the receiver opens, never owns.
+#[pyfunction]
+#[pyo3(name = "_reopen_segment")]
+pub(crate) fn reopen_segment(name: &str, readonly: bool) -> PyResult<SharedMemory> {
+    SharedMemory::open_segment(name, None, readonly, false)
+}
+
 #[pymethods]
 impl SharedMemory {
     #[new]
     #[pyo3(signature = (name, size = None, *, create = false, mode = 0o600, persist = false,
-                        readonly = false, replace = false, populate = false))]
+                        readonly = false, replace = false, populate = false),
+           text_signature = "(name, size=None, *, create=False, mode=0o600, persist=False, \
+                             readonly=False, replace=False, populate=False)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
@@ -261,9 +274,11 @@ impl SharedMemory {
         }
     }
 
-    /// Creates a new segment of `size` bytes (see the class docstring).
+    /// Create a new segment of ``size`` bytes (same as ``SharedMemory(name, size,
+    /// create=True, ...)``).
     #[classmethod]
-    #[pyo3(signature = (name, size, *, mode = 0o600, persist = false, replace = false, populate = false))]
+    #[pyo3(signature = (name, size, *, mode = 0o600, persist = false, replace = false, populate = false),
+           text_signature = "(name, size, *, mode=0o600, persist=False, replace=False, populate=False)")]
     fn create(
         _cls: &Bound<'_, PyType>,
         name: &str,
@@ -276,7 +291,7 @@ impl SharedMemory {
         Self::create_segment(name, Some(size), mode, persist, replace, populate)
     }
 
-    /// Opens an existing segment (see the class docstring).
+    /// Open an existing segment (same as the constructor without ``create``).
     #[classmethod]
     #[pyo3(signature = (name, size = None, *, readonly = false, populate = false))]
     fn open(
@@ -289,9 +304,9 @@ impl SharedMemory {
         Self::open_segment(name, size, readonly, populate)
     }
 
-    /// Maps the segment behind a file descriptor handed down by a parent process (an
-    /// anonymous segment shared with a worker). The descriptor is duplicated; the
-    /// caller keeps its own.
+    /// Map the segment behind a file descriptor handed down by a parent process (an
+    /// anonymous segment shared with a worker; Unix). The descriptor is duplicated;
+    /// the caller keeps its own. The name is "(anonymous)".
     #[classmethod]
     #[pyo3(signature = (fd, *, readonly = false))]
     fn from_fd(_cls: &Bound<'_, PyType>, fd: i32, readonly: bool) -> PyResult<Self> {
@@ -305,7 +320,7 @@ impl SharedMemory {
             let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
             let segment =
                 Segment::options().read_only(readonly).open_fd(borrowed).map_err(to_py)?;
-            Ok(Self::wrap(segment, false))
+            Ok(Self::wrap(segment, None, false))
         }
         #[cfg(not(unix))]
         {
@@ -325,233 +340,180 @@ impl SharedMemory {
     /// The segment's size in bytes.
     #[getter]
     fn size(&self) -> usize {
-        self.size
+        self.segment.len()
     }
 
     fn __len__(&self) -> usize {
-        self.size
+        self.segment.len()
     }
 
     /// True once close() has been called.
     #[getter]
     fn closed(&self) -> bool {
-        self.state().segment.is_none()
+        self.closed.load(Ordering::Acquire)
     }
 
     /// True if the segment was opened read-only.
     #[getter]
     fn readonly(&self) -> bool {
-        self.readonly
+        !self.segment.is_writable()
     }
 
-    /// Whether close() will unlink the name (the creator, unless persist=True).
+    /// Whether close() will remove the name: this object created the segment, in
+    /// this process, without persist=True, and the name is still there.
     #[getter]
     fn unlinks_on_close(&self) -> bool {
-        self.unlink_on_close.load(Ordering::Relaxed)
+        self.owns_name() && !self.closed()
     }
 
-    /// A writable memoryview of the whole segment (zero-copy).
+    /// A memoryview of the whole segment (zero-copy; writable unless read-only).
+    /// Each access makes a new memoryview.
     #[getter]
     fn buffer<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyMemoryView>> {
         slf.get().segment()?;
         PyMemoryView::from(slf.as_any())
     }
 
-    /// Alias of `buffer`, as in `multiprocessing.shared_memory`.
+    /// Alias of ``buffer``, as in ``multiprocessing.shared_memory``.
     #[getter]
     fn buf<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyMemoryView>> {
         Self::buffer(slf)
     }
 
-    /// Reads up to n bytes at the cursor (all the rest if n is negative).
+    /// Read up to ``n`` bytes at the cursor (the rest of the segment if ``n`` is
+    /// negative); ``b""`` at or past the end.
     #[pyo3(signature = (n = -1), text_signature = "(self, n=-1)")]
     fn read<'py>(&self, py: Python<'py>, n: i64) -> PyResult<Bound<'py, PyBytes>> {
-        let wanted = u64::try_from(n).unwrap_or(u64::MAX);
-        let claim = |segment: &Arc<Segment>, pos: &mut u64| {
-            let start = *pos;
-            let count = remaining(segment, start).min(wanted) as usize;
-            *pos += count as u64;
-            (start, count)
-        };
-        if wanted < DETACH_AT as u64 {
-            return self.locked(|segment, pos| {
-                let (start, count) = claim(segment, pos);
-                read_bytes(py, segment, start, count)
-            });
-        }
-        let (segment, (start, count)) =
-            self.locked(|segment, pos| Ok((Arc::clone(segment), claim(segment, pos))))?;
-        read_bytes(py, &segment, start, count)
+        let (segment, start, count) = self.claim(u64::try_from(n).unwrap_or(u64::MAX))?;
+        read_bytes(py, segment, start, count)
     }
 
-    /// Reads into a writable bytes-like object at the cursor; returns the count.
+    /// Read into a writable bytes-like object at the cursor; return the count.
     fn readinto(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
         let dst = InputBytes::get(b, true)?;
-        let claim = |segment: &Arc<Segment>, pos: &mut u64| {
-            let start = *pos;
-            let count = remaining(segment, start).min(dst.len as u64) as usize;
-            *pos += count as u64;
-            (start, count)
-        };
-        if dst.len < DETACH_AT {
-            return self.locked(|segment, pos| {
-                let (start, count) = claim(segment, pos);
-                Ok(read_into(py, segment, &dst, start, count))
-            });
-        }
-        let (segment, (start, count)) =
-            self.locked(|segment, pos| Ok((Arc::clone(segment), claim(segment, pos))))?;
-        Ok(read_into(py, &segment, &dst, start, count))
+        let (segment, start, count) = self.claim(dst.len as u64)?;
+        Ok(read_into(py, segment, &dst, start, count))
     }
 
-    /// Writes all of a bytes-like object at the cursor, or raises ValueError and
-    /// writes nothing if it does not fit.
+    /// Write all of a bytes-like object at the cursor, or raise ValueError and write
+    /// nothing if it does not fit. Returns the count.
     fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
         let data = InputBytes::get(data, false)?;
         let len = data.len as u64;
+        let (segment, mut pos) = self.cursor()?;
         if data.len < DETACH_AT {
-            return self.locked(|segment, pos| {
-                write_all(py, segment, &data, *pos)?;
-                *pos += len;
-                Ok(data.len)
-            });
+            write_all(py, segment, &data, *pos)?;
+            *pos += len;
+            return Ok(data.len);
         }
-        let (segment, start) = self.locked(|segment, pos| Ok((Arc::clone(segment), *pos)))?;
-        write_all(py, &segment, &data, start)?;
-        self.state().pos = start + len;
+        // A large copy runs without the GIL, so the cursor lock is not held over it
+        // (a thread waiting for the lock would hold the GIL this one needs back).
+        let start = *pos;
+        drop(pos);
+        write_all(py, segment, &data, start)?;
+        *self.cursor()?.1 = start + len;
         Ok(data.len)
     }
 
-    /// Moves the cursor: whence 0 from the start, 1 from the cursor, 2 from the
-    /// end. Positions past the end are allowed; negative ones are a ValueError.
+    /// Move the cursor: whence 0 from the start, 1 from the cursor, 2 from the end.
+    /// Positions past the end are allowed; negative ones are a ValueError.
     #[pyo3(signature = (offset, whence = 0))]
     fn seek(&self, offset: i64, whence: i32) -> PyResult<u64> {
-        self.locked(|segment, pos| {
-            let base = match whence {
-                0 => 0,
-                1 => *pos,
-                2 => segment.len() as u64,
-                _ => {
-                    return Err(PyValueError::new_err(format!(
-                        "invalid whence ({whence}, should be 0, 1 or 2)"
-                    )));
-                }
-            };
-            *pos = base.checked_add_signed(offset).ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "cannot seek to {base} {} {} in segment {:?}: negative or overflowing \
-                     position",
-                    if offset < 0 { '-' } else { '+' },
-                    offset.unsigned_abs(),
-                    self.name
-                ))
-            })?;
-            Ok(*pos)
-        })
+        let (segment, mut pos) = self.cursor()?;
+        let base = match whence {
+            0 => 0,
+            1 => *pos,
+            2 => segment.len() as u64,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "invalid whence ({whence}, should be 0, 1 or 2)"
+                )));
+            }
+        };
+        *pos = base.checked_add_signed(offset).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "cannot seek to {base} {} {} in segment {:?}: negative or overflowing position",
+                if offset < 0 { '-' } else { '+' },
+                offset.unsigned_abs(),
+                self.name
+            ))
+        })?;
+        Ok(*pos)
     }
 
     /// The cursor's position.
     fn tell(&self) -> PyResult<u64> {
-        self.locked(|_, pos| Ok(*pos))
+        Ok(*self.cursor()?.1)
     }
 
-    /// Reads up to n bytes at offset, without moving the cursor.
+    /// Read up to ``n`` bytes at ``offset``, without moving the cursor.
     fn read_at<'py>(&self, py: Python<'py>, n: i64, offset: i64) -> PyResult<Bound<'py, PyBytes>> {
         let n = non_negative(n, "n")?;
         let offset = non_negative(offset, "offset")?;
-        if n < DETACH_AT as u64 {
-            return self.locked(|segment, _| {
-                read_bytes(py, segment, offset, remaining(segment, offset).min(n) as usize)
-            });
-        }
         let segment = self.segment()?;
-        read_bytes(py, &segment, offset, remaining(&segment, offset).min(n) as usize)
+        read_bytes(py, segment, offset, remaining(segment, offset).min(n) as usize)
     }
 
-    /// Writes all of data at offset without moving the cursor, or raises
-    /// ValueError and writes nothing if it does not fit.
+    /// Write all of ``data`` at ``offset`` without moving the cursor, or raise
+    /// ValueError and write nothing if it does not fit. Returns the count.
     fn write_at(&self, py: Python<'_>, data: &Bound<'_, PyAny>, offset: i64) -> PyResult<usize> {
         let offset = non_negative(offset, "offset")?;
         let data = InputBytes::get(data, false)?;
-        if data.len < DETACH_AT {
-            self.locked(|segment, _| write_all(py, segment, &data, offset))?;
-        } else {
-            let segment = self.segment()?;
-            write_all(py, &segment, &data, offset)?;
-        }
+        write_all(py, self.segment()?, &data, offset)?;
         Ok(data.len)
     }
 
-    /// A typed memoryview of `count` items of struct format `format` at byte
-    /// `offset` (as many as fit if count is None).
+    /// A typed memoryview of ``count`` items of the native struct format ``format``
+    /// (one character, as ``memoryview.cast`` takes: ``"d"``, ``"i"``, ``"B"``...)
+    /// at byte ``offset``; as many as fit if ``count`` is None.
+    ///
+    /// Raises ValueError if the items do not fit, ``offset`` is not a multiple of
+    /// the item size, or the format is not one memoryview can cast to.
     #[pyo3(signature = (format, offset = 0, count = None))]
     fn view<'py>(
         slf: &Bound<'py, Self>,
         format: &str,
         offset: i64,
         count: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Bound<'py, PyMemoryView>> {
         let this = slf.get();
-        let py = slf.py();
-        this.segment()?;
-        let itemsize: usize =
-            py.import("struct")?.call_method1("calcsize", (format,))?.extract()?;
+        let segment = this.segment()?;
         let offset = non_negative(offset, "offset")?;
-        let size = this.size as u64;
-        if offset > size {
-            return Err(PyValueError::new_err(format!(
-                "offset {offset} is past the end of segment {:?} of {size} bytes",
-                this.name
-            )));
-        }
-        let count = match count {
-            Some(c) => non_negative(c, "count")?,
-            None => (size - offset) / itemsize as u64,
-        };
-        let end = count.checked_mul(itemsize as u64).and_then(|len| len.checked_add(offset));
-        if end.is_none_or(|end| end > size) {
-            return Err(PyValueError::new_err(format!(
-                "{count} items of format {format:?} at offset {offset} do not fit in segment \
-                 {:?} of {size} bytes",
-                this.name
-            )));
-        }
-        // Native struct formats are aligned to their size; the mapping starts on a page.
-        if offset % itemsize as u64 != 0 {
-            return Err(PyValueError::new_err(format!(
-                "offset {offset} in segment {:?} is not aligned for format {format:?} \
-                 (alignment {itemsize}): use a multiple of {itemsize}",
-                this.name
-            )));
-        }
-        let whole = Self::buffer(slf)?;
-        let part = whole.get_item(pyo3::types::PySlice::new(
-            py,
-            offset as isize,
-            end.unwrap_or(offset) as isize,
-            1,
-        ))?;
-        part.call_method1("cast", (format,))
+        let count = count.map(|c| non_negative(c, "count")).transpose()?;
+        let view = SegmentView::new(segment, format, offset, count)?;
+        PyMemoryView::from(Bound::new(slf.py(), view)?.as_any())
     }
 
-    /// Unmaps the segment from this process, and unlinks its name if this object
-    /// created it (unless persist=True). Exported views stay valid: the memory is
-    /// unmapped when the last of them is released. Calling close() again does nothing.
+    /// Make the object unusable (ValueError on further use) and, if this object
+    /// created the segment in this very process and ``persist`` was not set, remove
+    /// its name. Views made earlier stay valid: the memory is unmapped when nothing
+    /// can reach it any more. Calling close() again does nothing.
     fn close(&self) -> PyResult<()> {
-        let segment = self.state().segment.take();
-        drop(segment);
-        if self.unlink_on_close.swap(false, Ordering::Relaxed) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if self.owns_name() {
+            self.unlink_on_close.store(false, Ordering::Release);
             match shmbridge::unlink(&self.name) {
-                Err(shmbridge::Error::NotFound { .. }) | Ok(()) => {}
+                // Someone else removed it first: the name is gone, as asked.
+                Ok(()) | Err(shmbridge::Error::NotFound { .. }) => {
+                    self.closed_unlinked.store(true, Ordering::Release);
+                }
                 Err(e) => return Err(to_py(e)),
             }
         }
         Ok(())
     }
 
-    /// Removes the segment's name now (anyone may); mappings stay valid.
+    /// Remove the segment's name now, whoever created it; mappings stay valid, and
+    /// nobody new can open it. FileNotFoundError if the name is already gone,
+    /// except right after this object's own ``close()`` removed it, so that the
+    /// stdlib's ``close(); unlink()`` works.
     fn unlink(&self) -> PyResult<()> {
-        self.unlink_on_close.store(false, Ordering::Relaxed);
+        self.unlink_on_close.store(false, Ordering::Release);
+        if self.closed_unlinked.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
         shmbridge::unlink(&self.name).map_err(to_py)
     }
 
@@ -569,10 +531,30 @@ impl SharedMemory {
         Ok(false)
     }
 
+    /// Pickles by name: unpickling opens the segment (read-only if this object is),
+    /// and the receiving process never removes the name implicitly.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.segment()?.creator_pid().is_none() && this.name == ANONYMOUS {
+            return Err(PyTypeError::new_err(
+                "an anonymous segment has no name to pickle: hand its file descriptor to the \
+                 other process instead",
+            ));
+        }
+        // The module's own function object, so that pickle finds it by its name.
+        let reopen = py.import("shmbridge._native")?.getattr("_reopen_segment")?;
+        (reopen, (this.name.as_str(), this.readonly())).into_pyobject(py)
+    }
+
     fn __repr__(&self) -> String {
         let status = if self.closed() { ", closed" } else { "" };
-        let access = if self.readonly { ", readonly" } else { "" };
-        format!("<shmbridge.SharedMemory name={:?} size={}{access}{status}>", self.name, self.size)
+        let access = if self.readonly() { ", readonly" } else { "" };
+        format!(
+            "<shmbridge.SharedMemory name={:?} size={}{access}{status}>",
+            self.name,
+            self.segment.len()
+        )
     }
 
     /// Exports the whole mapping; the export holds its own reference to it.
@@ -583,7 +565,7 @@ impl SharedMemory {
     ) -> PyResult<()> {
         // SAFETY: view is the pointer Python passed to __getbuffer__.
         unsafe { buffer::begin(view)? };
-        let segment = slf.get().segment()?;
+        let segment = Arc::clone(slf.get().segment()?);
         if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE && !segment.is_writable() {
             return Err(PyBufferError::new_err(format!(
                 "segment {:?} was opened read-only; its buffer is not writable",
@@ -608,9 +590,10 @@ impl SharedMemory {
 }
 
 impl Drop for SharedMemory {
-    /// A creator collected without close() still releases its name; never panics.
+    /// A creator collected without close() still releases its name, in the process
+    /// that created it only; never panics.
     fn drop(&mut self) {
-        if *self.unlink_on_close.get_mut() {
+        if self.owns_name() {
             let _ = shmbridge::unlink(&self.name);
         }
     }

@@ -6,7 +6,7 @@
 //! about 50 ms of a wait's start or last slice.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -56,7 +56,7 @@ pub(crate) fn wait_interruptibly<T: Send>(
 }
 
 fn segment_of(shm: &Bound<'_, SharedMemory>) -> PyResult<Arc<Segment>> {
-    shm.get().segment()
+    shm.get().segment().map(Arc::clone)
 }
 
 /// An event in shared memory: `set` wakes the waiters, as `threading.Event`.
@@ -222,8 +222,10 @@ impl Semaphore {
 #[pyclass(module = "shmbridge", name = "Mutex", frozen)]
 pub(crate) struct Mutex {
     inner: sync::Mutex,
-    /// Whether this object holds the lock (its guard forgotten until release).
-    held: AtomicBool,
+    /// The process in which this object holds the lock (its guard forgotten until
+    /// release), or 0. A pid rather than a flag: a child made by `fork` inherits
+    /// the object, but not the lock.
+    held_in: AtomicU32,
     owner_died: AtomicBool,
 }
 
@@ -237,7 +239,12 @@ fn keep(taken: sync::LockResult<'_>) -> bool {
 
 impl Mutex {
     fn wrap(inner: sync::Mutex) -> Self {
-        Self { inner, held: AtomicBool::new(false), owner_died: AtomicBool::new(false) }
+        Self { inner, held_in: AtomicU32::new(0), owner_died: AtomicBool::new(false) }
+    }
+
+    /// Whether this object holds the lock in this process.
+    fn held_here(&self) -> bool {
+        self.held_in.load(Ordering::Acquire) == shmbridge::current_pid()
     }
 }
 
@@ -265,7 +272,7 @@ impl Mutex {
     /// seconds. Whether it was taken.
     #[pyo3(signature = (blocking = true, timeout = None))]
     fn acquire(&self, py: Python<'_>, blocking: bool, timeout: Option<f64>) -> PyResult<bool> {
-        if self.held.load(Ordering::Acquire) {
+        if self.held_here() {
             return Err(PyRuntimeError::new_err(
                 "this Mutex object already holds the lock; acquiring again would deadlock",
             ));
@@ -286,7 +293,7 @@ impl Mutex {
         match taken {
             Some(died) => {
                 self.owner_died.store(died, Ordering::Release);
-                self.held.store(true, Ordering::Release);
+                self.held_in.store(shmbridge::current_pid(), Ordering::Release);
                 Ok(true)
             }
             None => Ok(false),
@@ -295,11 +302,24 @@ impl Mutex {
 
     /// Releases the lock (RuntimeError if this object does not hold it).
     fn release(&self) -> PyResult<()> {
-        if !self.held.swap(false, Ordering::AcqRel) {
+        let me = shmbridge::current_pid();
+        let held_in = self.held_in.load(Ordering::Acquire);
+        if held_in != me {
+            let why = if held_in == 0 {
+                "release unlocked lock".to_owned()
+            } else {
+                format!(
+                    "release unlocked lock: this Mutex object holds the lock in process \
+                     {held_in}, not in this one (it was inherited across fork)"
+                )
+            };
+            return Err(PyRuntimeError::new_err(why));
+        }
+        if self.held_in.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Err(PyRuntimeError::new_err("release unlocked lock"));
         }
-        // SAFETY: `held` was true, so this object took the lock and forgot the guard
-        // in `acquire`; swapping it to false makes this the only release.
+        // SAFETY: this object took the lock in this process and forgot the guard in
+        // `acquire`; the exchange above makes this the only release.
         unsafe { self.inner.force_unlock() };
         Ok(())
     }
@@ -333,8 +353,8 @@ impl Mutex {
 impl Drop for Mutex {
     /// A Mutex object collected while holding the lock releases it.
     fn drop(&mut self) {
-        if *self.held.get_mut() {
-            // SAFETY: held means this object took the lock and forgot the guard.
+        if *self.held_in.get_mut() == shmbridge::current_pid() {
+            // SAFETY: this object took the lock in this process and forgot the guard.
             unsafe { self.inner.force_unlock() };
         }
     }

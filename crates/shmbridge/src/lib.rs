@@ -33,6 +33,7 @@ pub mod channel;
 mod error;
 mod name;
 mod options;
+mod owner;
 mod segment;
 pub mod sync;
 mod sys;
@@ -42,6 +43,7 @@ pub mod worker;
 pub use error::{Error, Result};
 pub use name::{canonical_name, max_name_len, unique_name};
 pub use options::SharedMemoryOptions;
+pub use owner::current_pid;
 pub use segment::{SharedMemory, unlink};
 
 /// Re-exported so callers can name the trait bound of typed views (and derive it)

@@ -154,7 +154,8 @@ impl SharedMemoryOptions {
                 return Err(map_error(&name, size as u64, e));
             }
         };
-        Ok(SharedMemory::from_parts(mapping, name, true, !self.persist))
+        let creator = Some(crate::owner::Owner::current());
+        Ok(SharedMemory::from_parts(mapping, name, true, creator, !self.persist))
     }
 
     /// Creates a segment with no name (see [`SharedMemory::anonymous`]); `mode`,
@@ -222,7 +223,7 @@ impl SharedMemoryOptions {
         check_mappable(&name, size)?;
         let mapping = sys::map(&handle, size as usize, writable, self.populate)
             .map_err(|e| map_error(&name, size, e))?;
-        Ok(SharedMemory::from_parts(mapping, name, writable, false))
+        Ok(SharedMemory::from_parts(mapping, name, writable, None, false))
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use crate::error::{Error, Result};
 use crate::name::{canonical_name, unique_name};
 use crate::options::SharedMemoryOptions;
+use crate::owner::Owner;
 use crate::sys;
 
 /// The name reported by segments that have none.
@@ -37,6 +38,10 @@ pub(crate) const ANONYMOUS: &str = "(anonymous)";
 /// the name (unless told to persist), after which nobody new can open it. Processes
 /// that have it mapped keep their mapping until they close it. Opening never
 /// resizes; the size is the segment's own.
+///
+/// Only the creating *process* unlinks implicitly: a child made by `fork` that
+/// inherited the value closes or drops it without touching the name (it may still
+/// call [`unlink`](Self::unlink) explicitly).
 ///
 /// # Concurrent access
 ///
@@ -73,26 +78,33 @@ pub struct SharedMemory {
     handle: Option<sys::Handle>,
     name: String,
     writable: bool,
+    /// The creator wants the name gone with this value (not persisting).
     unlink_on_drop: bool,
+    /// The process that created the segment, if this value did; only it unlinks
+    /// implicitly.
+    creator: Option<Owner>,
     pos: u64,
 }
 
 impl SharedMemory {
+    /// A named segment; `creator` is set when this process has just created it.
     pub(crate) fn from_parts(
         mapping: sys::Mapping,
         name: String,
         writable: bool,
+        creator: Option<Owner>,
         unlink_on_drop: bool,
     ) -> Self {
-        let unlink_on_drop = unlink_on_drop && sys::CAN_UNLINK;
-        Self { mapping, handle: None, name, writable, unlink_on_drop, pos: 0 }
+        let unlink_on_drop = unlink_on_drop && sys::CAN_UNLINK && creator.is_some();
+        Self { mapping, handle: None, name, writable, unlink_on_drop, creator, pos: 0 }
     }
 
     /// A segment reached by descriptor: it has no name to unlink.
     #[cfg(unix)]
     pub(crate) fn from_handle(mapping: sys::Mapping, handle: sys::Handle, writable: bool) -> Self {
         let name = ANONYMOUS.to_owned();
-        Self { mapping, handle: Some(handle), name, writable, unlink_on_drop: false, pos: 0 }
+        let (unlink_on_drop, creator) = (false, None);
+        Self { mapping, handle: Some(handle), name, writable, unlink_on_drop, creator, pos: 0 }
     }
 
     /// Creates a segment with no name at all (a memfd on Linux), zero-filled.
@@ -208,9 +220,17 @@ impl SharedMemory {
         self.writable
     }
 
-    /// Whether closing or dropping this value unlinks the segment's name.
+    /// Whether closing or dropping this value unlinks the segment's name: it
+    /// created the segment, in this process (not in a parent before a `fork`), and
+    /// was not told to persist.
     pub fn unlinks_on_drop(&self) -> bool {
-        self.unlink_on_drop
+        self.unlink_on_drop && self.creator.is_some_and(Owner::is_current)
+    }
+
+    /// The id of the process that created the segment through this value (`None`
+    /// for a segment that was opened).
+    pub fn creator_pid(&self) -> Option<u32> {
+        self.creator.map(Owner::pid)
     }
 
     /// Keeps the name after this value is closed or dropped: another process may
@@ -245,7 +265,7 @@ impl SharedMemory {
     /// [`unlink`](Self::unlink). The segment is unmapped and its name released
     /// as far as possible either way.
     pub fn close(mut self) -> Result<()> {
-        let unlinked = if self.unlink_on_drop { self.unlink() } else { Ok(()) };
+        let unlinked = if self.unlinks_on_drop() { self.unlink() } else { Ok(()) };
         let unmapped = self.mapping.unmap().map_err(|e| Error::from_os(&self.name, "munmap", e));
         unlinked.and(unmapped)
     }
@@ -459,7 +479,7 @@ impl fmt::Debug for SharedMemory {
             .field("name", &self.name)
             .field("len", &self.len())
             .field("writable", &self.writable)
-            .field("unlink_on_drop", &self.unlink_on_drop)
+            .field("unlink_on_drop", &self.unlinks_on_drop())
             .field("pos", &self.pos)
             .finish()
     }
@@ -468,7 +488,7 @@ impl fmt::Debug for SharedMemory {
 impl Drop for SharedMemory {
     /// Unmaps (by dropping the mapping) and unlinks the name if owned; never panics.
     fn drop(&mut self) {
-        if self.unlink_on_drop {
+        if self.unlinks_on_drop() {
             let _ = sys::unlink(&self.name);
         }
     }

@@ -29,6 +29,11 @@ fn main() {
         ("mutex_of_an_unreaped_owner_is_recovered", mutex_of_an_unreaped_owner_is_recovered),
         ("channel_stream_between_processes", channel_stream_between_processes),
         ("channel_producer_killed_mid_stream", channel_producer_killed_mid_stream),
+        #[cfg(unix)]
+        (
+            "forked_child_never_undoes_the_parents_state",
+            forked_child_never_undoes_the_parents_state,
+        ),
     ];
     for (name, test) in tests {
         test();
@@ -180,6 +185,37 @@ fn mutex_of_a_killed_owner_is_recovered() {
         Ok(_) => panic!("the takeover was not reported"),
     }
     let _guard = mutex.lock().expect("normal again after recovery");
+}
+
+/// A child made by `fork` inherits the creator's segment and a held lock guard;
+/// dropping them there (and exiting) must leave the parent's name and lock alone.
+#[cfg(unix)]
+fn forked_child_never_undoes_the_parents_state() {
+    let name = shmbridge::unique_name("xp_fork").unwrap();
+    let shm = SharedMemory::create(&name, 4096).unwrap();
+    let mutex = Mutex::create(&format!("{name}_m")).unwrap();
+    let guard = mutex.lock().unwrap_or_else(|died| died.into_guard());
+    // SAFETY: this harness runs its tests on the main thread alone, so the child is
+    // a complete copy of a single-threaded process; it only drops values and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        drop(guard);
+        drop(shm);
+        drop(mutex);
+        std::process::exit(0);
+    }
+    let mut status = 0;
+    // SAFETY: pid is our child; status is a local out-parameter.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status}");
+    SharedMemory::open(&name).expect("the child's drop left the parent's name");
+    assert_eq!(mutex.owner_pid(), Some(std::process::id()), "the child released the lock");
+    assert!(shm.unlinks_on_drop());
+    drop(guard);
+    assert!(!mutex.is_locked());
+    drop(shm);
+    assert!(SharedMemory::open(&name).is_err(), "the creator's drop unlinks");
 }
 
 const STREAM: u64 = 1_000_000;

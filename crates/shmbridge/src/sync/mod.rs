@@ -154,5 +154,5 @@ fn open_named(name: &str, size: usize) -> Result<Arc<SharedMemory>> {
 
 /// This process's id, as lock owners record it.
 fn my_pid() -> u32 {
-    std::process::id()
+    crate::current_pid()
 }

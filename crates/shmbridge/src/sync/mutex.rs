@@ -158,19 +158,34 @@ impl Mutex {
 
     /// Releases the lock without a guard: for bindings that keep the lock across
     /// calls (the Python `acquire`/`release` pair), having forgotten the guard.
+    /// Returns `false`, changing nothing, if this process does not hold the lock
+    /// (a child made by `fork` never releases its parent's lock).
     ///
     /// # Safety
     ///
     /// The caller must hold the lock (its guard forgotten with `mem::forget`), and
     /// nothing may use that guard afterwards.
-    pub unsafe fn force_unlock(&self) {
-        self.unlock();
+    pub unsafe fn force_unlock(&self) -> bool {
+        self.unlock()
     }
 
-    fn unlock(&self) {
+    /// The process holding the lock, if any (it may have died).
+    pub fn owner_pid(&self) -> Option<u32> {
+        match self.place.word(OWNER).load(Ordering::Acquire) {
+            0 => None,
+            pid => Some(pid),
+        }
+    }
+
+    /// Unlocks if this process holds the lock. A guard inherited by a `fork`ed
+    /// child finds another process's id in the word and leaves it alone.
+    fn unlock(&self) -> bool {
         let owner = self.place.word(OWNER);
-        owner.store(0, Ordering::Release);
+        if owner.compare_exchange(my_pid(), 0, Ordering::Release, Ordering::Relaxed).is_err() {
+            return false;
+        }
         wake(owner, self.place.word(SLEEPERS), 1);
+        true
     }
 
     /// Caps how long a waiter spins before sleeping, in checks (0: sleep at once).
@@ -181,6 +196,8 @@ impl Mutex {
 
 impl Drop for MutexGuard<'_> {
     fn drop(&mut self) {
+        // False only in a forked child, whose copy of the guard must not release the
+        // parent's lock.
         self.mutex.unlock();
     }
 }

@@ -17,6 +17,9 @@
 //! - `wait_on(word, expected, timeout)` / `wake(word, n)`: blocking on a 32-bit word
 //!   in shared memory, across processes (a shared futex on Linux; polling
 //!   elsewhere); `process_alive(pid)`, to tell a dead lock owner from a busy one;
+//! - `current_pid()`: this process's id, cheap and right after `fork`, for the
+//!   ownership checks (only the process that created or claimed something
+//!   releases it implicitly);
 //! - on Unix only: `create_anonymous`, `open_fd`, `inherit_fd`, `raw_fd`, for
 //!   segments with no name, handed to a child process by descriptor.
 //!
@@ -31,7 +34,7 @@ use std::io;
 use std::ptr::NonNull;
 
 pub(crate) use os::{
-    CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, create, free_space, open,
+    CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, create, current_pid, free_space, open,
     process_alive, unlink, wait_on, wait_readable, wake,
 };
 #[cfg(unix)]

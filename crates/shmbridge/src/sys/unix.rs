@@ -231,3 +231,66 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     }
     true
 }
+
+/// This process's id, without a system call on the common path, and right in a
+/// child after `fork` (whichever way it was called).
+///
+/// glibc no longer caches `getpid`, and ownership checks (who may unlink, close a
+/// channel end, unlock) run on hot paths. On Linux the id lives in a page marked
+/// `MADV_WIPEONFORK`: the kernel hands a forked child that page zeroed, so a zero
+/// means "ask again". Elsewhere `getpid` is asked each time.
+pub(crate) fn current_pid() -> u32 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(cached) = pid_page() {
+        let pid = cached.load(std::sync::atomic::Ordering::Relaxed);
+        if pid != 0 {
+            return pid;
+        }
+        let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+        cached.store(pid, std::sync::atomic::Ordering::Relaxed);
+        return pid;
+    }
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// The wipe-on-fork page that caches the pid; `None` if the kernel refuses it
+/// (before Linux 4.14), in which case every call asks the kernel.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn pid_page() -> Option<&'static std::sync::atomic::AtomicU32> {
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicU32;
+
+    struct Page(Option<NonNull<AtomicU32>>);
+    // SAFETY: the page is private to this process, never unmapped, and only
+    // accessed through the AtomicU32 it holds.
+    unsafe impl Send for Page {}
+    // SAFETY: as for Send.
+    unsafe impl Sync for Page {}
+
+    static PAGE: OnceLock<Page> = OnceLock::new();
+    let page = PAGE.get_or_init(|| {
+        let len = rustix::param::page_size();
+        // SAFETY: a fresh private anonymous mapping at an address of the kernel's
+        // choosing cannot overlap anything Rust uses.
+        let mapped = unsafe {
+            mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )
+        };
+        let Ok(ptr) = mapped else { return Page(None) };
+        // SAFETY: ptr/len is the mapping made above, which is ours alone.
+        if unsafe { mm::madvise(ptr, len, mm::Advice::LinuxWipeOnFork) }.is_err() {
+            // SAFETY: the mapping made above, not yet shared with anyone.
+            let _ = unsafe { mm::munmap(ptr, len) };
+            return Page(None);
+        }
+        // The page is zero-filled, page-aligned, and lives for the rest of the process:
+        // a valid, suitably aligned AtomicU32 (0 means "not cached").
+        Page(NonNull::new(ptr.cast::<AtomicU32>()))
+    });
+    // SAFETY: see above: the page stays mapped for the life of the process.
+    page.0.map(|p| unsafe { p.as_ref() })
+}

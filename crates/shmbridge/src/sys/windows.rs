@@ -212,3 +212,9 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     let ok = unsafe { GetExitCodeProcess(handle.0, &mut code) };
     ok != 0 && code == STILL_ACTIVE as u32
 }
+
+/// This process's id (`GetCurrentProcessId` reads it from the process block; no
+/// fork on Windows).
+pub(crate) fn current_pid() -> u32 {
+    std::process::id()
+}
