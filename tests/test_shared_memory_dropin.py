@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -179,7 +180,7 @@ def test_shareable_list_beyond_the_stdlib(cleanup: Cleanup) -> None:
     # Unsupported items are a TypeError; an int beyond 64 bits changes nothing.
     with pytest.raises(TypeError, match="not list"):
         ShareableList([[1]])
-    with pytest.raises(__import__("struct").error):
+    with pytest.raises(struct.error):
         sl[1] = 2**70
     assert sl[1] == 2 and sl.format == "qqqq"
     with pytest.raises(TypeError):
@@ -212,7 +213,7 @@ def test_opening_a_segment_that_holds_no_list_is_a_value_error(
     for i in range(len(sl)):
         try:
             sl[i]
-        except (ValueError, UnicodeDecodeError, __import__("struct").error):
+        except (ValueError, UnicodeDecodeError, struct.error):
             pass
     sl.shm.close()
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.managers
-import os
 import pickle
 import subprocess
 import sys
@@ -406,5 +405,4 @@ def test_shared_memory_tracking(cleanup: Cleanup) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert b"resource_tracker" not in result.stderr
-    shared_memory.SharedMemory(create=False, name=mem.name).close()
-    assert os.path.exists(f"/dev/shm/{mem.name}") or sys.platform != "linux"
+    shared_memory.SharedMemory(create=False, name=mem.name).close()  # still there
