@@ -146,12 +146,14 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, _len: usize) -> io::Result<()> {
 /// Waits until the pipe `handle` has data (or is broken) or `timeout` passes;
 /// `true` if a read will not block. Anonymous pipes cannot be waited on, so this
 /// polls `PeekNamedPipe` with short pauses.
+#[cfg(feature = "worker")]
 pub(crate) fn wait_readable(
-    handle: std::os::windows::io::BorrowedHandle<'_>,
+    pipe: &impl std::os::windows::io::AsHandle,
     timeout: std::time::Duration,
 ) -> io::Result<bool> {
     use std::os::windows::io::AsRawHandle;
     use windows_sys::Win32::System::Pipes::PeekNamedPipe;
+    let handle = pipe.as_handle();
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let mut available = 0u32;

@@ -55,10 +55,12 @@ use serde_json::{Value, json};
 use crate::channel::{Channel, ChannelError, Receiver, Sender};
 use crate::error::{Error, Result};
 
+mod arguments;
+
+pub use arguments::MARKER;
+
 /// The protocol version this build speaks.
 pub const PROTOCOL: u64 = 1;
-/// The key that marks a shared-memory reference in call arguments.
-pub const MARKER: &str = "__shmbridge__";
 /// Bytes of the worker's stderr kept for error messages.
 const STDERR_TAIL: usize = 8 * 1024;
 
@@ -174,13 +176,14 @@ impl WorkerBuilder {
     /// it in the arguments directly).
     #[cfg(unix)]
     pub fn share(&mut self, segment: &crate::SharedMemory) -> Result<&mut Self> {
-        let handle = segment.handle().ok_or_else(|| Error::Protocol {
+        use std::os::fd::AsRawFd;
+        let fd = segment.as_fd().ok_or_else(|| Error::Protocol {
             reason: format!(
                 "segment {:?} has a name; pass it in a call's arguments instead of sharing it",
                 segment.name()
             ),
         })?;
-        self.shared_fds.push(crate::sys::raw_fd(handle));
+        self.shared_fds.push(fd.as_raw_fd());
         Ok(self)
     }
 
@@ -643,16 +646,7 @@ impl Shared {
             if now >= deadline {
                 return None;
             }
-            #[cfg(unix)]
-            let readable = crate::sys::wait_readable(
-                std::os::fd::AsFd::as_fd(replies.get_ref()),
-                deadline - now,
-            );
-            #[cfg(windows)]
-            let readable = crate::sys::wait_readable(
-                std::os::windows::io::AsHandle::as_handle(replies.get_ref()),
-                deadline - now,
-            );
+            let readable = crate::sys::wait_readable(replies.get_ref(), deadline - now);
             if readable.unwrap_or(true) {
                 break;
             }
