@@ -14,7 +14,8 @@
 //!   `Mapping::unmap`, which reports the error);
 //! - `free_space()`: bytes left for new segments, where the platform tells;
 //! - for the worker's pipes to its child (feature `worker`): `wait_readable(pipe,
-//!   timeout)`, and on Unix `inherit_fd`;
+//!   timeout)`, `wait_writable(pipe, timeout)`, `set_nonblocking(pipe)` (`false`
+//!   where writes cannot be made to return early), and on Unix `inherit_fd`;
 //! - `wait_on(word, expected, timeout)` / `wake(word, n)`: blocking on a 32-bit word
 //!   in shared memory, across processes (a shared futex on Linux; polling
 //!   elsewhere); `process_alive(pid)`, to tell a dead lock owner from a busy one;
@@ -33,14 +34,14 @@ use std::ptr::NonNull;
 
 #[cfg(all(unix, feature = "worker"))]
 pub(crate) use os::inherit_fd;
-#[cfg(feature = "worker")]
-pub(crate) use os::wait_readable;
 pub(crate) use os::{
     CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, create, free_space, open,
     process_alive, unlink, wait_on, wake,
 };
 #[cfg(unix)]
 pub(crate) use os::{create_anonymous, open_fd};
+#[cfg(feature = "worker")]
+pub(crate) use os::{set_nonblocking, wait_readable, wait_writable};
 
 /// A shared mapping of a segment into this process; unmapped on drop.
 pub(crate) struct Mapping {

@@ -158,6 +158,13 @@ pub(crate) fn wait_readable(pipe: &impl AsFd, timeout: std::time::Duration) -> i
     poll_one(pipe.as_fd(), rustix::event::PollFlags::IN, timeout)
 }
 
+/// Waits until `pipe` has room for a write (or its reader is gone, which the write
+/// will report) or `timeout` passes; `true` if a write will not wait.
+#[cfg(feature = "worker")]
+pub(crate) fn wait_writable(pipe: &impl AsFd, timeout: std::time::Duration) -> io::Result<bool> {
+    poll_one(pipe.as_fd(), rustix::event::PollFlags::OUT, timeout)
+}
+
 #[cfg(feature = "worker")]
 fn poll_one(
     fd: BorrowedFd<'_>,
@@ -176,6 +183,17 @@ fn poll_one(
         Err(rustix::io::Errno::INTR) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Makes writes to our end of `pipe` take what fits and fail with `WouldBlock`
+/// instead of waiting for room, so that a writer can keep a deadline; `true`: done
+/// (always, here). The flag is our end's alone: the child reads from its own end
+/// of the pipe, an open file of its own.
+#[cfg(feature = "worker")]
+pub(crate) fn set_nonblocking(pipe: &impl AsFd) -> io::Result<bool> {
+    let flags = fs::fcntl_getfl(pipe)?;
+    fs::fcntl_setfl(pipe, flags | fs::OFlags::NONBLOCK)?;
+    Ok(true)
 }
 
 /// Sleeps while `word` holds `expected`: until another process or thread calls

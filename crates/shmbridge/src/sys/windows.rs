@@ -179,6 +179,25 @@ pub(crate) fn wait_readable(
     }
 }
 
+/// `true` at once: an anonymous pipe does not tell how much room it has. Unused
+/// while [`set_nonblocking`] says it cannot make writes return early here.
+#[cfg(feature = "worker")]
+pub(crate) fn wait_writable(
+    pipe: &impl std::os::windows::io::AsHandle,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    let _ = (pipe.as_handle(), timeout);
+    Ok(true)
+}
+
+/// `false`: std's writes to a child's pipe wait until it has room, whatever the
+/// handle's mode, so the worker writes to it the blocking way here.
+#[cfg(feature = "worker")]
+pub(crate) fn set_nonblocking(pipe: &impl std::os::windows::io::AsHandle) -> io::Result<bool> {
+    let _ = pipe.as_handle();
+    Ok(false)
+}
+
 /// Sleeps briefly: Windows has no wait on an address shared between processes
 /// (`WaitOnAddress` is per process), so waiters poll. Callers re-check.
 pub(crate) fn wait_on(
