@@ -39,7 +39,7 @@
 //! from several threads at once; answers are matched to calls by id. Every call
 //! keeps its own timeout, while it waits to write its request as while it waits
 //! for the answer, and a worker that dies, whatever it was doing, is reported as
-//! [`Error::WorkerExited`](crate::Error::WorkerExited) at once: waiting callers
+//! [`Error::WorkerExited`] at once: waiting callers
 //! check the process itself every 20 ms.
 
 use std::collections::HashMap;
@@ -638,7 +638,8 @@ impl Shared {
                     Err(ChannelError::Timeout) if !self.has_exited() => {}
                     Err(ChannelError::Timeout) => {
                         // An answer it published before it died is still delivered.
-                        if let Ok(line) = receiver.try_recv().map(|m| text(&m)) {
+                        let now = Some(Instant::now());
+                        if let Ok(line) = receiver.recv_deadline(now).map(|m| text(&m)) {
                             return Some(Ok(line));
                         }
                         self.end();
