@@ -25,8 +25,24 @@
 //!
 //! Everything that can fail returns [`Error`], which names the segment and says
 //! what to do next.
+//!
+//! # Features
+//!
+//! - `worker` (on by default): the module `worker`, which starts a Python process and calls
+//!   the functions it registered; it brings `serde` and `serde_json`. Without it the
+//!   crate depends on neither.
+//! - `ndarray`: `ndarray` views of [`SharedArray`](array::SharedArray)s.
+//!
+//! # Layers
+//!
+//! Each module uses only those below it, so any one of them can be read, tested
+//! and built without the ones above: `sys` (the only code that talks to the OS)
+//! and `error` at the bottom; then names, [`SharedMemory`] and its options and
+//! views; then [`array`](mod@array) and [`sync`]; then [`channel`]; then `worker` on top.
+//! The test `tests/layers.rs` holds the code to that.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod array;
 pub mod channel;
@@ -38,6 +54,8 @@ mod segment;
 pub mod sync;
 mod sys;
 mod view;
+#[cfg(feature = "worker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "worker")))]
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -1,7 +1,8 @@
-//! The builder for creating and opening segments.
+//! Creating and opening segments: the builder, and [`SharedMemory`]'s shortcuts
+//! to it.
 
 use crate::error::{Error, Result};
-use crate::name::canonical_name;
+use crate::name::{canonical_name, unique_name};
 use crate::segment::SharedMemory;
 use crate::sys;
 
@@ -262,5 +263,85 @@ fn map_error(name: &str, size: u64, e: std::io::Error) -> Error {
         Error::NoSpace { name: name.to_owned(), size, available: None }
     } else {
         Error::from_os(name, "mmap", e)
+    }
+}
+
+/// The shortcuts for the common cases; the builder holds the rest.
+impl SharedMemory {
+    /// The options builder, for what [`create`](Self::create) and
+    /// [`open`](Self::open) do not cover.
+    pub fn options() -> SharedMemoryOptions {
+        SharedMemoryOptions::new()
+    }
+
+    /// Creates a new segment of `size` bytes, filled with zeros, readable and
+    /// writable by this user only (mode `0o600`).
+    ///
+    /// The name is unlinked when the returned value is closed or dropped.
+    ///
+    /// # Errors
+    ///
+    /// See [`SharedMemoryOptions::create`]; an existing name is
+    /// [`Error::AlreadyExists`].
+    pub fn create(name: &str, size: usize) -> Result<Self> {
+        Self::options().create(name, size)
+    }
+
+    /// Creates a new segment under a fresh [`unique_name`] with `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create); a name collision is retried, not reported.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let shm = shmbridge::SharedMemory::create_unique("doc_unique", 64)?;
+    /// assert!(shm.name().starts_with("/doc_unique_"));
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
+    pub fn create_unique(prefix: &str, size: usize) -> Result<Self> {
+        let mut attempts = 0;
+        loop {
+            match Self::create(&unique_name(prefix)?, size) {
+                Err(Error::AlreadyExists { .. }) if attempts < 8 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Opens an existing segment, writable; its size is the segment's own.
+    ///
+    /// # Errors
+    ///
+    /// See [`SharedMemoryOptions::open`]; a missing name is [`Error::NotFound`].
+    pub fn open(name: &str) -> Result<Self> {
+        Self::options().open(name)
+    }
+
+    /// Creates a segment with no name at all (a memfd on Linux), zero-filled.
+    ///
+    /// Nobody can open it by name; a child process reaches it through its
+    /// descriptor ([`as_fd`](Self::as_fd)), for instance by the worker's
+    /// `WorkerBuilder::share`. It goes away when the last process unmaps it, so it
+    /// can never leak.
+    ///
+    /// # Errors
+    ///
+    /// As [`SharedMemoryOptions::create_anonymous`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[cfg(unix)] {
+    /// let mut shm = shmbridge::SharedMemory::anonymous(4096)?;
+    /// shm.write_all_at(b"no name", 0)?;
+    /// assert_eq!(shm.name(), "(anonymous)");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(unix)]
+    pub fn anonymous(size: usize) -> Result<Self> {
+        Self::options().create_anonymous(size)
     }
 }

@@ -4,8 +4,7 @@ use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::error::{Error, Result};
-use crate::name::{canonical_name, unique_name};
-use crate::options::SharedMemoryOptions;
+use crate::name::canonical_name;
 use crate::owner::Owner;
 use crate::sys;
 
@@ -107,93 +106,12 @@ impl SharedMemory {
         Self { mapping, handle: Some(handle), name, writable, unlink_on_drop, creator, pos: 0 }
     }
 
-    /// Creates a segment with no name at all (a memfd on Linux), zero-filled.
-    ///
-    /// Nobody can open it by name; a child process reaches it through its
-    /// descriptor ([`as_fd`](Self::as_fd)), for instance by
-    /// [`WorkerBuilder::share`](crate::worker::WorkerBuilder::share). It goes away
-    /// when the last process unmaps it, so it can never leak.
-    ///
-    /// # Errors
-    ///
-    /// As [`SharedMemoryOptions::create_anonymous`].
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// # #[cfg(unix)] {
-    /// let mut shm = shmbridge::SharedMemory::anonymous(4096)?;
-    /// shm.write_all_at(b"no name", 0)?;
-    /// assert_eq!(shm.name(), "(anonymous)");
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[cfg(unix)]
-    pub fn anonymous(size: usize) -> Result<Self> {
-        Self::options().create_anonymous(size)
-    }
-
     /// The descriptor of a segment reached by descriptor (anonymous, or opened
-    /// with [`SharedMemoryOptions::open_fd`]); `None` for named segments.
+    /// with [`SharedMemoryOptions::open_fd`](crate::SharedMemoryOptions::open_fd));
+    /// `None` for named segments.
     #[cfg(unix)]
     pub fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.handle.as_ref().map(sys::Handle::as_fd)
-    }
-
-    #[cfg(unix)]
-    pub(crate) fn handle(&self) -> Option<&sys::Handle> {
-        self.handle.as_ref()
-    }
-
-    /// The options builder, for what [`create`](Self::create) and
-    /// [`open`](Self::open) do not cover.
-    pub fn options() -> SharedMemoryOptions {
-        SharedMemoryOptions::new()
-    }
-
-    /// Creates a new segment of `size` bytes, filled with zeros, readable and
-    /// writable by this user only (mode `0o600`).
-    ///
-    /// The name is unlinked when the returned value is closed or dropped.
-    ///
-    /// # Errors
-    ///
-    /// See [`SharedMemoryOptions::create`]; an existing name is
-    /// [`Error::AlreadyExists`].
-    pub fn create(name: &str, size: usize) -> Result<Self> {
-        Self::options().create(name, size)
-    }
-
-    /// Creates a new segment under a fresh [`unique_name`] with `prefix`.
-    ///
-    /// # Errors
-    ///
-    /// As [`create`](Self::create); a name collision is retried, not reported.
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// let shm = shmbridge::SharedMemory::create_unique("doc_unique", 64)?;
-    /// assert!(shm.name().starts_with("/doc_unique_"));
-    /// # Ok::<(), shmbridge::Error>(())
-    /// ```
-    pub fn create_unique(prefix: &str, size: usize) -> Result<Self> {
-        let mut attempts = 0;
-        loop {
-            match Self::create(&unique_name(prefix)?, size) {
-                Err(Error::AlreadyExists { .. }) if attempts < 8 => attempts += 1,
-                other => return other,
-            }
-        }
-    }
-
-    /// Opens an existing segment, writable; its size is the segment's own.
-    ///
-    /// # Errors
-    ///
-    /// See [`SharedMemoryOptions::open`]; a missing name is [`Error::NotFound`].
-    pub fn open(name: &str) -> Result<Self> {
-        Self::options().open(name)
     }
 
     /// The segment's name, in canonical form (with its leading `/`); `"(anonymous)"`
@@ -491,29 +409,5 @@ impl Drop for SharedMemory {
         if self.unlinks_on_drop() {
             let _ = sys::unlink(&self.name);
         }
-    }
-}
-
-/// A segment serializes as a reference, `{"__shmbridge__": "segment", "name": ...,
-/// "readonly": ...}` (or `"fd"` with the descriptor, for an anonymous segment), so
-/// that a segment inside a worker call's arguments arrives in the Python handler as
-/// an opened `SharedMemory`. See `docs/FORMAT.md`.
-impl serde::Serialize for SharedMemory {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(3))?;
-        match self.handle.as_ref() {
-            #[cfg(unix)]
-            Some(handle) => {
-                map.serialize_entry(crate::worker::MARKER, "fd")?;
-                map.serialize_entry("fd", &sys::raw_fd(handle))?;
-            }
-            _ => {
-                map.serialize_entry(crate::worker::MARKER, "segment")?;
-                map.serialize_entry("name", &self.name)?;
-            }
-        }
-        map.serialize_entry("readonly", &!self.writable)?;
-        map.end()
     }
 }

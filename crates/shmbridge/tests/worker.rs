@@ -3,14 +3,19 @@
 //! memory in the arguments, startup failures, and clean shutdown.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shmbridge::array::SharedArray;
-use shmbridge::worker::{Worker, WorkerBuilder};
+use shmbridge::sync::Event;
+use shmbridge::worker::{Transport, Worker, WorkerBuilder};
 use shmbridge::{Error, SharedMemory};
 
 const T: Duration = Duration::from_secs(60);
+/// How late past its deadline a call may return: generous, for a loaded machine
+/// scheduling 40 threads on 2 cores. A call stuck behind a blocked write took
+/// 5-20 s, far beyond it.
+const MARGIN: Duration = Duration::from_secs(2);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -249,9 +254,13 @@ fn startup_failures_say_why() {
         "{err:?}"
     );
 
-    let err =
-        script("never_ready.py").startup_timeout(Duration::from_millis(300)).spawn().unwrap_err();
-    assert!(matches!(&err, Error::Timeout { function, .. } if function == "(startup)"), "{err:?}");
+    let startup = Duration::from_millis(300);
+    let err = script("never_ready.py").startup_timeout(startup).spawn().unwrap_err();
+    assert!(
+        matches!(&err, Error::Timeout { function, after } if function == "(startup)" && *after == startup),
+        "the error names the startup timeout: {err:?}"
+    );
+    assert!(err.to_string().contains("within 300ms"), "{err}");
 
     let err = Worker::script("x.py").python("/nonexistent/python3").spawn().unwrap_err();
     assert!(matches!(&err, Error::Spawn { .. }), "{err:?}");
@@ -307,10 +316,183 @@ fn readers_that_time_out_hand_over_to_the_others() {
     assert_eq!(worker.call::<i64>("add", json!({"a": 1, "b": 2}), T).unwrap(), 3);
 }
 
+/// A worker that dies right after its handshake, before it reads a request (also
+/// with a child of its own holding its pipes open): every call gets WorkerExited
+/// with the status and the last words, not a timeout.
+fn death_before_the_first_request(transport: Transport) {
+    let cases = [
+        ("dies_after_handshake.py", 5, "dying before the first request"),
+        ("dies_leaving_pipes_open.py", 6, "dying with my pipes held open"),
+    ];
+    for (name, code, last_words) in cases {
+        let worker = script(name).transport(transport).forward_stderr(false).spawn().unwrap();
+        for _ in 0..2 {
+            let err = worker
+                .call::<Value>("add", json!({"a": 1, "b": 2}), Duration::from_secs(30))
+                .unwrap_err();
+            let Error::WorkerExited { status, stderr_tail, .. } = &err else {
+                panic!("{name}: {err:?}")
+            };
+            assert_eq!(status.and_then(|s| s.code()), Some(code), "{name}: {err}");
+            assert!(stderr_tail.contains(last_words), "{name}: {stderr_tail}");
+        }
+        assert!(!worker.is_alive());
+    }
+}
+
+#[test]
+fn death_before_the_first_request_is_worker_exited() {
+    death_before_the_first_request(Transport::Pipe);
+}
+
+/// Two events and the arguments of `hold`: the worker signals `started`, then reads
+/// nothing until `release` (or `seconds`), then exits with `exit_code` if given.
+struct Hold {
+    started: Event,
+    release: Event,
+    args: Value,
+}
+
+impl Hold {
+    fn new(exit_code: Option<i32>) -> Self {
+        let started_name = shmbridge::unique_name("tw_started").unwrap();
+        let release_name = shmbridge::unique_name("tw_release").unwrap();
+        let started = Event::create(&started_name, false).unwrap();
+        let release = Event::create(&release_name, false).unwrap();
+        let args = json!({"started": started_name, "release": release_name, "seconds": 20,
+                          "exit_code": exit_code});
+        Self { started, release, args }
+    }
+}
+
+type Outcome = (Duration, Duration, Result<Value, Error>);
+
+/// Calls `echo(**args)` from one thread per timeout, all at once; runs `meanwhile`
+/// once every thread is about to call. Returns each call's timeout, how long it
+/// took, and its result.
+fn call_from_threads(
+    worker: &Worker,
+    args: &Value,
+    timeouts: &[Duration],
+    meanwhile: impl FnOnce(),
+) -> Vec<Outcome> {
+    let ready = std::sync::Barrier::new(timeouts.len() + 1);
+    std::thread::scope(|scope| {
+        let callers: Vec<_> = timeouts
+            .iter()
+            .map(|&timeout| {
+                let ready = &ready;
+                scope.spawn(move || {
+                    ready.wait();
+                    let start = Instant::now();
+                    let result = worker.call::<Value>("echo", args, timeout);
+                    (timeout, start.elapsed(), result)
+                })
+            })
+            .collect();
+        ready.wait();
+        meanwhile();
+        callers.into_iter().map(|caller| caller.join().unwrap()).collect()
+    })
+}
+
+fn describe(outcomes: &[&Outcome]) -> String {
+    let lines: Vec<_> = outcomes
+        .iter()
+        .map(|(timeout, took, result)| {
+            let result = result.as_ref().map(|_| "an answer");
+            format!("timeout {timeout:?}: took {took:?}, {result:?}")
+        })
+        .collect();
+    lines.join("\n")
+}
+
+fn holding_server(transport: Transport) -> Worker {
+    script("testserver.py")
+        .transport(transport)
+        .forward_stderr(false)
+        .shutdown_timeout(Duration::from_millis(100))
+        .spawn()
+        .unwrap()
+}
+
+/// While the worker reads nothing, 40 callers whose requests (of `request_bytes`)
+/// fill the pipe or ring, each with its own timeout, all return Timeout within
+/// their deadline; afterwards a request cut short does not corrupt the stream.
+fn blocked_requests_keep_their_deadlines(transport: Transport, request_bytes: usize) {
+    let worker = holding_server(transport);
+    let big = json!({"blob": "x".repeat(request_bytes)});
+    let timeouts: Vec<_> = (0..40).map(|i| Duration::from_millis(200 + 25 * i)).collect();
+    let hold = Hold::new(None);
+    std::thread::scope(|scope| {
+        let holder = scope.spawn(|| worker.call::<Value>("hold", &hold.args, T));
+        assert!(hold.started.wait_timeout(T), "the worker never started holding");
+        let outcomes = call_from_threads(&worker, &big, &timeouts, || {});
+        hold.release.set();
+        let wrong: Vec<_> = outcomes
+            .iter()
+            .filter(|(timeout, took, result)| {
+                !matches!(result, Err(Error::Timeout { .. })) || *took > *timeout + MARGIN
+            })
+            .collect();
+        assert!(wrong.is_empty(), "calls not back by their deadline:\n{}", describe(&wrong));
+        assert_eq!(holder.join().unwrap().unwrap(), json!(true), "the held call's own answer");
+    });
+    // The worker now reads what was written, a request cut short included (its
+    // remainder goes first), and every later call gets its own answer.
+    for i in 0..3i64 {
+        assert_eq!(worker.call::<i64>("add", json!({"a": i, "b": 1}), T).unwrap(), i + 1);
+    }
+    let other = json!({"blob": "y".repeat(request_bytes)});
+    assert_eq!(worker.call::<Value>("echo", &other, T).unwrap(), other);
+}
+
+#[test]
+fn blocked_requests_keep_their_deadlines_on_the_pipe() {
+    blocked_requests_keep_their_deadlines(Transport::Pipe, 256 << 10);
+}
+
+/// A worker that dies while 40 callers (with a minute each) wait to write their
+/// requests into a full pipe or ring: each gets WorkerExited, none waits its minute.
+fn death_while_requests_wait(transport: Transport, request_bytes: usize) {
+    let worker = holding_server(transport);
+    let big = json!({"blob": "x".repeat(request_bytes)});
+    let hold = Hold::new(Some(7));
+    std::thread::scope(|scope| {
+        let holder = scope.spawn(|| worker.call::<Value>("hold", &hold.args, T));
+        assert!(hold.started.wait_timeout(T), "the worker never started holding");
+        // Fill the pipe or ring: these time out, and what they wrote stays unread.
+        let fill = [Duration::from_millis(300); 8];
+        let filled = call_from_threads(&worker, &big, &fill, || {});
+        let wrong: Vec<_> =
+            filled.iter().filter(|(.., r)| !matches!(r, Err(Error::Timeout { .. }))).collect();
+        assert!(
+            wrong.is_empty(),
+            "calls that filled the way did not time out:\n{}",
+            describe(&wrong)
+        );
+        // The worker exits as soon as these are on their way.
+        let mut outcomes = call_from_threads(&worker, &big, &[T; 40], || hold.release.set());
+        outcomes.push((T, Duration::ZERO, holder.join().unwrap())); // the held call too
+        let wrong: Vec<_> = outcomes
+            .iter()
+            .filter(|(.., result)| {
+                !matches!(result, Err(Error::WorkerExited { status, .. })
+                    if status.and_then(|s| s.code()) == Some(7))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "not WorkerExited:\n{}", describe(&wrong));
+    });
+}
+
+#[test]
+fn death_while_requests_wait_on_the_pipe() {
+    death_while_requests_wait(Transport::Pipe, 256 << 10);
+}
+
 /// The same calls over the shared-memory transport.
 mod shared_memory_transport {
     use super::*;
-    use shmbridge::worker::Transport;
 
     fn server() -> Worker {
         script("testserver.py")
@@ -359,6 +541,30 @@ mod shared_memory_transport {
         let err = worker.call::<Value>("exit_now", json!({"code": 4}), T).unwrap_err();
         let Error::WorkerExited { status, .. } = &err else { panic!("{err:?}") };
         assert_eq!(status.and_then(|s| s.code()), Some(4));
+    }
+
+    #[test]
+    fn death_before_the_first_request_is_worker_exited() {
+        super::death_before_the_first_request(Transport::SharedMemory { capacity: 1 << 16 });
+        // A real server that dies in its very first call.
+        let worker = server();
+        let err = worker.call::<Value>("exit_now", json!({"code": 3}), T).unwrap_err();
+        let Error::WorkerExited { status, stderr_tail, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(status.and_then(|s| s.code()), Some(3));
+        assert!(stderr_tail.contains("exiting on purpose"), "{stderr_tail}");
+    }
+
+    /// A ring of 64 KiB holds three requests of 16 KiB.
+    const SMALL_RING: Transport = Transport::SharedMemory { capacity: 64 << 10 };
+
+    #[test]
+    fn blocked_requests_keep_their_deadlines() {
+        super::blocked_requests_keep_their_deadlines(SMALL_RING, 16 << 10);
+    }
+
+    #[test]
+    fn death_while_requests_wait() {
+        super::death_while_requests_wait(SMALL_RING, 16 << 10);
     }
 
     #[test]

@@ -281,6 +281,11 @@ impl<T: Element> SharedArray<T> {
         self.inner.name()
     }
 
+    /// Whether the elements may be written (`false` for a read-only open).
+    pub fn is_writable(&self) -> bool {
+        self.inner.is_writable()
+    }
+
     /// Length of each dimension; empty for a 0-d array.
     pub fn shape(&self) -> &[usize] {
         self.inner.layout.shape()
@@ -344,6 +349,7 @@ impl<T: Element> SharedArray<T> {
 }
 
 #[cfg(feature = "ndarray")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ndarray")))]
 impl<T: Element> SharedArray<T> {
     fn nd_shape(&self) -> ndarray::StrideShape<ndarray::IxDyn> {
         use ndarray::ShapeBuilder;
@@ -368,26 +374,5 @@ impl<T: Element> SharedArray<T> {
         let data = self.as_mut_slice()?;
         Ok(ndarray::ArrayViewMutD::from_shape(shape, data)
             .expect("a validated contiguous layout is a valid ndarray shape"))
-    }
-}
-
-/// An array serializes as a reference, `{"__shmbridge__": "array", "name": ...,
-/// "readonly": ...}`: inside a worker call's arguments it arrives in the Python
-/// handler as a NumPy array opened by name.
-impl serde::Serialize for ArraySegment {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(3))?;
-        map.serialize_entry(crate::worker::MARKER, "array")?;
-        map.serialize_entry("name", self.name())?;
-        map.serialize_entry("readonly", &!self.is_writable())?;
-        map.end()
-    }
-}
-
-/// As for [`ArraySegment`].
-impl<T: Element> serde::Serialize for SharedArray<T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.inner.serialize(serializer)
     }
 }

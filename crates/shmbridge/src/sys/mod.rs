@@ -13,7 +13,9 @@
 //!   len)`, which this module wraps in `Mapping` (unmapped on drop, or by
 //!   `Mapping::unmap`, which reports the error);
 //! - `free_space()`: bytes left for new segments, where the platform tells;
-//! - `wait_readable(pipe, timeout)`: waits for a child's pipe to have data;
+//! - for the worker's pipes to its child (feature `worker`): `wait_readable(pipe,
+//!   timeout)`, `wait_writable(pipe, timeout)`, `set_nonblocking(pipe)` (`false`
+//!   where writes cannot be made to return early), and on Unix `inherit_fd`;
 //! - `wait_on(word, expected, timeout)` / `wake(word, n)`: blocking on a 32-bit word
 //!   in shared memory, across processes (a shared futex on Linux; polling
 //!   elsewhere); `process_alive(pid)`, to tell a dead lock owner from a busy one;
@@ -22,8 +24,8 @@
 //! - `current_pid()`: this process's id, cheap and right after `fork`, for the
 //!   ownership checks (only the process that created or claimed something
 //!   releases it implicitly);
-//! - on Unix only: `create_anonymous`, `open_fd`, `inherit_fd`, `raw_fd`, for
-//!   segments with no name, handed to a child process by descriptor.
+//! - on Unix only: `create_anonymous`, `open_fd`, for segments with no name,
+//!   handed to a child process by descriptor.
 //!
 //! Linux and macOS share POSIX shared memory (`shm_open` + `mmap`) in `unix.rs`;
 //! Windows uses named file mappings in `windows.rs`.
@@ -35,12 +37,16 @@ mod os;
 use std::io;
 use std::ptr::NonNull;
 
+#[cfg(all(unix, feature = "worker"))]
+pub(crate) use os::inherit_fd;
 pub(crate) use os::{
     CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, ProcessWatch, create, current_pid,
-    free_space, open, process_alive, unlink, wait_on, wait_readable, wake,
+    free_space, open, process_alive, unlink, wait_on, wake,
 };
 #[cfg(unix)]
-pub(crate) use os::{create_anonymous, inherit_fd, open_fd, raw_fd};
+pub(crate) use os::{create_anonymous, open_fd};
+#[cfg(feature = "worker")]
+pub(crate) use os::{set_nonblocking, wait_readable, wait_writable};
 
 /// A shared mapping of a segment into this process; unmapped on drop.
 pub(crate) struct Mapping {

@@ -1,7 +1,7 @@
 //! POSIX shared memory, for Linux and macOS.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
 use rustix::fs::{self, Mode};
@@ -62,7 +62,11 @@ pub(crate) fn create_anonymous(size: usize, reserve: bool) -> io::Result<Handle>
     let fd = fs::memfd_create("shmbridge", fs::MemfdFlags::CLOEXEC)?;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let fd = {
-        let name = crate::name::unique_name("anon").map_err(io::Error::other)?;
+        // A scratch name, gone again at once: pid and a random part keep it apart
+        // from other processes' (O_EXCL refuses a collision rather than share).
+        use std::hash::BuildHasher;
+        let random = std::collections::hash_map::RandomState::new().hash_one(()) as u32;
+        let name = format!("/anon_{}_{random:08x}", std::process::id());
         let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
         let fd = shm::open(name.as_str(), flags, Mode::RUSR | Mode::WUSR)?;
         shm::unlink(name.as_str())?;
@@ -82,16 +86,12 @@ pub(crate) fn open_fd(fd: BorrowedFd<'_>) -> io::Result<(Handle, u64)> {
 
 /// Lets a child process inherit `fd`: clears its close-on-exec flag. Meant for the
 /// child side of a fork, before exec (async-signal-safe: one fcntl).
-pub(crate) fn inherit_fd(fd: RawFd) -> io::Result<()> {
+#[cfg(feature = "worker")]
+pub(crate) fn inherit_fd(fd: std::os::fd::RawFd) -> io::Result<()> {
     // SAFETY: the caller passes a descriptor it keeps open across this call (the
     // parent's Handle, alive while the child is spawned).
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     Ok(rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?)
-}
-
-/// The raw descriptor of a handle, for passing its number to a child.
-pub(crate) fn raw_fd(handle: &Handle) -> RawFd {
-    handle.0.as_raw_fd()
 }
 
 pub(crate) fn open(name: &str, writable: bool) -> io::Result<(Handle, u64)> {
@@ -151,21 +151,49 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits until `fd` can be read (data, end of file, or an error to report) or
+/// Waits until `pipe` can be read (data, end of file, or an error to report) or
 /// `timeout` passes; `true` if readable.
-pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+#[cfg(feature = "worker")]
+pub(crate) fn wait_readable(pipe: &impl AsFd, timeout: std::time::Duration) -> io::Result<bool> {
+    poll_one(pipe.as_fd(), rustix::event::PollFlags::IN, timeout)
+}
+
+/// Waits until `pipe` has room for a write (or its reader is gone, which the write
+/// will report) or `timeout` passes; `true` if a write will not wait.
+#[cfg(feature = "worker")]
+pub(crate) fn wait_writable(pipe: &impl AsFd, timeout: std::time::Duration) -> io::Result<bool> {
+    poll_one(pipe.as_fd(), rustix::event::PollFlags::OUT, timeout)
+}
+
+#[cfg(feature = "worker")]
+fn poll_one(
+    fd: BorrowedFd<'_>,
+    events: rustix::event::PollFlags,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    use rustix::event::{PollFd, Timespec, poll};
     let timeout = Timespec {
         tv_sec: timeout.as_secs().min(i64::MAX as u64) as _,
         tv_nsec: timeout.subsec_nanos() as _,
     };
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let mut fds = [PollFd::new(&fd, events)];
     match poll(&mut fds, Some(&timeout)) {
         Ok(n) => Ok(n > 0),
         // A signal cut the wait short: the caller loops with its deadline.
         Err(rustix::io::Errno::INTR) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Makes writes to our end of `pipe` take what fits and fail with `WouldBlock`
+/// instead of waiting for room, so that a writer can keep a deadline; `true`: done
+/// (always, here). The flag is our end's alone: the child reads from its own end
+/// of the pipe, an open file of its own.
+#[cfg(feature = "worker")]
+pub(crate) fn set_nonblocking(pipe: &impl AsFd) -> io::Result<bool> {
+    let flags = fs::fcntl_getfl(pipe)?;
+    fs::fcntl_setfl(pipe, flags | fs::OFlags::NONBLOCK)?;
+    Ok(true)
 }
 
 /// Sleeps while `word` holds `expected`: until another process or thread calls

@@ -146,12 +146,14 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, _len: usize) -> io::Result<()> {
 /// Waits until the pipe `handle` has data (or is broken) or `timeout` passes;
 /// `true` if a read will not block. Anonymous pipes cannot be waited on, so this
 /// polls `PeekNamedPipe` with short pauses.
+#[cfg(feature = "worker")]
 pub(crate) fn wait_readable(
-    handle: std::os::windows::io::BorrowedHandle<'_>,
+    pipe: &impl std::os::windows::io::AsHandle,
     timeout: std::time::Duration,
 ) -> io::Result<bool> {
     use std::os::windows::io::AsRawHandle;
     use windows_sys::Win32::System::Pipes::PeekNamedPipe;
+    let handle = pipe.as_handle();
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let mut available = 0u32;
@@ -175,6 +177,25 @@ pub(crate) fn wait_readable(
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
+}
+
+/// `true` at once: an anonymous pipe does not tell how much room it has. Unused
+/// while [`set_nonblocking`] says it cannot make writes return early here.
+#[cfg(feature = "worker")]
+pub(crate) fn wait_writable(
+    pipe: &impl std::os::windows::io::AsHandle,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
+    let _ = (pipe.as_handle(), timeout);
+    Ok(true)
+}
+
+/// `false`: std's writes to a child's pipe wait until it has room, whatever the
+/// handle's mode, so the worker writes to it the blocking way here.
+#[cfg(feature = "worker")]
+pub(crate) fn set_nonblocking(pipe: &impl std::os::windows::io::AsHandle) -> io::Result<bool> {
+    let _ = pipe.as_handle();
+    Ok(false)
 }
 
 /// Sleeps briefly: Windows has no wait on an address shared between processes

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from shmbridge import Server
+from shmbridge import Event, Server
 
 server = Server()
 
@@ -39,6 +39,19 @@ def noisy():
 def slow(seconds):
     time.sleep(seconds)  # simulated work, longer than the caller's timeout
     return "late"
+
+
+@server.register
+def hold(started, release, seconds, exit_code=None):
+    """Sets the event `started`, then reads no request until the event `release` is
+    set (or `seconds` pass); then exits with `exit_code` if one is given."""
+    Event.open(started).set()
+    released = Event.open(release).wait(seconds)
+    if exit_code is not None:
+        sys.stderr.write("exiting after the hold\n")
+        sys.stderr.flush()
+        os._exit(exit_code)
+    return released
 
 
 @server.register

@@ -36,13 +36,17 @@
 //! The transport is JSON lines over the child's stdin and stdout, specified in
 //! `docs/FORMAT.md`; the server moves them out of user code's reach, so what the
 //! child prints goes to its stderr and cannot corrupt the protocol. Calls may come
-//! from several threads at once; answers are matched to calls by id.
+//! from several threads at once; answers are matched to calls by id. Every call
+//! keeps its own timeout, while it waits to write its request as while it waits
+//! for the answer, and a worker that dies, whatever it was doing, is reported as
+//! [`Error::WorkerExited`] at once: waiting callers
+//! check the process itself every 20 ms.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError, mpsc};
 use std::thread::JoinHandle;
@@ -52,13 +56,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::channel::{Channel, ChannelError, Receiver, Sender};
+use crate::channel::{Channel, ChannelError, Receiver};
 use crate::error::{Error, Result};
+use crate::sys;
+
+mod arguments;
+mod outbox;
+
+pub use arguments::MARKER;
+use outbox::{Outbox, Unsent};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL: u64 = 1;
-/// The key that marks a shared-memory reference in call arguments.
-pub const MARKER: &str = "__shmbridge__";
 /// Bytes of the worker's stderr kept for error messages.
 const STDERR_TAIL: usize = 8 * 1024;
 
@@ -174,13 +183,14 @@ impl WorkerBuilder {
     /// it in the arguments directly).
     #[cfg(unix)]
     pub fn share(&mut self, segment: &crate::SharedMemory) -> Result<&mut Self> {
-        let handle = segment.handle().ok_or_else(|| Error::Protocol {
+        use std::os::fd::AsRawFd;
+        let fd = segment.as_fd().ok_or_else(|| Error::Protocol {
             reason: format!(
                 "segment {:?} has a name; pass it in a call's arguments instead of sharing it",
                 segment.name()
             ),
         })?;
-        self.shared_fds.push(crate::sys::raw_fd(handle));
+        self.shared_fds.push(fd.as_raw_fd());
         Ok(self)
     }
 
@@ -259,22 +269,18 @@ impl WorkerBuilder {
         };
         let mut worker = Worker {
             shared,
-            stdin: Mutex::new(Outbox::Pipe(stdin)),
+            outbox: Outbox::pipe(stdin),
             next_id: AtomicU64::new(1),
             functions: Vec::new(),
             pid,
             shutdown_timeout: self.shutdown_timeout,
             threads: vec![stderr_thread],
         };
-        match worker.shared.handshake(Instant::now() + self.startup_timeout) {
+        match worker.shared.handshake(self.startup_timeout) {
             Ok(functions) => {
                 worker.functions = functions;
                 if let Some((sender, receiver, ..)) = channels {
-                    let mut outbox = lock(&worker.stdin);
-                    if let Outbox::Pipe(stdin) = std::mem::replace(&mut *outbox, Outbox::Closed) {
-                        *outbox = Outbox::Channel { _stdin: stdin, sender };
-                    }
-                    drop(outbox);
+                    worker.outbox.use_channel(sender);
                     if let Inbox::Channel(_, slot) = &mut *lock(&worker.shared.replies) {
                         *slot = Some(receiver);
                     }
@@ -312,7 +318,7 @@ fn default_python() -> PathBuf {
 pub struct Worker {
     shared: Arc<Shared>,
     /// Where requests go.
-    stdin: Mutex<Outbox>,
+    outbox: Outbox,
     next_id: AtomicU64,
     functions: Vec<String>,
     pid: u32,
@@ -344,17 +350,6 @@ struct Calls {
     ended: bool,
 }
 
-/// The requests' way to the worker.
-enum Outbox {
-    Pipe(ChildStdin),
-    /// The stdin pipe is kept open (closing it is one way to say goodbye).
-    Channel {
-        _stdin: ChildStdin,
-        sender: Sender,
-    },
-    Closed,
-}
-
 /// The answers' way back: the stdout pipe (which always carries the handshake),
 /// and for the shared-memory transport the answer channel.
 enum Inbox {
@@ -378,6 +373,12 @@ struct StderrTail {
 
 /// How long a waiting caller goes without checking whether anybody is reading.
 const FOLLOWER_CHECK: Duration = Duration::from_millis(50);
+
+/// How long a caller waits (for an answer, or for room for its request) before it
+/// checks that the worker's process still runs. Its death is reported within this
+/// even where nothing else shows it: a channel it never opened, or pipes that a
+/// child of its inherited and holds open.
+const LIVENESS_CHECK: Duration = Duration::from_millis(20);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The data behind these locks stays consistent even if a holder panicked.
@@ -405,10 +406,18 @@ impl Worker {
     /// # Errors
     ///
     /// [`Error::Remote`] if the function raised (with the Python traceback; the
-    /// worker goes on serving), [`Error::Timeout`] if no answer came within
-    /// `timeout` (a late answer is discarded), [`Error::WorkerExited`] if the worker
-    /// died (with its status and the end of its stderr), [`Error::Protocol`] if the
-    /// arguments are not a JSON object or the result does not deserialize as `T`.
+    /// worker goes on serving); [`Error::Timeout`] if no answer came within
+    /// `timeout`, which includes waiting for room for the request while the worker
+    /// reads nothing (a late answer is discarded, and a request cut short is
+    /// finished before the next one, so the worker stays usable);
+    /// [`Error::WorkerExited`] as soon as the worker is found dead, at any moment
+    /// (with its status and the end of its stderr); [`Error::Protocol`] if the
+    /// arguments are not a JSON object, the request does not fit the
+    /// shared-memory transport, or the result does not deserialize as `T`.
+    ///
+    /// The call returns within `timeout` (plus the time to serialize the
+    /// arguments and to be scheduled) whatever the worker and other callers do,
+    /// except on Windows, where writing a request to a full pipe waits for room.
     pub fn call<T: DeserializeOwned>(
         &self,
         function: &str,
@@ -424,6 +433,7 @@ impl Worker {
                 ),
             });
         }
+        let deadline = deadline_after(timeout);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel::<Wake>();
         {
@@ -436,27 +446,25 @@ impl Worker {
         let mut line = serde_json::to_vec(&json!({"id": id, "method": function, "params": params}))
             .expect("a JSON value serializes");
         line.push(b'\n');
-        // A failed write means the worker is gone; whoever reads the answers sees that
-        // too and answers this call with WorkerExited.
-        match &mut *lock(&self.stdin) {
-            Outbox::Pipe(stdin) => {
-                let _ = stdin.write_all(&line).and_then(|()| stdin.flush());
+        match self.outbox.send(&line, deadline, &|| self.shared.has_exited()) {
+            // A worker that is gone: whoever reads the answers sees that too and
+            // answers this call with WorkerExited, saying how it ended.
+            Ok(()) | Err(Unsent::Gone) => {}
+            Err(Unsent::Timeout) => {
+                lock(&self.shared.calls).pending.remove(&id);
+                return Err(Error::Timeout { function: function.to_owned(), after: timeout });
             }
-            Outbox::Channel { sender, .. } => {
-                line.pop(); // messages keep their boundaries: no newline needed
-                if let Err(ChannelError::TooLarge { len, max }) = sender.send(&line) {
-                    lock(&self.shared.calls).pending.remove(&id);
-                    return Err(Error::Protocol {
-                        reason: format!(
-                            "a request of {len} bytes does not fit the shared-memory transport \
-                             (at most {max}): use a larger capacity, or pass the data in a segment"
-                        ),
-                    });
-                }
+            Err(Unsent::TooLarge { len, max }) => {
+                lock(&self.shared.calls).pending.remove(&id);
+                return Err(Error::Protocol {
+                    reason: format!(
+                        "a request of {len} bytes does not fit the shared-memory transport \
+                         (at most {max}): use a larger capacity, or pass the data in a segment"
+                    ),
+                });
             }
-            Outbox::Closed => {}
         }
-        match self.shared.await_answer(id, &rx, Instant::now() + timeout) {
+        match self.shared.await_answer(id, &rx, deadline) {
             Some(Ok(value)) => serde_json::from_value(value).map_err(|e| Error::Protocol {
                 reason: format!("the result of {function}() does not deserialize as asked: {e}"),
             }),
@@ -495,7 +503,7 @@ impl Worker {
 
     fn stop(&mut self) -> Result<ExitStatus> {
         // Closing the request channel (or stdin) ends serve(), and the process exits.
-        drop(std::mem::replace(&mut *lock(&self.stdin), Outbox::Closed));
+        self.outbox.close();
         let deadline = Instant::now() + self.shutdown_timeout;
         let status = match self.shared.wait_until(deadline) {
             Some(status) => Ok(status),
@@ -529,8 +537,9 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Shared {
-    /// Reads the server's first line, `{"ready": true, ...}`, by `deadline`.
-    fn handshake(&self, deadline: Instant) -> Result<Vec<String>> {
+    /// Reads the server's first line, `{"ready": true, ...}`, within `timeout`.
+    fn handshake(&self, timeout: Duration) -> Result<Vec<String>> {
+        let deadline = deadline_after(timeout);
         let mut replies = lock(&self.replies);
         let stdout = match &mut *replies {
             Inbox::Pipe(stdout) | Inbox::Channel(stdout, _) => stdout,
@@ -538,10 +547,7 @@ impl Shared {
         match self.read_pipe_line(stdout, deadline) {
             Some(Ok(line)) => parse_handshake(&line),
             Some(Err(e)) => Err(e),
-            None => Err(Error::Timeout {
-                function: "(startup)".into(),
-                after: deadline.saturating_duration_since(Instant::now()),
-            }),
+            None => Err(Error::Timeout { function: "(startup)".into(), after: timeout }),
         }
     }
 
@@ -618,12 +624,31 @@ impl Shared {
             Inbox::Pipe(stdout) | Inbox::Channel(stdout, None) => {
                 self.read_pipe_line(stdout, deadline)
             }
-            Inbox::Channel(_, Some(receiver)) => match receiver.recv_deadline(Some(deadline)) {
-                Ok(message) => Some(Ok(String::from_utf8_lossy(&message).into_owned())),
-                Err(ChannelError::Timeout) => None,
-                Err(_) => {
-                    self.end(); // the worker closed its end, or died
-                    Some(Err(self.exited()))
+            Inbox::Channel(_, Some(receiver)) => loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    return None;
+                }
+                // In slices: a worker that died before it opened its end of the
+                // channel cannot be seen in the channel, only as a process.
+                let slice = deadline.min(now + LIVENESS_CHECK);
+                let text = |message: &[u8]| String::from_utf8_lossy(message).into_owned();
+                match receiver.recv_deadline(Some(slice)).map(|m| text(&m)) {
+                    Ok(line) => return Some(Ok(line)),
+                    Err(ChannelError::Timeout) if !self.has_exited() => {}
+                    Err(ChannelError::Timeout) => {
+                        // An answer it published before it died is still delivered.
+                        let now = Some(Instant::now());
+                        if let Ok(line) = receiver.recv_deadline(now).map(|m| text(&m)) {
+                            return Some(Ok(line));
+                        }
+                        self.end();
+                        return Some(Err(self.exited()));
+                    }
+                    Err(_) => {
+                        self.end(); // the worker closed its end, or died
+                        return Some(Err(self.exited()));
+                    }
                 }
             },
         }
@@ -635,26 +660,24 @@ impl Shared {
         replies: &mut BufReader<ChildStdout>,
         deadline: Instant,
     ) -> Option<Result<String>> {
-        loop {
-            if !replies.buffer().is_empty() {
-                break;
-            }
+        while replies.buffer().is_empty() {
             let now = Instant::now();
             if now >= deadline {
                 return None;
             }
-            #[cfg(unix)]
-            let readable = crate::sys::wait_readable(
-                std::os::fd::AsFd::as_fd(replies.get_ref()),
-                deadline - now,
-            );
-            #[cfg(windows)]
-            let readable = crate::sys::wait_readable(
-                std::os::windows::io::AsHandle::as_handle(replies.get_ref()),
-                deadline - now,
-            );
-            if readable.unwrap_or(true) {
+            let slice = (deadline - now).min(LIVENESS_CHECK);
+            if sys::wait_readable(replies.get_ref(), slice).unwrap_or(true) {
                 break;
+            }
+            if self.has_exited() {
+                // Gone, and yet no end of file: a child of the worker holds its
+                // stdout open. Nothing more can come from the worker itself, but
+                // what it wrote before it died.
+                if sys::wait_readable(replies.get_ref(), Duration::ZERO).unwrap_or(true) {
+                    break;
+                }
+                self.end();
+                return Some(Err(self.exited()));
             }
         }
         let mut line = String::new();
@@ -688,6 +711,11 @@ impl Shared {
         for tx in pending {
             let _ = tx.send(Wake::Answer(Err(self.exited())));
         }
+    }
+
+    /// Whether the worker's process has ended (it is reaped if so).
+    fn has_exited(&self) -> bool {
+        matches!(lock(&self.child).try_wait(), Ok(Some(_)))
     }
 
     /// Polls for the exit until `deadline`.
@@ -740,6 +768,12 @@ impl Shared {
         lock(&self.stderr).closed = true;
         self.stderr_closed.notify_all();
     }
+}
+
+/// `timeout` from now (a timeout too long to represent waits for a century).
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// The server's first line: `{"ready": true, "protocol": 1, "functions": [...]}`.
