@@ -30,7 +30,7 @@ def test_threads_sharing_one_channel_lose_nothing() -> None:
     run(
         """
 THREADS, EACH = 4, 50_000
-tx = Channel.create(name, 1 << 16)
+tx = Channel.create(name, 4096)   # small: senders often wait for room, without the GIL
 rx = Channel.open(name)
 def send(t):
     for i in range(EACH):
@@ -220,24 +220,33 @@ assert again.recv(timeout=5) == b"second", "no message twice, none lost"
 @pytest.mark.parametrize("capacity", [1 << 12, 16 << 20, 256 << 20])
 def test_a_corrupted_ring_is_an_error_never_a_crash(capacity: int) -> None:
     # Issue: a record length overwritten by a peer made recv read past the mapping
-    # (SIGSEGV with 16 and 256 MiB rings) or return foreign bytes.
+    # (SIGSEGV with 16 and 256 MiB rings) or return foreign bytes. A ring nearly
+    # full, wrapped, whose oldest record (near the ring's end) claims to be as long
+    # as a message may be: the record would run past the end of the ring.
     run(
         f"""
-tx = Channel.create(name, {capacity})
+C = {capacity}
+m = C // 16 - 16
+tx = Channel.create(name, C)
 rx = Channel.open(name)
-tx.send(b"fine")
-tx.send(b"to be corrupted")
-assert rx.recv() == b"fine"
+for i in range(15):
+    tx.send(bytes([i]) * m)
+for i in range(14):
+    assert rx.recv()[:1] == bytes([i])
+for i in range(13):                 # wraps round: the ring is nearly full again
+    tx.send(bytes([100 + i]) * m)
 raw = shmbridge.SharedMemory(name)
-for bad in [{capacity} // 2 - 8, 2**32 - 2, 2**31]:
-    raw.write_at(bad.to_bytes(4, sys.byteorder), 192 + 16)
+place = 14 * (8 + m)                # the record of message 14
+for bad in [C // 2 - 8, C // 2 - 8 - 64, 2**32 - 2, 2**31, (C - place)]:
+    raw.write_at(bad.to_bytes(4, sys.byteorder), 192 + place)
     for call in (rx.recv, rx.recv_view, lambda: rx.recv_batch(10)):
         try:
-            call()
-            raise AssertionError("a corrupt record was accepted")
+            got = call()
+            raise AssertionError(f"a corrupt record of {{bad}} bytes was accepted")
         except OSError as e:
             assert "corrupt" in str(e), e
-"""
+""",
+        timeout=300,
     )
 
 

@@ -326,22 +326,31 @@ fn every_waiter_keeps_its_own_deadline() {
 
 /// Whatever is written over the record headers and positions, receiving never
 /// reads outside the ring (issue: SIGSEGV with 16 and 256 MiB rings, foreign bytes
-/// with smaller ones). `fuzz/src/fuzz_ring.rs` tries a million such rings.
+/// with smaller ones). The ring is nearly full and wrapped, and the oldest record
+/// (near the ring's end) claims to be as long as a message may be, so it would run
+/// past the ring. `fuzz/src/fuzz_ring.rs` tries a million damaged rings.
 #[test]
 fn corrupted_rings_of_every_size_are_reported_not_read() {
     for capacity in [1024usize, 1 << 16, 16 << 20, 256 << 20] {
+        let m = capacity / 16 - 16;
         let ch = channel(capacity);
         let tx = ch.sender().unwrap();
-        tx.send(b"fine").unwrap();
-        tx.send(b"to be corrupted").unwrap();
         let rx = ch.receiver().unwrap();
-        assert_eq!(&*rx.recv().unwrap(), b"fine");
+        for i in 0..15u8 {
+            tx.send(&vec![i; m]).unwrap();
+        }
+        for i in 0..14u8 {
+            assert_eq!(rx.recv().unwrap()[0], i);
+        }
+        for i in 0..13u8 {
+            tx.send(&vec![100 + i; m]).unwrap();
+        }
         let mut raw = shmbridge::SharedMemory::open(ch.name()).unwrap();
-        // The second record's length, then its flags, then the head: each corrupt.
-        for (at, value) in [(192 + 16, (capacity as u64 / 2 - 8) as u32), (192 + 16, u32::MAX - 1)]
-        {
-            raw.write_all_at(&value.to_ne_bytes(), at).unwrap();
-            assert_eq!(rx.recv().unwrap_err(), ChannelError::Corrupt { at: 16 }, "{capacity}");
+        let place = 14 * (8 + m) as u64;
+        for bad in [capacity / 2 - 8, capacity - place as usize, u32::MAX as usize - 1] {
+            raw.write_all_at(&(bad as u32).to_ne_bytes(), 192 + place).unwrap();
+            let err = rx.recv().unwrap_err();
+            assert!(matches!(err, ChannelError::Corrupt { .. }), "{capacity}, {bad}: {err:?}");
         }
         raw.write_all_at(&u64::MAX.to_ne_bytes(), 64).unwrap();
         assert!(matches!(rx.recv().unwrap_err(), ChannelError::Corrupt { .. }));
