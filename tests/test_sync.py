@@ -183,3 +183,47 @@ def test_ctrl_c_interrupts_a_blocked_wait() -> None:
     finally:
         if child.poll() is None:
             child.kill()
+
+
+def test_seqlock_stuck_mid_write_times_out_and_never_holds_the_gil() -> None:
+    # Issue: with an odd sequence (a writer stopped mid-write, or a corrupted word)
+    # read() spun forever, with no timeout, deaf to Ctrl-C; write() spun holding the GIL.
+    from test_lifetimes import run_classified
+
+    out = run_classified(
+        f"""
+import os, signal, sys, threading, time
+import shmbridge
+from shmbridge import SeqLock, SharedMemory
+name = shmbridge.unique_name("pytest_{os.getpid()}_seq")
+lock = SeqLock.create(name, 8)
+lock.write(b"12345678")
+raw = SharedMemory(name)
+raw.write_at((3).to_bytes(4, sys.byteorder), 0)            # sequence: odd, mid-write
+raw.write_at(os.getpid().to_bytes(4, sys.byteorder), 4)    # by a live writer (us)
+for call in (lambda: lock.read(timeout=0.2), lambda: lock.write(b"abcdefgh", timeout=0.2)):
+    ticks = []
+    ticker = threading.Thread(target=lambda: [ticks.append(1) for _ in range(10)] and sum(range(10**6)))
+    ticker.start()
+    start = time.monotonic()
+    try:
+        call()
+        raise AssertionError("no timeout")
+    except TimeoutError:
+        pass
+    elapsed = time.monotonic() - start
+    ticker.join()
+    assert 0.2 <= elapsed < 5, elapsed
+    assert len(ticks) == 10, "another thread ran while we waited"
+threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    lock.read()                                              # no timeout: Ctrl-C ends it
+    raise AssertionError("read returned")
+except KeyboardInterrupt:
+    pass
+raw.write_at((4).to_bytes(4, sys.byteorder), 0)             # the write "finishes"
+assert lock.read() == b"12345678"
+print("ok")
+"""
+    )
+    assert out.strip().endswith("ok")

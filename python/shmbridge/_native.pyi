@@ -314,10 +314,14 @@ class SeqLock:
     def size(self) -> int: ...
     @property
     def sequence(self) -> int: ...
-    def write(self, data: Buffer) -> int:
-        """Replace the record (exactly ``size`` bytes); return the new sequence number."""
-    def read(self) -> bytes:
-        """A consistent copy of the record."""
+    def write(self, data: Buffer, timeout: float | None = None) -> int:
+        """Replace the record (exactly ``size`` bytes); return the new sequence number.
+        Waits (GIL released) while another writer is mid-write, at most ``timeout``
+        seconds (TimeoutError)."""
+    def read(self, timeout: float | None = None) -> bytes:
+        """A consistent copy of the record; waits (GIL released) while a writer is
+        mid-write, at most ``timeout`` seconds (TimeoutError); BrokenPipeError if
+        that writer died."""
 
 @final
 class Channel:

@@ -11,11 +11,12 @@
 //! | `OutOfBounds`, `Misaligned`                  |                             |
 //! | `ReadOnly`                                   | `TypeError` (as `mmap`)     |
 //! | `PeerDied` (the other process died)          | `BrokenPipeError`           |
+//! | `Busy`, `Timeout`                            | `TimeoutError`              |
 //! | `Incompatible`                               | `ValueError`                |
 //! | use after `close()`                          | `ValueError` (as files)     |
 
 use pyo3::PyErr;
-use pyo3::exceptions::{PyBrokenPipeError, PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyBrokenPipeError, PyOSError, PyTimeoutError, PyTypeError, PyValueError};
 use shmbridge::Error;
 
 /// errno values used for the OSError subclasses; Python picks the subclass
@@ -38,6 +39,7 @@ pub(crate) fn to_py(err: Error) -> PyErr {
         Error::NoSpace { .. } => os(errno::ENOSPC),
         Error::ReadOnly { .. } => PyTypeError::new_err(msg),
         Error::PeerDied { .. } => PyBrokenPipeError::new_err(msg),
+        Error::Busy { .. } | Error::Timeout { .. } => PyTimeoutError::new_err(msg),
         Error::Os { .. } => match err.raw_os_error() {
             Some(code) => os(code),
             None => PyOSError::new_err(msg),

@@ -403,18 +403,62 @@ impl SeqLock {
         self.inner.sequence()
     }
 
-    /// Replaces the record (a bytes-like object of exactly `size` bytes); returns
-    /// the new sequence number.
-    fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<u32> {
+    /// Replace the record with a bytes-like object of exactly ``size`` bytes;
+    /// return the new sequence number. Waits (without the GIL, interruptibly)
+    /// while another writer is mid-write, at most ``timeout`` seconds
+    /// (TimeoutError).
+    #[pyo3(signature = (data, timeout = None))]
+    fn write(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<u32> {
         let buffer = pyo3::buffer::PyBuffer::<u8>::get(data)?;
-        let bytes = buffer.to_vec(data.py())?;
-        self.inner.write(&bytes).map_err(to_py)
+        let bytes = buffer.to_vec(py)?;
+        let deadline = deadline(timeout)?;
+        // The fast path, with the GIL: no other write under way.
+        match self.inner.write_deadline(&bytes, Some(Instant::now())) {
+            Err(shmbridge::Error::Busy { .. }) if deadline.is_none_or(|d| d > Instant::now()) => {}
+            other => return other.map_err(to_py),
+        }
+        let written = wait_interruptibly(py, deadline, |until| {
+            match self.inner.write_deadline(&bytes, Some(until)) {
+                Err(shmbridge::Error::Busy { .. }) => None,
+                other => Some(other),
+            }
+        })?;
+        written
+            .unwrap_or_else(|| self.inner.write_deadline(&bytes, Some(Instant::now())))
+            .map_err(to_py)
     }
 
-    /// A consistent copy of the record.
-    fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+    /// A consistent copy of the record. Waits (without the GIL, interruptibly)
+    /// while a writer is mid-write, at most ``timeout`` seconds (TimeoutError);
+    /// BrokenPipeError if that writer's process died.
+    #[pyo3(signature = (timeout = None))]
+    fn read<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
         let size = self.inner.record_size();
-        let inner = &self.inner;
-        PyBytes::new_with(py, size, |buf| py.detach(|| inner.read(buf)).map(drop).map_err(to_py))
+        let deadline = deadline(timeout)?;
+        let mut buf = vec![0u8; size];
+        match self.inner.read_deadline(&mut buf, Some(Instant::now())) {
+            Err(shmbridge::Error::Busy { .. }) if deadline.is_none_or(|d| d > Instant::now()) => {}
+            other => return other.map(|_| PyBytes::new(py, &buf)).map_err(to_py),
+        }
+        let read = {
+            let buf = std::sync::Mutex::new(&mut buf);
+            let read = wait_interruptibly(py, deadline, |until| {
+                let mut buf = buf.lock().unwrap_or_else(|p| p.into_inner());
+                match self.inner.read_deadline(&mut buf, Some(until)) {
+                    Err(shmbridge::Error::Busy { .. }) => None,
+                    other => Some(other),
+                }
+            })?;
+            read.unwrap_or_else(|| {
+                let mut buf = buf.lock().unwrap_or_else(|p| p.into_inner());
+                self.inner.read_deadline(&mut buf, Some(Instant::now()))
+            })
+        };
+        read.map(|_| PyBytes::new(py, &buf)).map_err(to_py)
     }
 }

@@ -221,6 +221,21 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// A structure in shared memory stayed busy (mid-update by another process)
+    /// past the caller's deadline.
+    #[error(
+        "{what} in segment {name:?} was still being written after {after:?}: its writer is \
+         slow, stopped, or stuck; try again, or with a longer timeout"
+    )]
+    Busy {
+        /// The segment name.
+        name: String,
+        /// What was busy.
+        what: String,
+        /// How long the caller waited.
+        after: std::time::Duration,
+    },
+
     /// The worker's process ended (or closed its channel); calls to it fail from
     /// then on.
     #[error(
@@ -279,7 +294,7 @@ impl Error {
             }
             Error::NoSpace { .. } => io::ErrorKind::StorageFull,
             Error::Os { source, .. } | Error::Spawn { source, .. } => source.kind(),
-            Error::Timeout { .. } => io::ErrorKind::TimedOut,
+            Error::Timeout { .. } | Error::Busy { .. } => io::ErrorKind::TimedOut,
             Error::WorkerExited { .. } => io::ErrorKind::BrokenPipe,
             Error::Remote { .. } => io::ErrorKind::Other,
             Error::Protocol { .. } => io::ErrorKind::InvalidData,

@@ -237,3 +237,34 @@ fn a_writer_that_died_mid_write_is_reported_then_replaced() {
     assert_eq!(lock.read_value::<u64>().unwrap(), 9);
     assert!(lock.sequence().is_multiple_of(2));
 }
+
+/// A sequence left odd by a writer that is alive but stopped (or a corrupted word)
+/// makes timed reads and writes give up with `Busy`, on time, and changes nothing.
+#[test]
+fn seqlock_stuck_mid_write_gives_up_on_time() {
+    let name = shmbridge::unique_name("ts_seq_stuck").unwrap();
+    let lock = shmbridge::sync::SeqLock::create(&name, 8).unwrap();
+    lock.write(b"12345678").unwrap();
+    let mut raw = SharedMemory::open(&name).unwrap();
+    raw.write_all_at(&3u32.to_ne_bytes(), 0).unwrap(); // odd: mid-write
+    raw.write_all_at(&std::process::id().to_ne_bytes(), 4).unwrap(); // by a live writer
+    let mut buf = [0u8; 8];
+    for attempt in 0..2 {
+        let start = std::time::Instant::now();
+        let err = if attempt == 0 {
+            lock.read_timeout(&mut buf, Duration::from_millis(100)).unwrap_err()
+        } else {
+            let deadline = std::time::Instant::now() + Duration::from_millis(100);
+            lock.write_deadline(b"abcdefgh", Some(deadline)).unwrap_err()
+        };
+        assert!(matches!(err, Error::Busy { .. }), "{err:?}");
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+    }
+    raw.write_all_at(&4u32.to_ne_bytes(), 0).unwrap();
+    lock.read(&mut buf).unwrap();
+    assert_eq!(&buf, b"12345678", "the timed-out write changed nothing");
+}

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
+use super::wait::{Spinner, wait_until, wake};
 use super::{Kind, Place, create_named, my_pid, open_named};
 use crate::error::{Error, Result};
 use crate::segment::SharedMemory;
@@ -16,6 +17,10 @@ use crate::sys;
 const SEQUENCE: usize = 0;
 /// The process writing (or that last wrote).
 const WRITER: usize = 1;
+/// Readers and writers asleep waiting for a write to finish.
+const SLEEPERS: usize = 3;
+/// How often a waiter checks whether the writer it waits for still lives.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 /// The record starts here, 8-aligned.
 const HEADER: usize = 16;
 /// Records are at most this large (the size is kept in the flags' 24 bits).
@@ -33,6 +38,7 @@ const MAX_SIZE: usize = (1 << 24) - 1;
 pub struct SeqLock {
     place: Place,
     size: usize,
+    spinner: Spinner,
 }
 
 impl SeqLock {
@@ -90,7 +96,7 @@ impl SeqLock {
         }
         // The record must fit too.
         Place::new(shm, offset, Self::size_for(found), Kind::SeqLock)?;
-        Ok(Self { place, size: found })
+        Ok(Self { place, size: found, spinner: Spinner::new() })
     }
 
     /// The record's size in bytes.
@@ -99,18 +105,31 @@ impl SeqLock {
     }
 
     /// Replaces the record with `data` (exactly [`record_size`](Self::record_size)
-    /// bytes); returns the new sequence number.
+    /// bytes), waiting as long as another live writer is mid-write; returns the new
+    /// sequence number.
     ///
     /// # Errors
     ///
     /// [`Error::OutOfBounds`] if `data` has the wrong length (nothing is written).
     pub fn write(&self, data: &[u8]) -> Result<u32> {
+        self.write_deadline(data, None)
+    }
+
+    /// As [`write`](Self::write), waiting at most until `deadline` (forever if
+    /// `None`) for another writer to finish.
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Self::write); [`Error::Busy`] if the other write did not finish
+    /// in time (nothing is written).
+    pub fn write_deadline(&self, data: &[u8], deadline: Option<Instant>) -> Result<u32> {
         if data.len() != self.size {
             return Err(self.wrong_length(data.len()));
         }
         let sequence = self.place.word(SEQUENCE);
         let writer = self.place.word(WRITER);
         let me = my_pid();
+        let started = Instant::now();
         let start = loop {
             let s = sequence.load(Ordering::Acquire);
             if s.is_multiple_of(2) {
@@ -125,18 +144,18 @@ impl SeqLock {
                 {
                     break s.wrapping_add(1);
                 }
-            } else {
-                // Another write is under way; take over if its writer died.
-                let w = writer.load(Ordering::Acquire);
-                if w != 0
-                    && w != me
-                    && !sys::process_alive(w)
-                    && writer.compare_exchange(w, me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-                {
-                    break s;
-                }
-                std::thread::yield_now();
+                continue;
             }
+            // Another write is under way; take over if its writer died.
+            let w = writer.load(Ordering::Acquire);
+            if w != 0
+                && w != me
+                && !sys::process_alive(w)
+                && writer.compare_exchange(w, me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
+                break s;
+            }
+            self.wait_while_written(s, deadline, started)?;
         };
         writer.store(me, Ordering::Relaxed);
         fence(Ordering::Release);
@@ -149,11 +168,13 @@ impl SeqLock {
         }
         let done = start.wrapping_add(1);
         sequence.store(done, Ordering::Release);
+        wake(sequence, self.place.word(SLEEPERS), i32::MAX as u32);
         Ok(done)
     }
 
     /// Copies a consistent snapshot of the record into `buf` (exactly
-    /// [`record_size`](Self::record_size) bytes); returns its sequence number.
+    /// [`record_size`](Self::record_size) bytes), waiting as long as a live writer
+    /// is mid-write; returns its sequence number.
     ///
     /// # Errors
     ///
@@ -161,27 +182,45 @@ impl SeqLock {
     /// a writer died mid-write (the record may be torn, and stays so until the
     /// next write).
     pub fn read(&self, buf: &mut [u8]) -> Result<u32> {
+        self.read_deadline(buf, None)
+    }
+
+    /// As [`read`](Self::read), waiting at most `timeout` for a write under way.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_deadline`](Self::read_deadline).
+    pub fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<u32> {
+        self.read_deadline(buf, Instant::now().checked_add(timeout))
+    }
+
+    /// As [`read`](Self::read), waiting until `deadline` (forever if `None`) for a
+    /// write under way to finish.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read); [`Error::Busy`] if the write under way did not
+    /// finish in time (a writer stopped mid-write, or a corrupted sequence word).
+    pub fn read_deadline(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<u32> {
         if buf.len() != self.size {
             return Err(self.wrong_length(buf.len()));
         }
         let sequence = self.place.word(SEQUENCE);
-        let mut odd_since: Option<Instant> = None;
+        let started = Instant::now();
         loop {
             let before = sequence.load(Ordering::Acquire);
             if !before.is_multiple_of(2) {
-                let since = *odd_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > std::time::Duration::from_millis(10) {
-                    let w = self.place.word(WRITER).load(Ordering::Acquire);
-                    if w != 0 && !sys::process_alive(w) {
-                        return Err(Error::PeerDied {
-                            name: self.place.shm.name().to_owned(),
-                            what: "SeqLock",
-                            pid: w,
-                            during: "while writing the record",
-                        });
-                    }
+                let w = self.place.word(WRITER).load(Ordering::Acquire);
+                if w != 0 && started.elapsed() > Duration::from_millis(10) && !sys::process_alive(w)
+                {
+                    return Err(Error::PeerDied {
+                        name: self.place.shm.name().to_owned(),
+                        what: "SeqLock",
+                        pid: w,
+                        during: "while writing the record",
+                    });
                 }
-                std::thread::yield_now();
+                self.wait_while_written(before, deadline, started)?;
                 continue;
             }
             for i in 0..self.size.div_ceil(8) {
@@ -194,6 +233,30 @@ impl SeqLock {
                 return Ok(before);
             }
         }
+    }
+
+    /// Waits (spinning briefly, then asleep) while `sequence` still holds the odd
+    /// value `odd`, until `deadline`, waking at least every [`LIVENESS_CHECK`] so
+    /// the caller can see whether the writer died.
+    fn wait_while_written(
+        &self,
+        odd: u32,
+        deadline: Option<Instant>,
+        started: Instant,
+    ) -> Result<()> {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(Error::Busy {
+                name: self.place.shm.name().to_owned(),
+                what: format!("the SeqLock at offset {}", self.place.offset),
+                after: now - started,
+            });
+        }
+        let slice = now + LIVENESS_CHECK;
+        let until = deadline.map_or(slice, |d| d.min(slice));
+        let sequence = self.place.word(SEQUENCE);
+        wait_until(sequence, self.place.word(SLEEPERS), &self.spinner, Some(until), |v| v != odd);
+        Ok(())
     }
 
     /// Writes a value of a `Pod` type the size of the record.
