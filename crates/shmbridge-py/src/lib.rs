@@ -11,6 +11,7 @@ mod buffer;
 mod channel;
 mod dlpack;
 mod errors;
+mod mode;
 mod segment;
 mod sync;
 

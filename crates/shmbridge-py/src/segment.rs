@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView, PyType};
 
 use crate::buffer;
-use crate::errors::{closed, to_py};
+use crate::errors::{closed, io_to_py, to_py};
 
 type Segment = shmbridge::SharedMemory;
 
@@ -190,7 +190,7 @@ fn read_into(
     dst: &InputBytes,
     offset: u64,
     count: usize,
-) -> usize {
+) -> PyResult<usize> {
     let read = |dst_ptr: SendPtr<*mut u8>| {
         // SAFETY: dst_ptr points to at least `count` writable bytes of an export held
         // by `dst` for this whole call; this module holds no Rust reference to them,
@@ -198,7 +198,8 @@ fn read_into(
         unsafe { segment.read_at_raw(dst_ptr.0, count, offset) }
     };
     let ptr = SendPtr(dst.ptr.cast_mut());
-    if count >= DETACH_AT { py.detach(|| read(ptr)) } else { read(ptr) }
+    let result = if count >= DETACH_AT { py.detach(|| read(ptr)) } else { read(ptr) };
+    result.map_err(to_py)
 }
 
 /// Copies `count` bytes at `offset` into a new `bytes` object.
@@ -210,9 +211,9 @@ fn read_bytes<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     PyBytes::new_with(py, count, |buf| {
         if count >= DETACH_AT {
-            py.detach(|| segment.read_at(buf, offset))?;
+            py.detach(|| segment.read_at(buf, offset)).map_err(io_to_py)?;
         } else {
-            segment.read_at(buf, offset)?;
+            segment.read_at(buf, offset).map_err(io_to_py)?;
         }
         Ok(())
     })
@@ -243,7 +244,7 @@ impl SharedMemory {
         name: &str,
         size: Option<i64>,
         create: bool,
-        mode: u32,
+        #[pyo3(from_py_with = crate::mode::permission_bits)] mode: u32,
         persist: bool,
         readonly: bool,
         replace: bool,
@@ -268,7 +269,7 @@ impl SharedMemory {
         _cls: &Bound<'_, PyType>,
         name: &str,
         size: i64,
-        mode: u32,
+        #[pyo3(from_py_with = crate::mode::permission_bits)] mode: u32,
         persist: bool,
         replace: bool,
         populate: bool,
@@ -396,12 +397,12 @@ impl SharedMemory {
         if dst.len < DETACH_AT {
             return self.locked(|segment, pos| {
                 let (start, count) = claim(segment, pos);
-                Ok(read_into(py, segment, &dst, start, count))
+                read_into(py, segment, &dst, start, count)
             });
         }
         let (segment, (start, count)) =
             self.locked(|segment, pos| Ok((Arc::clone(segment), claim(segment, pos))))?;
-        Ok(read_into(py, &segment, &dst, start, count))
+        read_into(py, &segment, &dst, start, count)
     }
 
     /// Writes all of a bytes-like object at the cursor, or raises ValueError and

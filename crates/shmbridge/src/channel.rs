@@ -608,7 +608,10 @@ impl Receiver {
             let head = c.counter(HEAD).load(Ordering::Acquire);
             if head != tail {
                 let pos = (tail % c.capacity as u64) as usize;
-                let len = self.read_len(pos);
+                // A ring shrunk under us (pages gone) is as unusable as a corrupt one.
+                let Some(len) = self.read_len(pos) else {
+                    return Err(ChannelError::Corrupt { at: tail });
+                };
                 if len == WRAP {
                     // Padding up to the ring's end: release it and look at the start.
                     self.release((c.capacity - pos) as u64);
@@ -641,13 +644,14 @@ impl Receiver {
         }
     }
 
-    fn read_len(&self, pos: usize) -> u32 {
+    /// The length word of the record at `pos`; `None` if pages of the ring vanished.
+    fn read_len(&self, pos: usize) -> Option<u32> {
         let c = &self.ends.channel;
         let mut len = [0u8; 4];
         // SAFETY: [pos, pos + 4) lies in the ring (records are 8-aligned and pos < capacity);
         // the sender published it before advancing head, which we read with acquire.
-        unsafe { c.shm.read_at_raw(len.as_mut_ptr(), 4, (RING + pos) as u64) };
-        u32::from_ne_bytes(len)
+        unsafe { c.shm.read_at_raw(len.as_mut_ptr(), 4, (RING + pos) as u64) }.ok()?;
+        Some(u32::from_ne_bytes(len))
     }
 
     fn release(&self, bytes: u64) {
