@@ -56,6 +56,14 @@ class SharedMemory:
     behave like a file of fixed size: reads at the end are short, then empty;
     a write that does not fit raises ValueError and writes nothing; seeking past the
     end is allowed, before the start is a ValueError.
+
+    A peer that shrinks the segment (Linux, ``ftruncate``): the copying methods
+    (``read``, ``readinto``, ``write``, ``read_at``, ``write_at``) raise OSError
+    (``errno.EIO``) and the object refuses later copies. Zero-copy views cannot be
+    guarded: touching a vanished page through ``buffer``, ``view()``, a memoryview
+    or a NumPy array kills the process with SIGBUS. Opening refuses a symbolic link,
+    FIFO or directory planted under the name (OSError; ``errno.ELOOP`` for a link);
+    ``mode`` takes permission bits only (ValueError beyond 0o777).
     """
 
     def __new__(
@@ -108,7 +116,10 @@ class SharedMemory:
         """Whether close() will unlink the name (the creator, unless persist=True)."""
     @property
     def buffer(self) -> memoryview:
-        """A memoryview of the whole segment (zero-copy; writable unless read-only)."""
+        """A memoryview of the whole segment (zero-copy; writable unless read-only).
+
+        Unguarded: if a peer shrinks the segment, touching a vanished page through
+        it kills the process with SIGBUS (copy with ``read_at`` to be safe)."""
     @property
     def buf(self) -> memoryview:
         """Alias of ``buffer``, as in ``multiprocessing.shared_memory``."""
@@ -131,7 +142,8 @@ class SharedMemory:
         """A typed memoryview of ``count`` items of struct format ``format`` (``"d"``,
         ``"i"``, ...) at byte ``offset``; as many as fit if ``count`` is None.
 
-        Raises ValueError if the items do not fit or ``offset`` is misaligned.
+        Raises ValueError if the items do not fit or ``offset`` is misaligned. Zero-copy
+        and unguarded, as ``buffer``.
         """
     def close(self) -> None:
         """Unmap (once no view remains) and, for the creator, unlink the name."""
@@ -157,6 +169,9 @@ class SharedArray:
     ``__dlpack__`` (``numpy.from_dlpack(sa)``, ``torch.from_dlpack(sa)``); every
     array made from it keeps the mapping alive. The creator's name is unlinked
     when the object is collected, unless ``persist=True``.
+
+    The arrays are zero-copy views, so unguarded: if a peer shrinks the segment,
+    touching a vanished element kills the process with SIGBUS.
     """
 
     @classmethod
