@@ -320,10 +320,11 @@ impl SharedMemory {
     /// the vanished pages are lost).
     pub fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize> {
         let n = buf.len().min(self.remaining_from(offset));
-        // SAFETY: &mut self means no reference into the mapping is live; buf cannot
-        // point into the mapping either, since that would be a borrow of self.
-        unsafe { self.copy_in(buf.as_ptr(), n, offset) }
-            .map_err(|failure| self.copy_io_error(failure, offset, n))?;
+        self.check_write(n, offset).map_err(|failure| self.copy_io_error(failure, offset, n))?;
+        // SAFETY: checked above; &mut self means no reference into the mapping is
+        // live, and buf cannot point into the mapping either, since that would be a
+        // borrow of self.
+        unsafe { self.copy_in(buf.as_ptr(), n, offset) }.map_err(|_| self.pages_lost_io())?;
         Ok(n)
     }
 
@@ -335,9 +336,11 @@ impl SharedMemory {
     /// [`Error::ReadOnly`], or [`Error::PagesLost`] as in
     /// [`write_at`](Self::write_at); all as `io::Error`s.
     pub fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let len = buf.len();
+        self.check_write(len, offset)
+            .map_err(|failure| self.copy_io_error(failure, offset, len))?;
         // SAFETY: as in write_at.
-        unsafe { self.copy_in(buf.as_ptr(), buf.len(), offset) }
-            .map_err(|failure| self.copy_io_error(failure, offset, buf.len()))
+        unsafe { self.copy_in(buf.as_ptr(), len, offset) }.map_err(|_| self.pages_lost_io())
     }
 
     /// Copies up to `len` bytes at `offset` to `dst`, for callers that hold no
@@ -385,9 +388,10 @@ impl SharedMemory {
     /// [`Error::PagesLost`] if pages of the segment vanished, during this copy
     /// (which is then incomplete) or an earlier one (nothing is written).
     pub unsafe fn write_all_at_raw(&self, src: *const u8, len: usize, offset: u64) -> Result<()> {
-        // SAFETY: the caller's contract is copy_in's.
+        self.check_write(len, offset).map_err(|failure| self.copy_error(failure, offset, len))?;
+        // SAFETY: checked above; the caller vouches for src and the references.
         unsafe { self.copy_in(src, len, offset) }
-            .map_err(|failure| self.copy_error(failure, offset, len))
+            .map_err(|sys::PagesLost| self.copy_error(CopyFailure::PagesLost, offset, len))
     }
 
     /// The guarded copy behind every read: up to `len` bytes at `offset` to `dst`.
@@ -414,25 +418,37 @@ impl SharedMemory {
         Ok(n)
     }
 
-    /// The guarded copy behind every write: all of `len` bytes from `src` to
-    /// `offset`, or nothing (see [`copy_out`](Self::copy_out)).
+    /// Whether `len` bytes may be written at `offset`: the segment is writable and
+    /// the range lies inside it.
+    #[inline]
+    fn check_write(&self, len: usize, offset: u64) -> Result<(), CopyFailure> {
+        if !self.writable {
+            Err(CopyFailure::ReadOnly)
+        } else if len > self.remaining_from(offset) {
+            Err(CopyFailure::OutOfBounds)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The guarded copy behind every write: `len` bytes from `src` to `offset`
+    /// (see [`copy_out`](Self::copy_out)).
     ///
     /// # Safety
     ///
-    /// As [`write_all_at_raw`](Self::write_all_at_raw).
+    /// [`check_write`](Self::check_write) passed for `len` and `offset`, and the
+    /// contract of [`write_all_at_raw`](Self::write_all_at_raw) holds.
     #[inline]
-    unsafe fn copy_in(&self, src: *const u8, len: usize, offset: u64) -> Result<(), CopyFailure> {
-        if !self.writable {
-            return Err(CopyFailure::ReadOnly);
-        }
-        if len > self.remaining_from(offset) {
-            return Err(CopyFailure::OutOfBounds);
-        }
+    unsafe fn copy_in(
+        &self,
+        src: *const u8,
+        len: usize,
+        offset: u64,
+    ) -> Result<(), sys::PagesLost> {
         if len > 0 {
-            // SAFETY: the range is inside the live, writable mapping (checked above);
+            // SAFETY: the range is inside the live, writable mapping (check_write);
             // the caller vouches for src and for the absence of references.
-            unsafe { self.mapping.copy_in(src, offset as usize, len) }
-                .map_err(|sys::PagesLost| CopyFailure::PagesLost)?;
+            unsafe { self.mapping.copy_in(src, offset as usize, len) }?;
         }
         Ok(())
     }
