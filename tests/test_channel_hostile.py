@@ -329,3 +329,31 @@ for good in [np.arange(6, dtype=">i4").reshape(2, 3), np.array(["ab", "c"]), np.
     assert back.dtype == good.dtype and np.array_equal(back, good), (good.dtype, back)
 """
     )
+
+
+def test_a_peer_shrinking_the_ring_is_an_error_never_a_bus_error() -> None:
+    run(
+        """
+tx = Channel.create(name, 1 << 16)
+rx = Channel.open(name)
+for i in range(20):
+    tx.send(bytes([i]) * 1000)
+assert rx.recv() == bytes([0]) * 1000
+os.truncate("/dev/shm" + name, 4096)        # a peer cuts the ring off (the header stays)
+got = 1
+while True:                                  # what is left in the first page still reads
+    try:
+        assert rx.recv(timeout=5) == bytes([got]) * 1000
+        got += 1
+    except OSError as e:
+        assert "shrank" in str(e) and e.errno == 5, e
+        break
+assert got < 20, got
+for call in (rx.recv, rx.recv_view, lambda: rx.recv_batch(5), lambda: tx.send(b"x" * 100)):
+    try:
+        call()
+        raise AssertionError("no error")
+    except OSError as e:
+        assert "shrank" in str(e), e
+"""
+    )

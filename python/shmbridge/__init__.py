@@ -18,6 +18,16 @@ Errors are the built-in exceptions: ``FileNotFoundError`` (no such segment),
 ``FileExistsError`` (create of a taken name), ``PermissionError``, ``ValueError``
 (bad name, size, offset, or use after ``close()``), ``TypeError`` (writing a
 read-only segment), ``OSError`` with ``errno.ENOSPC`` (not enough shared memory).
+Opening refuses a symbolic link, FIFO or directory planted under the name
+(``OSError``; ``errno.ELOOP`` for a link, as the stdlib), and ``mode=`` takes
+permission bits only (``ValueError`` for setuid/setgid/sticky bits).
+
+A process that may write a segment may also shrink it (Linux). The copying methods
+(``read``, ``readinto``, ``write``, ``read_at``, ``write_at``) then raise ``OSError``
+with ``errno.EIO`` and the object refuses later copies; zero-copy views
+(memoryviews, ``view()``, NumPy arrays, DLPack) cannot be guarded, and touching a
+vanished page through them kills the process with SIGBUS, as with the stdlib. Share
+segments you view zero-copy only with processes you trust not to shrink them.
 
 Shared arrays describe themselves: ``create_array(name, shape, dtype)`` on one
 side, ``open_array(name)`` on the other, with no shape or dtype agreed by hand.

@@ -40,8 +40,8 @@ def create_array(
     ``replace=True``) with permissions ``mode``. Its name is unlinked when the last
     array made from it is collected, unless ``persist=True``.
 
-    Raises ValueError for an unsupported dtype, a negative dimension, or a shape too
-    large; the array's ``.base`` is the :class:`SharedArray`, which also speaks
+    Raises ValueError for an unsupported dtype, a negative dimension, a shape too
+    large, or a ``mode`` beyond the permission bits 0o777; the array's ``.base`` is the :class:`SharedArray`, which also speaks
     ``__dlpack__``.
     """
     np = _numpy()
@@ -58,5 +58,9 @@ def open_array(name: str, *, readonly: bool = False) -> np.ndarray:
     a segment that holds no valid array header raises ValueError, a missing one
     FileNotFoundError. ``readonly=True`` maps it read-only (the array is then not
     writeable). The segment stays mapped while the array (or any view) lives.
+
+    The array reads and writes shared memory directly: if another process shrinks
+    the segment, touching a vanished element kills this process with SIGBUS. Share
+    arrays only with processes you trust not to shrink them.
     """
     return _numpy().asarray(SharedArray.open(name, readonly=readonly))

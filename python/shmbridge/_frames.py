@@ -41,40 +41,44 @@ def send_array(channel: Channel, array: Any, timeout: float | None = None) -> No
             "lose their fields): send a plain dtype, or the raw bytes with a description"
         )
     header = _FIXED.pack(MAGIC, a.dtype.str.encode(), a.ndim) + struct.pack(f"<{a.ndim}Q", *a.shape)
-    # Written straight into the channel's ring: one copy of the data in all.
-    with channel.loan(len(header) + a.nbytes, timeout) as loan:
-        with memoryview(loan) as room:
-            room[: len(header)] = header
-            if a.nbytes:
-                np.frombuffer(room, dtype=np.uint8, offset=len(header))[:] = a.reshape(-1).view(np.uint8)
+    # Header and data go straight into the channel's ring: one copy in all, guarded
+    # against a peer that shrinks the segment.
+    data = a.reshape(-1).view(np.uint8) if a.nbytes else b""
+    channel.send_parts([header, data], timeout)
 
 
 def recv_array(channel: Channel, timeout: float | None = None, *, copy: bool = True) -> np.ndarray:
     """Receive an array sent by :func:`send_array`.
 
-    With ``copy=False`` the array is a read-only view of the channel's ring (no
-    copy at all); its slot is freed when the array is collected, and the channel
-    takes no other message until then.
+    With ``copy=True`` (the default) the data is copied out of the ring into a new
+    array, with a guarded copy. With ``copy=False`` the array is a read-only view of
+    the channel's ring (no copy at all); its room is freed when the array is
+    collected. A view cannot be guarded: if a peer shrinks the segment, touching it
+    faults.
     """
     np = _numpy()
     message = channel.recv_view(timeout)
     try:
-        if len(message) < _FIXED.size:
+        fixed = bytearray(_FIXED.size)
+        if len(message) < _FIXED.size or message.readinto(fixed) != _FIXED.size:
             raise ValueError("the message is not an array frame (send it with send_array)")
-        magic, dtype, ndim = _FIXED.unpack_from(message, 0)
-        if magic != MAGIC:
+        magic, dtype, ndim = _FIXED.unpack_from(fixed, 0)
+        if magic != MAGIC or ndim > 64 or len(message) < _FIXED.size + 8 * ndim:
             raise ValueError("the message is not an array frame (send it with send_array)")
-        shape = struct.unpack_from(f"<{ndim}Q", message, _FIXED.size)
+        dims = bytearray(8 * ndim)
+        message.readinto(dims, _FIXED.size)
+        shape = struct.unpack(f"<{ndim}Q", dims)
         dt = np.dtype(dtype.rstrip(b"\0").decode())
         offset = _FIXED.size + 8 * ndim
         count = int(np.prod(shape, dtype=np.int64)) if ndim else 1
-        view = np.frombuffer(message, dtype=dt, count=count, offset=offset).reshape(shape)
-    except Exception:
-        message.release()
-        raise
-    if not copy:
-        return view
-    result = view.copy()
-    del view
-    message.release()
-    return result
+        if offset + count * dt.itemsize > len(message):
+            raise ValueError("the array frame is shorter than its shape says")
+        if not copy:
+            return np.frombuffer(message, dtype=dt, count=count, offset=offset).reshape(shape)
+        result = np.empty(shape, dtype=dt)
+        if result.nbytes:
+            message.readinto(result.reshape(-1).view(np.uint8), offset)
+        return result
+    finally:
+        if copy:
+            message.release()

@@ -63,6 +63,14 @@ class SharedMemory:
     behave like a file of fixed size: reads at the end are short, then empty;
     a write that does not fit raises ValueError and writes nothing; seeking past the
     end is allowed, before the start is a ValueError.
+
+    A peer that shrinks the segment (Linux, ``ftruncate``): the copying methods
+    (``read``, ``readinto``, ``write``, ``read_at``, ``write_at``) raise OSError
+    (``errno.EIO``) and the object refuses later copies. Zero-copy views cannot be
+    guarded: touching a vanished page through ``buffer``, ``view()``, a memoryview
+    or a NumPy array kills the process with SIGBUS. Opening refuses a symbolic link,
+    FIFO or directory planted under the name (OSError; ``errno.ELOOP`` for a link);
+    ``mode`` takes permission bits only (ValueError beyond 0o777).
     """
 
     def __new__(
@@ -115,7 +123,10 @@ class SharedMemory:
         """Whether close() will unlink the name (the creator, unless persist=True)."""
     @property
     def buffer(self) -> memoryview:
-        """A memoryview of the whole segment (zero-copy; writable unless read-only)."""
+        """A memoryview of the whole segment (zero-copy; writable unless read-only).
+
+        Unguarded: if a peer shrinks the segment, touching a vanished page through
+        it kills the process with SIGBUS (copy with ``read_at`` to be safe)."""
     @property
     def buf(self) -> memoryview:
         """Alias of ``buffer``, as in ``multiprocessing.shared_memory``."""
@@ -140,7 +151,7 @@ class SharedMemory:
         at byte ``offset``; as many as fit if ``count`` is None.
 
         Raises ValueError if the items do not fit, ``offset`` is misaligned, or the
-        format is not one memoryview can cast to.
+        format is not one memoryview can cast to. Zero-copy and unguarded, as ``buffer``.
         """
     def close(self) -> None:
         """Make the object unusable and, for its creator (in the creating process,
@@ -170,6 +181,9 @@ class SharedArray:
     ``__dlpack__`` (``numpy.from_dlpack(sa)``, ``torch.from_dlpack(sa)``); every
     array made from it keeps the mapping alive. The creator's name is unlinked
     when the object is collected, unless ``persist=True``.
+
+    The arrays are zero-copy views, so unguarded: if a peer shrinks the segment,
+    touching a vanished element kills the process with SIGBUS.
     """
 
     @classmethod
@@ -362,6 +376,9 @@ class Channel:
         ValueError if ``data`` is larger than ``max_message`` or the channel was
         closed, BufferError if this thread holds an open Loan of the channel or the
         ring is full only of room held by loan objects still alive."""
+    def send_parts(self, parts: Iterable[Buffer], timeout: float | None = None) -> None:
+        """Send one message made of ``parts`` laid end to end (a header and a payload),
+        copied once, straight into the ring; waits as ``send`` does."""
     def send_many(self, messages: Iterable[Buffer], timeout: float | None = None) -> int:
         """Send each message in order, publishing those that fit together; return
         how many were sent (fewer only if the timeout passed or the channel ended
@@ -394,6 +411,9 @@ class Message:
 
     def __len__(self) -> int: ...
     def tobytes(self) -> bytes: ...
+    def readinto(self, buffer: Buffer, offset: int = 0) -> int:
+        """Copy the message's bytes from ``offset`` into a writable buffer (as many as
+        it holds); return the count. Guarded: a peer shrinking the segment is OSError."""
     @property
     def released(self) -> bool:
         """True once release() was called."""

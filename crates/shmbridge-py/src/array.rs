@@ -48,7 +48,7 @@ impl SharedArray {
         shape: Vec<i64>,
         dtype: &str,
         order: &str,
-        mode: u32,
+        #[pyo3(from_py_with = crate::mode::permission_bits)] mode: u32,
         persist: bool,
         replace: bool,
     ) -> PyResult<Self> {

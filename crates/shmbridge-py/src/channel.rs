@@ -40,6 +40,8 @@ fn channel_error(e: ChannelError) -> PyErr {
         ChannelError::TooLarge { .. } => PyValueError::new_err(msg),
         ChannelError::Pinned { .. } => PyBufferError::new_err(msg),
         ChannelError::Corrupt { .. } => PyOSError::new_err(msg),
+        // As SharedMemory's copies: an I/O failure of the memory behind the object.
+        ChannelError::PagesLost => PyOSError::new_err((5, msg)), // EIO
         // Whatever a later version adds.
         _ => PyOSError::new_err(msg),
     }
@@ -226,6 +228,33 @@ impl Channel {
         })
     }
 
+    /// Send one message made of the bytes-like objects of ``parts`` laid end to end
+    /// (a header and a payload, say), copied once, straight into the ring; waits as
+    /// ``send`` does.
+    #[pyo3(signature = (parts, timeout = None))]
+    fn send_parts(
+        &self,
+        py: Python<'_>,
+        parts: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let sender = self.sender()?;
+        let inputs =
+            parts.try_iter()?.map(|m| InputBytes::get(&m?, false)).collect::<PyResult<Vec<_>>>()?;
+        let parts = SendPtr(inputs.iter().map(|i| (i.ptr, i.len)).collect::<Vec<_>>());
+        attempt_until(py, deadline(timeout)?, |until| {
+            let parts = &parts; // the whole wrapper (closures capture fields)
+            let slices: Vec<&[u8]> = parts
+                .0
+                .iter()
+                // SAFETY: each (ptr, len) comes from an export held in `inputs` for this
+                // whole call.
+                .map(|&(ptr, len)| unsafe { bytes_at(ptr, len) })
+                .collect();
+            sender.send_parts_deadline(&slices, Some(until))
+        })
+    }
+
     /// Send each bytes-like object of ``messages`` in order, publishing as many as
     /// fit at once together (one wake-up of the receiver); wait for room at most
     /// ``timeout`` seconds in all. Returns how many were sent: fewer than given only
@@ -298,17 +327,14 @@ impl Channel {
     fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
         let receiver = self.receiver()?;
         // The fast path: a message is there; copy it out and free its room at once.
-        match receiver.try_recv_with(|bytes| PyBytes::new(py, bytes)) {
-            Ok(bytes) => return Ok(bytes),
+        match receiver.try_recv_with(|lent| copy_lent(py, &lent)) {
+            Ok(bytes) => return bytes,
             Err(ChannelError::Empty) => {}
             Err(e) => return Err(channel_error(e)),
         }
         let (receiver, raw) = self.take(py, timeout)?;
         let _held = Held(&receiver, Some(raw.position()));
-        // SAFETY: the message's room is held (not reused) until `_held` gives it back,
-        // after the copy; the receiver keeps the mapping alive.
-        let bytes = unsafe { raw_bytes(&raw) };
-        Ok(PyBytes::new(py, bytes))
+        PyBytes::new_with(py, raw.len(), |buf| receiver.copy_raw(&raw, buf).map_err(channel_error))
     }
 
     /// Receive up to ``max_messages`` messages as a list of bytes: wait (at most
@@ -327,8 +353,15 @@ impl Channel {
         batch.push(self.recv(py, timeout)?);
         let receiver = self.receiver()?;
         // The rest, and any end of the channel, wait for the next call.
-        let _ = receiver.drain_with(max_messages - 1, |bytes| batch.push(PyBytes::new(py, bytes)));
-        Ok(batch)
+        let mut failed = None;
+        let _ = receiver.drain_with(max_messages - 1, |lent| match copy_lent(py, &lent) {
+            Ok(bytes) => batch.push(bytes),
+            Err(e) => failed = Some(e),
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(batch),
+        }
     }
 
     /// Receive the next message as a zero-copy ``Message`` (read-only buffer
@@ -341,6 +374,7 @@ impl Channel {
             position: raw.position(),
             ptr: raw.as_ptr() as usize,
             len: raw.len(),
+            raw,
             receiver,
             released: AtomicBool::new(false),
             exports: AtomicUsize::new(0),
@@ -395,15 +429,9 @@ impl Channel {
     }
 }
 
-/// The bytes of a held message.
-///
-/// # Safety
-///
-/// The message must be held (not released) while the slice lives.
-unsafe fn raw_bytes(raw: &RawMessage) -> &[u8] {
-    // SAFETY: a held message's record lies in the ring (checked by the core) and is
-    // not reused before release; the caller keeps it held.
-    unsafe { bytes_at(raw.as_ptr(), raw.len()) }
+/// A copy of a lent message, as bytes (guarded against pages a peer removed).
+fn copy_lent<'py>(py: Python<'py>, lent: &channel::Lent<'_>) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, lent.len(), |buf| lent.copy_to(buf).map_err(channel_error))
 }
 
 /// A received message, viewed in place in the channel's ring (read-only buffer
@@ -417,6 +445,7 @@ unsafe fn raw_bytes(raw: &RawMessage) -> &[u8] {
 #[pyclass(module = "shmbridge", name = "Message", frozen)]
 pub(crate) struct Message {
     receiver: Arc<channel::Receiver>,
+    raw: RawMessage,
     position: u64,
     ptr: usize,
     len: usize,
@@ -442,8 +471,26 @@ impl Message {
     /// A copy of the message.
     fn tobytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         self.check_live()?;
-        // SAFETY: the object lives, so its room is held; the receiver keeps the mapping.
-        Ok(PyBytes::new(py, unsafe { bytes_at(self.ptr as *const u8, self.len) }))
+        PyBytes::new_with(py, self.len, |buf| {
+            self.receiver.copy_raw(&self.raw, buf).map_err(channel_error)
+        })
+    }
+
+    /// Copy bytes of the message, from byte ``offset`` of it, into a writable
+    /// bytes-like object (as many as it holds); return the count. A guarded copy:
+    /// if another process shrank the segment, OSError, never a crash.
+    #[pyo3(signature = (buffer, offset = 0))]
+    fn readinto(&self, buffer: &Bound<'_, PyAny>, offset: usize) -> PyResult<usize> {
+        self.check_live()?;
+        let dst = InputBytes::get(buffer, true)?;
+        let count = dst.len.min(self.len.saturating_sub(offset));
+        // SAFETY: `dst` holds a writable export of `dst.len >= count` bytes for this
+        // call; nothing else in this frame refers to it.
+        let dst_slice = unsafe { std::slice::from_raw_parts_mut(dst.ptr.cast_mut(), count) };
+        self.receiver
+            .copy_raw_at(&self.raw, offset.min(self.len), dst_slice)
+            .map_err(channel_error)?;
+        Ok(count)
     }
 
     /// True once release() was called.

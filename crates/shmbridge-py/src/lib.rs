@@ -12,6 +12,7 @@ mod channel;
 mod dlpack;
 mod errors;
 mod input;
+mod mode;
 mod segment;
 mod sync;
 mod typed_view;

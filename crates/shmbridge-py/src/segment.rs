@@ -25,7 +25,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView, PyTuple, PyType};
 
 use crate::buffer;
-use crate::errors::{closed, to_py};
+use crate::errors::{closed, io_to_py, to_py};
 use crate::input::{InputBytes, SendPtr};
 use crate::typed_view::SegmentView;
 
@@ -194,7 +194,7 @@ fn read_into(
     dst: &InputBytes,
     offset: u64,
     count: usize,
-) -> usize {
+) -> PyResult<usize> {
     let read = |dst_ptr: SendPtr<*mut u8>| {
         // SAFETY: dst_ptr points to at least `count` writable bytes of an export held
         // by `dst` for this whole call; this module holds no Rust reference to them,
@@ -202,7 +202,8 @@ fn read_into(
         unsafe { segment.read_at_raw(dst_ptr.0, count, offset) }
     };
     let ptr = SendPtr(dst.ptr.cast_mut());
-    if count >= DETACH_AT { py.detach(|| read(ptr)) } else { read(ptr) }
+    let result = if count >= DETACH_AT { py.detach(|| read(ptr)) } else { read(ptr) };
+    result.map_err(to_py)
 }
 
 /// Copies `count` bytes at `offset` into a new `bytes` object.
@@ -214,9 +215,9 @@ fn read_bytes<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     PyBytes::new_with(py, count, |buf| {
         if count >= DETACH_AT {
-            py.detach(|| segment.read_at(buf, offset))?;
+            py.detach(|| segment.read_at(buf, offset)).map_err(io_to_py)?;
         } else {
-            segment.read_at(buf, offset)?;
+            segment.read_at(buf, offset).map_err(io_to_py)?;
         }
         Ok(())
     })
@@ -256,7 +257,7 @@ impl SharedMemory {
         name: &str,
         size: Option<i64>,
         create: bool,
-        mode: u32,
+        #[pyo3(from_py_with = crate::mode::permission_bits)] mode: u32,
         persist: bool,
         readonly: bool,
         replace: bool,
@@ -283,7 +284,7 @@ impl SharedMemory {
         _cls: &Bound<'_, PyType>,
         name: &str,
         size: i64,
-        mode: u32,
+        #[pyo3(from_py_with = crate::mode::permission_bits)] mode: u32,
         persist: bool,
         replace: bool,
         populate: bool,
@@ -392,7 +393,7 @@ impl SharedMemory {
     fn readinto(&self, py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<usize> {
         let dst = InputBytes::get(b, true)?;
         let (segment, start, count) = self.claim(dst.len as u64)?;
-        Ok(read_into(py, segment, &dst, start, count))
+        read_into(py, segment, &dst, start, count)
     }
 
     /// Write all of a bytes-like object at the cursor, or raise ValueError and write

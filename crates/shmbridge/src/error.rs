@@ -58,6 +58,55 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The name is taken by something that is not a shared-memory segment: a
+    /// symbolic link, a FIFO, a directory. On Linux anyone may put such a file in
+    /// `/dev/shm` under a name they expect another user to open (a link to that
+    /// user's private file, a FIFO that would block the open forever), so open
+    /// never follows a link and refuses anything but a regular file.
+    #[error(
+        "{name:?} is {found}, not a shared memory segment, so it was not opened (on Linux \
+         segments are regular files in /dev/shm, and someone may have planted this one): \
+         remove it if you know where it comes from, or use another name"
+    )]
+    NotASegment {
+        /// The segment name.
+        name: String,
+        /// What was found, as "a symbolic link".
+        found: &'static str,
+        /// The OS error that best describes it (`ELOOP` for a link, `EISDIR` for a
+        /// directory, `ENODEV` for anything else that cannot be mapped).
+        #[source]
+        source: io::Error,
+    },
+
+    /// A create mode with bits beyond the permission bits `0o777`.
+    #[error(
+        "mode {mode:#o} for segment {name:?} has bits beyond the permission bits 0o777 \
+         (setuid, setgid, sticky or file type bits): pass permission bits only, e.g. 0o600"
+    )]
+    InvalidMode {
+        /// The segment name.
+        name: String,
+        /// The mode asked for.
+        mode: u32,
+    },
+
+    /// Pages of the segment vanished under a copy: another process shrank the
+    /// segment (`ftruncate`), or the system had no memory left for a page of a
+    /// segment created without reserving its memory (a sparse one, as Python's
+    /// stdlib makes). The copy did not complete (missing bytes read as zeros,
+    /// bytes written to them are lost), and the handle refuses every later copy.
+    #[error(
+        "segment {name:?} lost pages while this process copied to or from it: another \
+         process shrank it (ftruncate), or the system had no memory left for a page it \
+         never reserved; the copy is incomplete and this handle refuses further copies: \
+         close it, and open or create the segment again"
+    )]
+    PagesLost {
+        /// The segment name.
+        name: String,
+    },
+
     /// The segment exists but is smaller than the caller expected.
     #[error(
         "segment {name:?} holds {actual} bytes but {expected} were expected: opening never \
@@ -284,6 +333,8 @@ impl Error {
             | Error::TooSmall { .. }
             | Error::OutOfBounds { .. }
             | Error::Misaligned { .. }
+            | Error::InvalidMode { .. }
+            | Error::NotASegment { .. }
             | Error::InvalidArray { .. }
             | Error::DTypeMismatch { .. } => io::ErrorKind::InvalidInput,
             Error::BadHeader { .. } => io::ErrorKind::InvalidData,
@@ -300,15 +351,17 @@ impl Error {
             Error::Protocol { .. } => io::ErrorKind::InvalidData,
             Error::Incompatible { .. } => io::ErrorKind::InvalidInput,
             Error::PeerDied { .. } => io::ErrorKind::BrokenPipe,
+            // The segment ended before the range being copied did.
+            Error::PagesLost { .. } => io::ErrorKind::UnexpectedEof,
         }
     }
 
     /// The OS error number behind this error, if there is one.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::PermissionDenied { source, .. } | Error::Os { source, .. } => {
-                source.raw_os_error()
-            }
+            Error::PermissionDenied { source, .. }
+            | Error::Os { source, .. }
+            | Error::NotASegment { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
@@ -316,6 +369,10 @@ impl Error {
     /// Wraps an OS error for `name`, choosing the variant from its kind.
     pub(crate) fn from_os(name: &str, op: &'static str, source: io::Error) -> Self {
         let name = name.to_owned();
+        if let Some(found) = crate::sys::not_a_segment(&source) {
+            let source = io::Error::from_raw_os_error(found.errno);
+            return Error::NotASegment { name, found: found.found, source };
+        }
         match source.kind() {
             io::ErrorKind::NotFound => Error::NotFound { name },
             io::ErrorKind::AlreadyExists => Error::AlreadyExists { name },

@@ -59,6 +59,9 @@ impl SharedMemoryOptions {
     /// Permission bits of a created segment (default `0o600`, owner only).
     ///
     /// Applied exactly on Linux, regardless of the umask. No effect on Windows.
+    /// Only the permission bits `0o777` are accepted: create refuses a mode with
+    /// setuid, setgid, sticky or file-type bits ([`Error::InvalidMode`]), since
+    /// `/dev/shm` is often mounted without `nosuid`.
     pub fn mode(&mut self, mode: u32) -> &mut Self {
         self.mode = mode;
         self
@@ -131,7 +134,9 @@ impl SharedMemoryOptions {
     ///
     /// - [`Error::InvalidName`] for a name the platform cannot hold;
     /// - [`Error::InvalidSize`] for a size of 0 or more than this process can map;
-    /// - [`Error::AlreadyExists`] if the name is taken (and `replace` is off);
+    /// - [`Error::InvalidMode`] for a [`mode`](Self::mode) beyond `0o777`;
+    /// - [`Error::AlreadyExists`] if the name is taken (and `replace` is off), by a
+    ///   segment or by anything else (a planted link is never followed);
     /// - [`Error::NoSpace`] if the machine cannot back the segment;
     /// - [`Error::PermissionDenied`] or [`Error::Os`] for what else the OS refuses.
     ///
@@ -139,6 +144,9 @@ impl SharedMemoryOptions {
     pub fn create(&self, name: &str, size: usize) -> Result<SharedMemory> {
         let name = canonical_name(name)?;
         check_mappable(&name, size as u64)?;
+        if self.mode & !0o777 != 0 {
+            return Err(Error::InvalidMode { name, mode: self.mode });
+        }
         if self.replace {
             match sys::unlink(&name) {
                 Ok(()) => {}
@@ -183,8 +191,9 @@ impl SharedMemoryOptions {
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] if the descriptor is not a mappable segment,
-    /// [`Error::InvalidSize`] if it is empty.
+    /// [`Error::NotASegment`] if the descriptor is not a file (a pipe, a socket),
+    /// [`Error::Os`] if it is not otherwise mappable, [`Error::InvalidSize`] if it is
+    /// empty.
     #[cfg(unix)]
     pub fn open_fd(&self, fd: std::os::fd::BorrowedFd<'_>) -> Result<SharedMemory> {
         let name = crate::segment::ANONYMOUS;
@@ -202,6 +211,8 @@ impl SharedMemoryOptions {
     ///
     /// - [`Error::InvalidName`] for a name the platform cannot hold;
     /// - [`Error::NotFound`] if no segment has that name;
+    /// - [`Error::NotASegment`] if the name is a symbolic link (never followed), a
+    ///   FIFO, a directory or anything else that is not a regular file (Linux);
     /// - [`Error::TooSmall`] if the segment holds fewer than `min_size` bytes;
     /// - [`Error::InvalidSize`] if the segment is empty (size 0: nothing to map);
     /// - [`Error::PermissionDenied`] or [`Error::Os`] for what else the OS refuses.
@@ -320,6 +331,10 @@ impl SharedMemory {
     }
 
     /// Creates a segment with no name at all (a memfd on Linux), zero-filled.
+    ///
+    /// On Linux it is sealed: processes given its descriptor can read and write
+    /// it, but not resize it (a shrink would make pages vanish under every
+    /// mapping), nor add seals of their own.
     ///
     /// Nobody can open it by name; a child process reaches it through its
     /// descriptor ([`as_fd`](Self::as_fd)), for instance by the worker's

@@ -50,6 +50,25 @@ pub(crate) const ANONYMOUS: &str = "(anonymous)";
 /// while another process writes them may be a mix of old and new: coordinate the
 /// two sides (the spec's call-and-answer, or the synchronization primitives).
 ///
+/// # A peer that shrinks the segment
+///
+/// A process that may write the segment may also shrink it (`ftruncate`, Linux),
+/// and the pages past its new end vanish from every mapping: touching one raises
+/// SIGBUS. So does writing a page of a sparse segment (created without
+/// [`reserve`](SharedMemoryOptions::reserve), as Python's stdlib does) when the
+/// system has no memory left for it.
+///
+/// - The copying methods ([`read_at`](Self::read_at), [`write_at`](Self::write_at)
+///   and their `_exact`/`_all`/`_raw` forms, [`Read`], [`Write`]) are guarded: such
+///   a fault makes them return [`Error::PagesLost`] instead, and the value refuses
+///   every later copy, since parts of its mapping are then private zero pages.
+/// - Zero-copy views ([`as_slice`](Self::as_slice), [`view`](Self::view), raw
+///   pointers, and whatever is built on them) cannot be guarded: a fault through
+///   them kills the process, as it would without shmbridge. Use them only with
+///   peers you trust not to shrink the segment, or copy instead.
+/// - Anonymous segments ([`anonymous`](Self::anonymous)) are sealed against
+///   resizing and are safe from this.
+///
 /// # Example
 ///
 /// ```
@@ -195,19 +214,23 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// None today; the `io::Result` keeps the signature of `FileExt::read_at`.
+    /// [`Error::PagesLost`] (as an `io::Error` of kind `UnexpectedEof`) if another
+    /// process shrank the segment under the copy, or did so before: the part of
+    /// `buf` that the vanished pages would fill holds zeros.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         // SAFETY: buf is a valid, exclusively borrowed destination of buf.len() bytes,
         // and a &mut [u8] cannot point into this mapping while &self is borrowed.
-        Ok(unsafe { self.read_at_raw(buf.as_mut_ptr(), buf.len(), offset) })
+        unsafe { self.copy_out(buf.as_mut_ptr(), buf.len(), offset) }
+            .map_err(|sys::PagesLost| self.pages_lost_io())
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`.
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::UnexpectedEof`] if the segment ends first; `buf` is then
-    /// left unspecified, as with `FileExt::read_exact_at`.
+    /// [`io::ErrorKind::UnexpectedEof`] if the segment ends first, or if pages of it
+    /// vanished ([`Error::PagesLost`]); `buf` is then left unspecified, as with
+    /// `FileExt::read_exact_at`.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         if self.read_at(buf, offset)? < buf.len() {
             return Err(io::Error::new(
@@ -226,12 +249,16 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`Error::ReadOnly`] (as an `io::Error` of kind `PermissionDenied`) on a
-    /// read-only segment.
+    /// read-only segment; [`Error::PagesLost`] (kind `UnexpectedEof`) if another
+    /// process shrank the segment under the copy, or did so before (bytes meant for
+    /// the vanished pages are lost).
     pub fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize> {
         let n = buf.len().min(self.remaining_from(offset));
-        // SAFETY: &mut self means no reference into the mapping is live; buf cannot
-        // point into the mapping either, since that would be a borrow of self.
-        unsafe { self.write_all_at_raw(buf.as_ptr(), n, offset)? };
+        self.check_write(n, offset).map_err(|failure| self.copy_io_error(failure, offset, n))?;
+        // SAFETY: checked above; &mut self means no reference into the mapping is
+        // live, and buf cannot point into the mapping either, since that would be a
+        // borrow of self.
+        unsafe { self.copy_in(buf.as_ptr(), n, offset) }.map_err(|_| self.pages_lost_io())?;
         Ok(n)
     }
 
@@ -240,35 +267,47 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`Error::OutOfBounds`] if `buf` does not fit (nothing is written), or
-    /// [`Error::ReadOnly`]; both as `io::Error`s.
+    /// [`Error::ReadOnly`], or [`Error::PagesLost`] as in
+    /// [`write_at`](Self::write_at); all as `io::Error`s.
     pub fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let len = buf.len();
+        self.check_write(len, offset)
+            .map_err(|failure| self.copy_io_error(failure, offset, len))?;
         // SAFETY: as in write_at.
-        unsafe { self.write_all_at_raw(buf.as_ptr(), buf.len(), offset)? };
-        Ok(())
+        unsafe { self.copy_in(buf.as_ptr(), len, offset) }.map_err(|_| self.pages_lost_io())
     }
 
     /// Copies up to `len` bytes at `offset` to `dst`, for callers that hold no
-    /// Rust reference to either side (the Python binding). Returns the count copied,
-    /// short at the end of the segment. Overlap between `dst` and the segment is
-    /// allowed.
+    /// Rust reference to either side (the Python binding, the channel). Returns the
+    /// count copied, short at the end of the segment. Overlap between `dst` and the
+    /// segment is allowed.
+    ///
+    /// The copy is guarded: a page of the segment that another process removed
+    /// (by shrinking it) reads as zeros and makes the result [`Error::PagesLost`],
+    /// where touching it through a view would kill the process with SIGBUS.
     ///
     /// # Safety
     ///
     /// `dst` must be valid for writes of `len` bytes, and no Rust reference may be
     /// live to those bytes.
-    pub unsafe fn read_at_raw(&self, dst: *mut u8, len: usize, offset: u64) -> usize {
-        let n = len.min(self.remaining_from(offset));
-        if n > 0 {
-            // SAFETY: offset + n <= self.len() (remaining_from), so the source lies in
-            // the live mapping; the caller vouches for dst. `copy` tolerates overlap.
-            unsafe { std::ptr::copy(self.mapping.as_ptr().add(offset as usize), dst, n) };
-        }
-        n
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagesLost`] if pages of the segment vanished, during this copy or
+    /// an earlier one; `dst` then holds zeros where they were.
+    pub unsafe fn read_at_raw(&self, dst: *mut u8, len: usize, offset: u64) -> Result<usize> {
+        // SAFETY: the caller's contract is copy_out's.
+        unsafe { self.copy_out(dst, len, offset) }
+            .map_err(|sys::PagesLost| self.copy_error(CopyFailure::PagesLost, offset, len))
     }
 
     /// Copies `len` bytes from `src` to `offset`, all or nothing, through a shared
     /// borrow, for callers that hold no Rust reference into the segment (the Python
-    /// binding). Overlap between `src` and the segment is allowed.
+    /// binding, the channel). Overlap between `src` and the segment is allowed.
+    ///
+    /// The copy is guarded as in [`read_at_raw`](Self::read_at_raw): bytes meant
+    /// for pages that another process removed are lost, and the result is
+    /// [`Error::PagesLost`] instead of a SIGBUS.
     ///
     /// # Safety
     ///
@@ -280,20 +319,100 @@ impl SharedMemory {
     ///
     /// [`Error::ReadOnly`] on a read-only segment; [`Error::OutOfBounds`] if the
     /// range does not lie inside the segment. Nothing is written then.
+    /// [`Error::PagesLost`] if pages of the segment vanished, during this copy
+    /// (which is then incomplete) or an earlier one (nothing is written).
     pub unsafe fn write_all_at_raw(&self, src: *const u8, len: usize, offset: u64) -> Result<()> {
+        self.check_write(len, offset).map_err(|failure| self.copy_error(failure, offset, len))?;
+        // SAFETY: checked above; the caller vouches for src and the references.
+        unsafe { self.copy_in(src, len, offset) }
+            .map_err(|sys::PagesLost| self.copy_error(CopyFailure::PagesLost, offset, len))
+    }
+
+    /// The guarded copy behind every read: up to `len` bytes at `offset` to `dst`.
+    /// Its errors carry no data, and the error values are built out of line
+    /// ([`copy_error`](Self::copy_error)), so that a small copy stays a few
+    /// instructions around `memcpy`.
+    ///
+    /// # Safety
+    ///
+    /// As [`read_at_raw`](Self::read_at_raw).
+    #[inline]
+    unsafe fn copy_out(
+        &self,
+        dst: *mut u8,
+        len: usize,
+        offset: u64,
+    ) -> Result<usize, sys::PagesLost> {
+        let n = len.min(self.remaining_from(offset));
+        if n > 0 {
+            // SAFETY: offset + n <= self.len() (remaining_from), so the source lies in
+            // the live mapping; the caller vouches for dst.
+            unsafe { self.mapping.copy_out(offset as usize, dst, n) }?;
+        }
+        Ok(n)
+    }
+
+    /// Whether `len` bytes may be written at `offset`: the segment is writable and
+    /// the range lies inside it.
+    #[inline]
+    fn check_write(&self, len: usize, offset: u64) -> Result<(), CopyFailure> {
         if !self.writable {
-            return Err(Error::ReadOnly { name: self.name.clone() });
+            Err(CopyFailure::ReadOnly)
+        } else if len > self.remaining_from(offset) {
+            Err(CopyFailure::OutOfBounds)
+        } else {
+            Ok(())
         }
-        if len > self.remaining_from(offset) {
-            return Err(self.out_of_bounds(offset, len));
-        }
+    }
+
+    /// The guarded copy behind every write: `len` bytes from `src` to `offset`
+    /// (see [`copy_out`](Self::copy_out)).
+    ///
+    /// # Safety
+    ///
+    /// [`check_write`](Self::check_write) passed for `len` and `offset`, and the
+    /// contract of [`write_all_at_raw`](Self::write_all_at_raw) holds.
+    #[inline]
+    unsafe fn copy_in(
+        &self,
+        src: *const u8,
+        len: usize,
+        offset: u64,
+    ) -> Result<(), sys::PagesLost> {
         if len > 0 {
-            // SAFETY: the range is inside the live, writable mapping (checked above);
-            // the caller vouches for src and for the absence of references. `copy`
-            // tolerates overlap.
-            unsafe { std::ptr::copy(src, self.mapping.as_ptr().add(offset as usize), len) };
+            // SAFETY: the range is inside the live, writable mapping (check_write);
+            // the caller vouches for src and for the absence of references.
+            unsafe { self.mapping.copy_in(src, offset as usize, len) }?;
         }
         Ok(())
+    }
+
+    /// The error for a failed copy of `len` bytes at `offset`; cold and out of
+    /// line, off the copies' fast path.
+    #[cold]
+    #[inline(never)]
+    fn copy_error(&self, failure: CopyFailure, offset: u64, len: usize) -> Error {
+        let name = self.name.clone();
+        match failure {
+            CopyFailure::ReadOnly => Error::ReadOnly { name },
+            CopyFailure::OutOfBounds => self.out_of_bounds(offset, len),
+            CopyFailure::PagesLost => Error::PagesLost { name },
+        }
+    }
+
+    /// [`Error::PagesLost`] as an `io::Error`, for [`read_at`](Self::read_at).
+    #[cold]
+    #[inline(never)]
+    fn pages_lost_io(&self) -> io::Error {
+        Error::PagesLost { name: self.name.clone() }.into()
+    }
+
+    /// [`copy_error`](Self::copy_error) as an `io::Error`, for the `std::io`-style
+    /// methods.
+    #[cold]
+    #[inline(never)]
+    fn copy_io_error(&self, failure: CopyFailure, offset: u64, len: usize) -> io::Error {
+        self.copy_error(failure, offset, len).into()
     }
 
     /// Bytes from `offset` to the end of the segment (0 past the end).
@@ -313,6 +432,14 @@ impl SharedMemory {
     pub(crate) fn mapping_ptr(&self) -> *mut u8 {
         self.mapping.as_ptr()
     }
+}
+
+/// Why a copy failed; [`SharedMemory::copy_error`] makes the [`Error`].
+#[derive(Debug, Clone, Copy)]
+enum CopyFailure {
+    ReadOnly,
+    OutOfBounds,
+    PagesLost,
 }
 
 /// Removes the name of a segment; processes that have it mapped keep it until they

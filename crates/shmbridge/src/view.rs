@@ -26,6 +26,10 @@ use crate::segment::SharedMemory;
 /// and return an error instead.
 impl SharedMemory {
     /// The whole segment as bytes.
+    ///
+    /// Zero-copy, so unguarded: if another process shrinks the segment, touching a
+    /// vanished page through it raises SIGBUS (see [`SharedMemory`]'s "A peer that
+    /// shrinks the segment").
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is live for as long as &self, holds len() bytes, and is
         // readable; any byte pattern is a valid u8.
@@ -33,6 +37,10 @@ impl SharedMemory {
     }
 
     /// The whole segment as mutable bytes.
+    ///
+    /// Zero-copy, so unguarded: if another process shrinks the segment, touching a
+    /// vanished page through it raises SIGBUS (see [`SharedMemory`]'s "A peer that
+    /// shrinks the segment").
     ///
     /// # Errors
     ///
@@ -46,6 +54,10 @@ impl SharedMemory {
 
     /// The first byte of the mapping, for FFI. Valid for [`len`](Self::len) bytes
     /// while `self` lives; reading through it is the caller's `unsafe`.
+    ///
+    /// Zero-copy, so unguarded: if another process shrinks the segment, touching a
+    /// vanished page through it raises SIGBUS (see [`SharedMemory`]'s "A peer that
+    /// shrinks the segment").
     pub fn as_ptr(&self) -> *const u8 {
         self.mapping_ptr()
     }
@@ -54,11 +66,19 @@ impl SharedMemory {
     /// [`len`](Self::len) bytes while `self` lives, writable only if
     /// [`is_writable`](Self::is_writable); writing through it is the caller's
     /// `unsafe`, and must not overlap a live view.
+    ///
+    /// Zero-copy, so unguarded: if another process shrinks the segment, touching a
+    /// vanished page through it raises SIGBUS (see [`SharedMemory`]'s "A peer that
+    /// shrinks the segment").
     pub fn as_mut_ptr(&self) -> *mut u8 {
         self.mapping_ptr()
     }
 
     /// `count` values of `T` starting at byte `offset`.
+    ///
+    /// Zero-copy, so unguarded: if another process shrinks the segment, touching a
+    /// vanished page through it raises SIGBUS (see [`SharedMemory`]'s "A peer that
+    /// shrinks the segment").
     ///
     /// # Errors
     ///
@@ -83,6 +103,10 @@ impl SharedMemory {
 
     /// `count` values of `T` starting at byte `offset`, writable.
     ///
+    /// Zero-copy, so unguarded: if another process shrinks the segment, touching a
+    /// vanished page through it raises SIGBUS (see [`SharedMemory`]'s "A peer that
+    /// shrinks the segment").
+    ///
     /// # Errors
     ///
     /// As [`view`](Self::view), and [`Error::ReadOnly`] on a read-only segment.
@@ -92,6 +116,10 @@ impl SharedMemory {
     }
 
     /// As many whole values of `T` as fit from byte `offset` to the end.
+    ///
+    /// Zero-copy, so unguarded: if another process shrinks the segment, touching a
+    /// vanished page through it raises SIGBUS (see [`SharedMemory`]'s "A peer that
+    /// shrinks the segment").
     ///
     /// # Errors
     ///
@@ -103,6 +131,10 @@ impl SharedMemory {
     }
 
     /// As many whole values of `T` as fit from byte `offset` to the end, writable.
+    ///
+    /// Zero-copy, so unguarded: if another process shrinks the segment, touching a
+    /// vanished page through it raises SIGBUS (see [`SharedMemory`]'s "A peer that
+    /// shrinks the segment").
     ///
     /// # Errors
     ///

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 /// the modules it may use. A module may use only modules listed before it, so the
 /// picture stays a tree from `sys` and `error` upward.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("error", &[]),
     ("sys", &[]),
+    // Errors recognise a few OS errors by what sys says they mean.
+    ("error", &["sys"]),
     ("owner", &["sys"]),
     ("name", &["error", "sys"]),
     ("segment", &["error", "sys", "owner", "name"]),

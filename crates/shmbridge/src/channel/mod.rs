@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use receiver::{Message, RawMessage, Receiver};
+pub use receiver::{Lent, Message, RawMessage, Receiver};
 pub use sender::{Loan, RawLoan, Sender};
 
 use crate::error::{Error, Result};
@@ -140,6 +140,13 @@ pub enum ChannelError {
         /// How many pinned records there are.
         loans: usize,
     },
+    /// Another process shrank the channel's segment: pages of its ring are gone.
+    /// The channel cannot be used any more.
+    #[error(
+        "another process shrank the channel's segment: pages of its ring are gone; create a \
+         new channel"
+    )]
+    PagesLost,
     /// A message larger than the channel can ever hold.
     #[error(
         "a message of {len} bytes is larger than this channel's limit of {max}: create a larger channel"
@@ -334,25 +341,41 @@ impl Channel {
     }
 
     /// Reads the record header (length, flags) at ring offset `place`.
-    fn read_header(&self, place: usize) -> (u32, u32) {
+    fn read_header(&self, place: usize) -> Result<(u32, u32), ChannelError> {
         let mut header = [0u8; ring::RECORD_HEADER];
-        // SAFETY: place + 8 <= capacity (ring::next_record_place), so the header lies
-        // in the ring; `header` is a local buffer. The bytes may change under us
-        // (another process writes them): read_at_raw copies without references.
-        unsafe { self.shm.read_at_raw(header.as_mut_ptr(), header.len(), (RING + place) as u64) };
+        self.copy_out(place, &mut header)?;
         let [a, b, c, d, e, f, g, h] = header;
-        (u32::from_ne_bytes([a, b, c, d]), u32::from_ne_bytes([e, f, g, h]))
+        Ok((u32::from_ne_bytes([a, b, c, d]), u32::from_ne_bytes([e, f, g, h])))
     }
 
     /// Writes a record header at ring offset `place`.
-    fn write_header(&self, place: usize, len: u32, flags: u32) {
+    fn write_header(&self, place: usize, len: u32, flags: u32) -> Result<(), ChannelError> {
         let mut header = [0u8; ring::RECORD_HEADER];
         header[..4].copy_from_slice(&len.to_ne_bytes());
         header[4..].copy_from_slice(&flags.to_ne_bytes());
-        // SAFETY: the producer owns this part of the ring until it publishes it
-        // (ring::room), and place + 8 <= capacity; no reference into the ring lives.
-        unsafe { self.shm.write_all_at_raw(header.as_ptr(), header.len(), (RING + place) as u64) }
-            .expect("a reserved record header lies in the ring");
+        self.copy_in(place, &header)
+    }
+
+    /// Copies ring bytes at `place` into `dst`, guarded: pages a peer removed by
+    /// shrinking the segment are [`ChannelError::PagesLost`], never a signal.
+    fn copy_out(&self, place: usize, dst: &mut [u8]) -> Result<(), ChannelError> {
+        debug_assert!(place + dst.len() <= self.capacity);
+        // SAFETY: `dst` is the caller's own buffer; the range lies in the ring (the
+        // callers checked it), which another process may write meanwhile: the copy
+        // takes no reference into it.
+        unsafe { self.shm.read_at_raw(dst.as_mut_ptr(), dst.len(), (RING + place) as u64) }
+            .map(drop)
+            .map_err(|_| ChannelError::PagesLost)
+    }
+
+    /// Copies `src` into the ring at `place`, guarded as [`copy_out`](Self::copy_out).
+    fn copy_in(&self, place: usize, src: &[u8]) -> Result<(), ChannelError> {
+        debug_assert!(place + src.len() <= self.capacity);
+        // SAFETY: the producer owns this room of the ring until it publishes it
+        // (ring::room), `src` is the caller's own data, and no reference into the
+        // ring is created.
+        unsafe { self.shm.write_all_at_raw(src.as_ptr(), src.len(), (RING + place) as u64) }
+            .map_err(|_| ChannelError::PagesLost)
     }
 }
 

@@ -185,13 +185,51 @@ impl Receiver {
         self.advance_tail(&mut state);
     }
 
-    /// Takes the next message if there is one now, hands it to `f`, and releases it
+    /// Copies a message taken by [`recv_raw`](Self::recv_raw) (and not yet
+    /// released) into `dst`, which must be exactly as long; guarded, so pages a
+    /// peer removed are [`ChannelError::PagesLost`], never a signal.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::PagesLost`]; [`ChannelError::TooLarge`] if `dst` has the
+    /// wrong length.
+    pub fn copy_raw(&self, raw: &RawMessage, dst: &mut [u8]) -> Result<(), ChannelError> {
+        if dst.len() != raw.len {
+            return Err(ChannelError::TooLarge { len: raw.len, max: dst.len() });
+        }
+        self.copy_raw_at(raw, 0, dst)
+    }
+
+    /// Copies `dst.len()` bytes of a held message, from byte `offset` of it, into
+    /// `dst` (guarded, as [`copy_raw`](Self::copy_raw)).
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::PagesLost`]; [`ChannelError::TooLarge`] if the range runs
+    /// past the message's end.
+    pub fn copy_raw_at(
+        &self,
+        raw: &RawMessage,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<(), ChannelError> {
+        if offset.checked_add(dst.len()).is_none_or(|end| end > raw.len) {
+            return Err(ChannelError::TooLarge {
+                len: offset.saturating_add(dst.len()),
+                max: raw.len,
+            });
+        }
+        let place = raw.ptr as usize - self.channel.ring_ptr(0) as usize;
+        self.channel.copy_out(place + offset, dst)
+    }
+
+    /// Takes the next message if there is one now, lends it to `f`, and releases it
     /// at once: the copying receive, in one step.
     ///
     /// # Errors
     ///
     /// [`ChannelError::Empty`], and as [`recv`](Self::recv) for a closed channel.
-    pub fn try_recv_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ChannelError> {
+    pub fn try_recv_with<R>(&self, f: impl FnOnce(Lent<'_>) -> R) -> Result<R, ChannelError> {
         let mut f = Some(f);
         match self.drain_with(1, |bytes| f.take().map(|f| f(bytes)))? {
             (1, Some(Some(result))) => Ok(result),
@@ -199,7 +237,7 @@ impl Receiver {
         }
     }
 
-    /// Takes up to `max` messages that are there now, handing each to `f` and
+    /// Takes up to `max` messages that are there now, lending each to `f` and
     /// releasing it at once; returns how many, and `f`'s last result.
     ///
     /// # Errors
@@ -209,7 +247,7 @@ impl Receiver {
     pub fn drain_with<R>(
         &self,
         max: usize,
-        mut f: impl FnMut(&[u8]) -> R,
+        mut f: impl FnMut(Lent<'_>) -> R,
     ) -> Result<(usize, Option<R>), ChannelError> {
         self.usable()?;
         let drained = self.drain_now(max, &mut f)?;
@@ -228,20 +266,14 @@ impl Receiver {
     fn drain_now<R>(
         &self,
         max: usize,
-        f: &mut impl FnMut(&[u8]) -> R,
+        f: &mut impl FnMut(Lent<'_>) -> R,
     ) -> Result<(usize, Option<R>), ChannelError> {
         let mut state = self.lock();
         let (mut taken, mut last, mut failed) = (0, None, None);
         while taken < max {
             match self.take(&mut state) {
                 Ok(Some((position, payload, len))) => {
-                    // SAFETY: [payload, payload + len) is a published record, checked to
-                    // lie in the ring (a non-null address, even for len 0); the sender does
-                    // not reuse it before we release it just below, and the slice does not
-                    // outlive this block.
-                    let bytes =
-                        unsafe { std::slice::from_raw_parts(self.channel.ring_ptr(payload), len) };
-                    last = Some(f(bytes));
+                    last = Some(f(Lent { channel: &self.channel, payload, len }));
                     if let Some(held) = state.held.iter_mut().rev().find(|h| h.start == position) {
                         held.released = true;
                     }
@@ -322,7 +354,7 @@ impl Receiver {
             let Some(place) = ring::next_record_place(state.read, head, c.capacity)? else {
                 return Ok(None);
             };
-            let (len, flags) = c.read_header(place);
+            let (len, flags) = c.read_header(place)?;
             let start = state.read;
             match ring::interpret(place, start, head, c.capacity, len, flags)? {
                 Record::Padding { bytes } | Record::Skip { bytes } => {
@@ -411,7 +443,72 @@ impl fmt::Debug for Receiver {
     }
 }
 
+/// A message lent to a closure by [`Receiver::drain_with`] or
+/// [`Receiver::try_recv_with`]; it is released when the closure returns.
+pub struct Lent<'a> {
+    channel: &'a Channel,
+    payload: usize,
+    len: usize,
+}
+
+impl Lent<'_> {
+    /// The message's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the message into `dst` (exactly [`len`](Self::len) bytes), guarded:
+    /// pages a peer removed by shrinking the segment are
+    /// [`ChannelError::PagesLost`], never a signal.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::PagesLost`]; [`ChannelError::TooLarge`] if `dst` has the
+    /// wrong length.
+    pub fn copy_to(&self, dst: &mut [u8]) -> Result<(), ChannelError> {
+        if dst.len() != self.len {
+            return Err(ChannelError::TooLarge { len: self.len, max: dst.len() });
+        }
+        self.channel.copy_out(self.payload, dst)
+    }
+
+    /// A copy of the message (guarded, as [`copy_to`](Self::copy_to)).
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::PagesLost`].
+    pub fn to_vec(&self) -> Result<Vec<u8>, ChannelError> {
+        let mut bytes = vec![0; self.len];
+        self.copy_to(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// The message in place: zero-copy and unguarded, like every view of shared
+    /// memory (see [`SharedMemory`](crate::SharedMemory)'s notes on peers).
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: [payload, payload + len) is a published record checked to lie in
+        // the ring (a non-null address, even for len 0), held until `f` returns, which
+        // this borrow cannot outlive.
+        unsafe { std::slice::from_raw_parts(self.channel.ring_ptr(self.payload), self.len) }
+    }
+}
+
+impl fmt::Debug for Lent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lent").field("len", &self.len).finish()
+    }
+}
+
 /// A received message: a zero-copy view of the ring, released when dropped.
+///
+/// Deref gives the bytes in place (unguarded, like every view: a peer that shrinks
+/// the segment makes touching them fault); [`to_vec`](Self::to_vec) copies them
+/// out guarded.
 pub struct Message<'a> {
     receiver: &'a Receiver,
     raw: RawMessage,
@@ -424,6 +521,20 @@ impl Deref for Message<'_> {
         // which the sender does not reuse before this message is released (on drop);
         // the receiver's borrow keeps the mapping alive.
         unsafe { std::slice::from_raw_parts(self.raw.ptr, self.raw.len) }
+    }
+}
+
+impl Message<'_> {
+    /// A copy of the message, guarded: pages a peer removed by shrinking the
+    /// segment are [`ChannelError::PagesLost`], never a signal.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::PagesLost`].
+    pub fn to_vec(&self) -> Result<Vec<u8>, ChannelError> {
+        let mut bytes = vec![0; self.raw.len];
+        self.receiver.copy_raw(&self.raw, &mut bytes)?;
+        Ok(bytes)
     }
 }
 

@@ -123,13 +123,19 @@ impl Sender {
         deadline: Option<Instant>,
     ) -> Result<(), ChannelError> {
         let len = parts.iter().map(|p| p.len()).sum();
-        let mut loan = self.loan_deadline(len, deadline)?;
-        let mut at = 0;
+        let raw = self.reserve_raw(len, deadline)?;
+        // Guarded copies (a peer shrinking the segment is an error, not a signal).
+        let mut place = raw.ptr as usize - self.channel.ring_ptr(0) as usize;
         for part in parts {
-            loan[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
+            if let Err(e) = self.channel.copy_in(place, part) {
+                // SAFETY: raw came from reserve_raw on this sender and is used once.
+                unsafe { self.discard_raw(raw, false) };
+                return Err(e);
+            }
+            place += part.len();
         }
-        loan.publish()
+        // SAFETY: raw came from reserve_raw on this sender and is used once.
+        unsafe { self.publish_raw(raw, false) }
     }
 
     /// Sends the messages of `batch` in order, waiting for room until `deadline`
@@ -165,11 +171,17 @@ impl Sender {
                     break; // reported at the top of the next round
                 }
                 match self.room_at(head, data.len()) {
-                    Ok(Some((padding, _))) => {
-                        head = self.write_record(head, padding, data);
-                        batch.next();
-                        written += 1;
-                    }
+                    Ok(Some((padding, _))) => match self.write_record(head, padding, data) {
+                        Ok(next) => {
+                            head = next;
+                            batch.next();
+                            written += 1;
+                        }
+                        Err(e) => {
+                            stop = Some(e);
+                            break;
+                        }
+                    },
                     Ok(None) if written > 0 => break, // publish what is written first
                     Ok(None) => {
                         if let Err(e) = self.wait_for_room(head, data.len(), deadline) {
@@ -273,8 +285,7 @@ impl Sender {
     /// `loan` must come from `reserve_raw` on this sender, and be published or
     /// discarded once.
     pub unsafe fn publish_raw(&self, loan: RawLoan, pin: bool) -> Result<(), ChannelError> {
-        let head = self.write_header_of(&loan, 0);
-        let published = self.publish_to(head);
+        let published = self.write_header_of(&loan, 0).and_then(|head| self.publish_to(head));
         if published.is_ok() && pin {
             self.pin(loan.head);
         }
@@ -292,9 +303,11 @@ impl Sender {
     /// As [`publish_raw`](Self::publish_raw).
     pub unsafe fn discard_raw(&self, loan: RawLoan, pin: bool) {
         if pin {
-            let head = self.write_header_of(&loan, FLAG_SKIP);
-            // If the channel is closed, nobody reads the record: nothing to keep.
-            if self.publish_to(head).is_ok() {
+            let published =
+                self.write_header_of(&loan, FLAG_SKIP).and_then(|head| self.publish_to(head));
+            // If the channel is closed (or its ring gone), nobody reads the record:
+            // nothing to keep.
+            if published.is_ok() {
                 self.pin(loan.head);
             }
         }
@@ -425,36 +438,25 @@ impl Sender {
 
     /// Writes `data` as a record at `head` (after `padding`); returns the head
     /// after it. The caller holds the turn and checked the room.
-    fn write_record(&self, head: u64, padding: usize, data: &[u8]) -> u64 {
-        let loan = RawLoan {
-            head,
-            padding,
-            len: data.len(),
-            ptr: self.channel.ring_ptr(
-                ((head + padding as u64) % self.channel.capacity as u64) as usize
-                    + ring::RECORD_HEADER,
-            ),
-        };
-        if !data.is_empty() {
-            // SAFETY: the loan's payload is room this turn reserved in the ring (so no
-            // reader looks at it and it lies inside the mapping), and `data` is the
-            // caller's own slice, which cannot point into it.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), loan.ptr, data.len()) };
-        }
+    fn write_record(&self, head: u64, padding: usize, data: &[u8]) -> Result<u64, ChannelError> {
+        let capacity = self.channel.capacity as u64;
+        let place = ((head + padding as u64) % capacity) as usize;
+        self.channel.copy_in(place + ring::RECORD_HEADER, data)?;
+        let loan = RawLoan { head, padding, len: data.len(), ptr: self.channel.ring_ptr(place) };
         self.write_header_of(&loan, 0)
     }
 
     /// Writes the padding marker (if any) and the record header of a reservation;
     /// returns the head after the record.
-    fn write_header_of(&self, loan: &RawLoan, flags: u32) -> u64 {
+    fn write_header_of(&self, loan: &RawLoan, flags: u32) -> Result<u64, ChannelError> {
         let c = &self.channel;
         let capacity = c.capacity as u64;
         if loan.padding > 0 {
-            c.write_header((loan.head % capacity) as usize, WRAP, 0);
+            c.write_header((loan.head % capacity) as usize, WRAP, 0)?;
         }
         let place = ((loan.head + loan.padding as u64) % capacity) as usize;
-        c.write_header(place, loan.len as u32, flags);
-        loan.head + (loan.padding + ring::record_len(loan.len)) as u64
+        c.write_header(place, loan.len as u32, flags)?;
+        Ok(loan.head + (loan.padding + ring::record_len(loan.len)) as u64)
     }
 
     /// Makes every record up to `head` visible to the receiver, unless the channel

@@ -11,7 +11,10 @@
 //! - `unlink(name)`;
 //! - `map(&Handle, len, writable, populate) -> NonNull<u8>` and `unsafe unmap(ptr,
 //!   len)`, which this module wraps in `Mapping` (unmapped on drop, or by
-//!   `Mapping::unmap`, which reports the error);
+//!   `Mapping::unmap`, which reports the error). Copies to and from a mapping go
+//!   through `Mapping::copy_out` / `copy_in`, which turn a page that vanished under
+//!   them (a peer shrank the segment) into [`PagesLost`] instead of a SIGBUS
+//!   (`guard_sigbus.rs` on Linux; elsewhere pages cannot vanish, `guard_plain.rs`);
 //! - `free_space()`: bytes left for new segments, where the platform tells;
 //! - for the worker's pipes to its child (feature `worker`): `wait_readable(pipe,
 //!   timeout)`, `wait_writable(pipe, timeout)`, `set_nonblocking(pipe)` (`false`
@@ -34,6 +37,12 @@
 #[cfg_attr(windows, path = "windows.rs")]
 mod os;
 
+#[cfg_attr(any(target_os = "linux", target_os = "android"), path = "guard_sigbus.rs")]
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), path = "guard_plain.rs")]
+mod guard;
+
+pub(crate) use guard::PagesLost;
+
 use std::io;
 use std::ptr::NonNull;
 
@@ -48,11 +57,86 @@ pub(crate) use os::{create_anonymous, open_fd};
 #[cfg(feature = "worker")]
 pub(crate) use os::{set_nonblocking, wait_readable, wait_writable};
 
+/// Copies `len` bytes from `src` to `dst`, which may overlap (as `ptr::copy`).
+///
+/// Up to 64 bytes are copied inline, by loading them all (two possibly overlapping
+/// words of the right size from each end) before storing any, which saves the call
+/// to the C library's `memmove` (an indirect jump to the CPU's variant, then its
+/// size dispatch) and pays for part of a guard's bookkeeping around small copies.
+/// Longer copies go to `memmove`, which is faster there.
+///
+/// # Safety
+///
+/// As for [`std::ptr::copy`]: `src` valid for reads and `dst` for writes of `len`
+/// bytes.
+#[inline(always)]
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    /// Copies `len` bytes (between `size_of::<T>()` and twice that) as the first
+    /// and the last `T` of the range, both loaded before either is stored.
+    ///
+    /// # Safety
+    ///
+    /// As `copy_bytes`, with `size_of::<T>() <= len <= 2 * size_of::<T>()`.
+    #[inline(always)]
+    unsafe fn ends<T: Copy>(src: *const u8, dst: *mut u8, len: usize) {
+        let tail = len - size_of::<T>();
+        // SAFETY: both words lie in [0, len) of src and of dst (the caller's range
+        // bounds); unaligned accesses are used, so any address is fine.
+        unsafe {
+            let first = src.cast::<T>().read_unaligned();
+            let last = src.add(tail).cast::<T>().read_unaligned();
+            dst.cast::<T>().write_unaligned(first);
+            dst.add(tail).cast::<T>().write_unaligned(last);
+        }
+    }
+    // SAFETY: the caller vouches for both ranges, and each branch passes a length
+    // within the bounds that `ends` requires.
+    unsafe {
+        match len {
+            0 => {}
+            1 => dst.write(src.read()),
+            2..=3 => ends::<u16>(src, dst, len),
+            4..=7 => ends::<u32>(src, dst, len),
+            8..=15 => ends::<u64>(src, dst, len),
+            16..=32 => ends::<u128>(src, dst, len),
+            33..=64 => ends::<[u128; 2]>(src, dst, len),
+            _ => std::ptr::copy(src, dst, len),
+        }
+    }
+}
+
+/// The name is taken by something that is not a segment (a symbolic link, a FIFO,
+/// a directory: possibly planted by another user), which open refuses. Travels
+/// inside an `io::Error`; see [`not_a_segment`].
+#[derive(Debug)]
+pub(crate) struct NotASegment {
+    /// What was found, as "a symbolic link".
+    pub(crate) found: &'static str,
+    /// The errno that best describes it (`ELOOP` for a link, as `O_NOFOLLOW` says).
+    pub(crate) errno: i32,
+}
+
+impl std::fmt::Display for NotASegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the name is {}, not a shared memory segment", self.found)
+    }
+}
+
+impl std::error::Error for NotASegment {}
+
+/// The [`NotASegment`] inside an error of `open`/`create`/`open_fd`, if that is
+/// what it is.
+pub(crate) fn not_a_segment(err: &io::Error) -> Option<&NotASegment> {
+    err.get_ref()?.downcast_ref::<NotASegment>()
+}
+
 /// A shared mapping of a segment into this process; unmapped on drop.
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     /// 0 once unmapped.
     len: usize,
+    /// Registers the range with the SIGBUS handler, for guarded copies.
+    guard: guard::Guard,
 }
 
 // SAFETY: a Mapping is a range of shared memory owned by this value alone; moving it
@@ -70,7 +154,8 @@ pub(crate) fn map(
     writable: bool,
     populate: bool,
 ) -> io::Result<Mapping> {
-    Ok(Mapping { ptr: os::map(handle, len, writable, populate)?, len })
+    let ptr = os::map(handle, len, writable, populate)?;
+    Ok(Mapping { ptr, len, guard: guard::Guard::register(ptr, len, writable) })
 }
 
 impl Mapping {
@@ -82,12 +167,64 @@ impl Mapping {
         self.len
     }
 
+    /// Copies `len` bytes at `offset` of the mapping to `dst` (overlap allowed).
+    ///
+    /// A page of the mapping that vanishes during the copy (another process shrank
+    /// the segment, or could not back the page) reads as zeros, and the result is
+    /// [`PagesLost`]; from then on every copy of this mapping is refused with it.
+    ///
+    /// # Safety
+    ///
+    /// `offset + len <= self.len()` (so the mapping is not unmapped: its length
+    /// would be 0); `dst` is valid for writes of `len` bytes, and no Rust reference
+    /// to those bytes is alive.
+    #[inline]
+    pub(crate) unsafe fn copy_out(
+        &self,
+        offset: usize,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<(), PagesLost> {
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        // SAFETY: the source lies in this live, registered mapping (the caller's
+        // bounds); the caller vouches for dst.
+        unsafe { self.guard.copy(self.ptr.as_ptr().add(offset), dst, len) }
+    }
+
+    /// Copies `len` bytes from `src` to `offset` of the mapping (overlap allowed).
+    ///
+    /// A page of the mapping that vanishes during the copy takes the bytes meant for
+    /// it into a private page nobody else sees, and the result is [`PagesLost`]; from
+    /// then on every copy of this mapping is refused with it.
+    ///
+    /// # Safety
+    ///
+    /// The mapping is writable; `offset + len <= self.len()` (so it is not
+    /// unmapped); `src` is valid for reads of `len` bytes; no Rust reference to the
+    /// bytes written is alive.
+    #[inline]
+    pub(crate) unsafe fn copy_in(
+        &self,
+        src: *const u8,
+        offset: usize,
+        len: usize,
+    ) -> Result<(), PagesLost> {
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        // SAFETY: the destination lies in this live, registered, writable mapping
+        // (the caller's bounds and check); the caller vouches for src and for the
+        // references.
+        unsafe { self.guard.copy(src, self.ptr.as_ptr().add(offset), len) }
+    }
+
     /// Unmaps now and reports the error; the drop that follows does nothing.
     pub(crate) fn unmap(&mut self) -> io::Result<()> {
         let len = std::mem::take(&mut self.len);
         if len == 0 {
             return Ok(());
         }
+        // Unregistered first, so that the handler never takes a later mapping at
+        // the same address for this one.
+        self.guard.unregister();
         // SAFETY: ptr/len describe the live mapping made by `map` (len was non-zero and
         // is now zeroed, so this runs once). The crate hands out references into it
         // only with borrows of its owner, which `&mut self` has ended.
@@ -98,5 +235,30 @@ impl Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         let _ = self.unmap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every size up to well past the inline ones, with the ranges apart and
+    /// overlapping either way, copies as `ptr::copy` (memmove) does.
+    #[test]
+    fn copy_bytes_copies_like_memmove() {
+        let pattern: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in 0..=100 {
+            for (src, dst) in [(0, 150), (150, 0), (10, 13), (13, 10), (20, 20), (5, 5 + len)] {
+                let mut expected = pattern.clone();
+                let mut got = pattern.clone();
+                // SAFETY: both ranges lie inside the 300-byte buffers (at most
+                // 150 + 100), which nothing else references.
+                unsafe {
+                    let base = expected.as_mut_ptr();
+                    std::ptr::copy(base.add(src), base.add(dst), len);
+                    let base = got.as_mut_ptr();
+                    super::copy_bytes(base.add(src), base.add(dst), len);
+                }
+                assert_eq!(got, expected, "len {len}, src {src}, dst {dst}");
+            }
+        }
     }
 }

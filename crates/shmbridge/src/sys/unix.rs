@@ -18,9 +18,8 @@ pub(crate) const CAN_UNLINK: bool = true;
 pub(crate) struct Handle(OwnedFd);
 
 pub(crate) fn create(name: &str, size: usize, mode: u32, reserve: bool) -> io::Result<Handle> {
-    let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
     let mode = Mode::from_bits_truncate(mode as _);
-    let fd = shm::open(name, flags, mode)?;
+    let (fd, _) = open_object(name, Access::Create, mode)?;
     let sized = set_mode_and_size(&fd, mode, size, reserve);
     if let Err(err) = sized {
         // The name is ours (O_EXCL): take it back rather than leave a broken segment.
@@ -28,6 +27,80 @@ pub(crate) fn create(name: &str, size: usize, mode: u32, reserve: bool) -> io::R
         return Err(err);
     }
     Ok(Handle(fd))
+}
+
+/// How [`open_object`] opens.
+#[derive(Clone, Copy, PartialEq)]
+enum Access {
+    Create,
+    ReadWrite,
+    ReadOnly,
+}
+
+/// Opens (or creates, exclusively) the object named `name`, refusing anything that
+/// is not a segment; returns it with its size.
+///
+/// On Linux `shm_open` is `open` of a file in `/dev/shm`, where anyone may plant a
+/// file under a name they expect somebody else to open. rustix's `shm::open` (unlike
+/// glibc's) would follow a symbolic link there to any file the caller may write, and
+/// opening a FIFO would wait for a writer forever. So the file is opened here with
+/// `O_NOFOLLOW` (a link is `ELOOP`) and `O_NONBLOCK` (a FIFO opens at once), checked
+/// to be a regular file, and only then made blocking again (the flag would pass on
+/// to every descriptor duplicated from this one).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn open_object(name: &str, access: Access, mode: Mode) -> io::Result<(OwnedFd, u64)> {
+    use fs::{FileType, OFlags};
+    use rustix::io::Errno;
+    let path = format!("/dev/shm/{}", name.trim_start_matches('/'));
+    let flags = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let flags = match access {
+        Access::Create => flags | OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+        Access::ReadWrite => flags | OFlags::RDWR,
+        Access::ReadOnly => flags | OFlags::RDONLY,
+    };
+    let fd = match fs::open(path, flags, mode) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) => return Err(not_a_segment(FileType::Symlink)),
+        Err(Errno::ISDIR) => return Err(not_a_segment(FileType::Directory)),
+        Err(e) => return Err(e.into()),
+    };
+    let stat = fs::fstat(&fd)?;
+    let kind = FileType::from_raw_mode(stat.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(not_a_segment(kind));
+    }
+    fs::fcntl_setfl(&fd, fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+    Ok((fd, stat.st_size.max(0) as u64))
+}
+
+/// macOS keeps POSIX segments in a namespace of their own, not in a directory:
+/// nobody can plant a link or a FIFO there, and `fstat` reports no file type.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn open_object(name: &str, access: Access, mode: Mode) -> io::Result<(OwnedFd, u64)> {
+    let flags = match access {
+        Access::Create => shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
+        Access::ReadWrite => shm::OFlags::RDWR,
+        Access::ReadOnly => shm::OFlags::RDONLY,
+    };
+    let fd = shm::open(name, flags, mode)?;
+    let size = if access == Access::Create { 0 } else { fs::fstat(&fd)?.st_size.max(0) as u64 };
+    Ok((fd, size))
+}
+
+/// The error for a name that is taken by something other than a segment.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn not_a_segment(kind: fs::FileType) -> io::Error {
+    use fs::FileType;
+    use rustix::io::Errno;
+    let (found, errno) = match kind {
+        FileType::Symlink => ("a symbolic link", Errno::LOOP),
+        FileType::Directory => ("a directory", Errno::ISDIR),
+        FileType::Fifo => ("a FIFO (named pipe)", Errno::NODEV),
+        FileType::Socket => ("a socket", Errno::NODEV),
+        FileType::CharacterDevice | FileType::BlockDevice => ("a device", Errno::NODEV),
+        FileType::RegularFile | FileType::Unknown => ("not a regular file", Errno::NODEV),
+    };
+    io::Error::other(super::NotASegment { found, errno: errno.raw_os_error() })
 }
 
 fn set_mode_and_size(fd: &OwnedFd, mode: Mode, size: usize, reserve: bool) -> io::Result<()> {
@@ -59,7 +132,8 @@ impl Handle {
 /// name is unlinked at once. Only processes given the descriptor can map it.
 pub(crate) fn create_anonymous(size: usize, reserve: bool) -> io::Result<Handle> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let fd = fs::memfd_create("shmbridge", fs::MemfdFlags::CLOEXEC)?;
+    let fd =
+        fs::memfd_create("shmbridge", fs::MemfdFlags::CLOEXEC | fs::MemfdFlags::ALLOW_SEALING)?;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let fd = {
         // A scratch name, gone again at once: pid and a random part keep it apart
@@ -73,6 +147,12 @@ pub(crate) fn create_anonymous(size: usize, reserve: bool) -> io::Result<Handle>
         fd
     };
     set_mode_and_size(&fd, Mode::RUSR | Mode::WUSR, size, reserve)?;
+    // Whoever gets the descriptor can write the segment, but not shrink it (pages
+    // would vanish under every mapping: SIGBUS), nor resize it at all (its size is
+    // the creator's, as for named segments; growing would be harmless), nor add
+    // seals of its own (F_SEAL_FUTURE_WRITE would keep later openers from writing).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fs::fcntl_add_seals(&fd, fs::SealFlags::SHRINK | fs::SealFlags::GROW | fs::SealFlags::SEAL)?;
     Ok(Handle(fd))
 }
 
@@ -80,8 +160,15 @@ pub(crate) fn create_anonymous(size: usize, reserve: bool) -> io::Result<Handle>
 /// a duplicate of it, and its size.
 pub(crate) fn open_fd(fd: BorrowedFd<'_>) -> io::Result<(Handle, u64)> {
     let fd = rustix::io::fcntl_dupfd_cloexec(fd, 3)?;
-    let size = fs::fstat(&fd)?.st_size;
-    Ok((Handle(fd), size.max(0) as u64))
+    let stat = fs::fstat(&fd)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let kind = fs::FileType::from_raw_mode(stat.st_mode);
+        if kind != fs::FileType::RegularFile {
+            return Err(not_a_segment(kind));
+        }
+    }
+    Ok((Handle(fd), stat.st_size.max(0) as u64))
 }
 
 /// Lets a child process inherit `fd`: clears its close-on-exec flag. Meant for the
@@ -95,10 +182,9 @@ pub(crate) fn inherit_fd(fd: std::os::fd::RawFd) -> io::Result<()> {
 }
 
 pub(crate) fn open(name: &str, writable: bool) -> io::Result<(Handle, u64)> {
-    let flags = if writable { shm::OFlags::RDWR } else { shm::OFlags::RDONLY };
-    let fd = shm::open(name, flags, Mode::empty())?;
-    let size = fs::fstat(&fd)?.st_size;
-    Ok((Handle(fd), size.max(0) as u64))
+    let access = if writable { Access::ReadWrite } else { Access::ReadOnly };
+    let (fd, size) = open_object(name, access, Mode::empty())?;
+    Ok((Handle(fd), size))
 }
 
 pub(crate) fn unlink(name: &str) -> io::Result<()> {
