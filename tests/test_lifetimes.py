@@ -35,6 +35,9 @@ SEGMENT_IDIOMS = {
     "ctypes_from_buffer": "(ctypes.c_char * N).from_buffer(shm)",
     "ctypes_array_from_buf": "(ctypes.c_double * (N // 8)).from_buffer(shm.buf)",
     "array_interface_addr": "np.asarray(Holder(shm))",
+    "pyarrow_py_buffer": "np.frombuffer(pa.py_buffer(shm), np.uint8)",
+    "pyarrow_py_buffer_of_buf": "np.frombuffer(pa.py_buffer(shm.buf), np.uint8)",
+    "pyarrow_foreign_buffer": "np.frombuffer(pa.foreign_buffer(address_of(shm), N, base=shm), np.uint8)",
 }
 
 # Orders of ending. `drop` deletes the script's reference and collects garbage.
@@ -43,6 +46,7 @@ ENDINGS = [list(p) for n in range(1, 4) for p in itertools.permutations(["close"
 RUNNER = """
 import ctypes, gc, sys
 import numpy as np
+import pyarrow as pa
 import shmbridge
 from shmbridge import SharedMemory
 
@@ -52,17 +56,23 @@ class Holder:
     # pyarrow.foreign_buffer's shape: an address and a base object kept alive.
     def __init__(self, shm):
         self.base = shm
-        mv = memoryview(shm)
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(mv))
-        mv.release()
-        self.__array_interface__ = {"version": 3, "shape": (N,), "typestr": "|u1", "data": (addr, False)}
+        self.__array_interface__ = {"version": 3, "shape": (N,), "typestr": "|u1", "data": (address_of(shm), False)}
+
+def address_of(shm):
+    mv = memoryview(shm)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(mv))
+    mv.release()
+    return addr
 
 def touch(taken):
     try:
         value = taken[0]
-        taken[0] = value
     except (ValueError, TypeError, BufferError) as e:
         return type(e).__name__
+    try:
+        taken[0] = value
+    except (ValueError, TypeError):
+        pass  # a read-only consumer
     return "ok"
 
 for case, (idiom, ending) in enumerate(CASES):
