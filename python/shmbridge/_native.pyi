@@ -202,6 +202,9 @@ class SharedArray:
     @classmethod
     def open(cls, name: str, *, readonly: bool = False) -> Self:
         """Open an array segment by name; raises ValueError if its header is not valid."""
+    def numpy(self) -> Any:
+        """A new NumPy array over the data (zero-copy) whose ``.base`` is this object,
+        made through NumPy's C API (faster than ``numpy.asarray(sa)``)."""
     @property
     def name(self) -> str: ...
     @property
