@@ -473,6 +473,9 @@ impl Waiting {
                 gone.is_none()
             },
         );
+        if crate::sync::wait::interrupted() {
+            return Err(ChannelError::Timeout);
+        }
         gone.map_or(Ok(()), Err)
     }
 }

@@ -148,6 +148,9 @@ impl Mutex {
             wait_until(owner, self.place.word(SLEEPERS), &self.spinner, Some(until), |v| {
                 v != held_by
             });
+            if super::wait::interrupted() {
+                return None;
+            }
         }
     }
 

@@ -1,10 +1,67 @@
 //! The one wait loop every primitive uses: spin briefly (adaptively, bounded in
 //! time), then sleep on the word in the kernel, re-checking after every wake-up.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use crate::sys;
+
+thread_local! {
+    /// This thread's waits give up when a signal handler runs (see [`return_on_signal`]).
+    static RETURN_ON_SIGNAL: Cell<bool> = const { Cell::new(false) };
+    /// A wait of this thread gave up because of a signal, and the caller has not
+    /// asked yet ([`interrupted`]).
+    static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`; while it runs, every blocking wait of this crate in this thread
+/// returns early when a signal handler interrupts it (as a time-out: `false`,
+/// `None`, [`ChannelError::Timeout`](crate::channel::ChannelError::Timeout),
+/// [`Error::Busy`](crate::Error::Busy)), instead of going back to sleep.
+///
+/// For programs that handle signals while blocked: the Python binding runs its
+/// waits this way, so Ctrl-C reaches Python at once, and its waits need not wake
+/// up periodically to look for signals. On systems whose waits poll (macOS,
+/// Windows) nothing changes.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// let event = shmbridge::sync::Event::create(&shmbridge::unique_name("doc_sig")?, false)?;
+/// // A wait that a signal (say SIGINT, with a handler installed) would cut short:
+/// let set = shmbridge::sync::return_on_signal(|| event.wait_timeout(Duration::from_millis(10)));
+/// assert!(!set);
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
+pub fn return_on_signal<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RETURN_ON_SIGNAL.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(RETURN_ON_SIGNAL.with(|r| r.replace(true)));
+    f()
+}
+
+/// Whether a wait of this thread gave up because of a signal since the last call
+/// (see [`return_on_signal`]); loops that wait again after a wake-up ask this.
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.with(|i| i.replace(false))
+}
+
+/// Sleeps on `word` as [`sys::wait_on`] does; `true` if this thread returns on
+/// signals and a signal cut the sleep short (then [`interrupted`] says so too).
+pub(crate) fn sleep_on(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
+    let signalled = sys::wait_on(word, expected, timeout);
+    if signalled && RETURN_ON_SIGNAL.with(Cell::get) {
+        INTERRUPTED.with(|i| i.set(true));
+        return true;
+    }
+    false
+}
 
 /// The longest a waiter spins by default before it sleeps. A futex wake-up costs
 /// 5 to 50 us on the machines measured (more when the CPU that must run the
@@ -150,12 +207,13 @@ fn sleep_until(
         // waker's SeqCst change of the word and load of `sleepers`): either we see
         // the change, or the waker sees us and wakes.
         let seen = word.load(Ordering::SeqCst);
-        if !ready(seen) {
-            sys::wait_on(word, seen, timeout);
-        }
+        let signalled = !ready(seen) && sleep_on(word, seen, timeout);
         sleepers.fetch_sub(1, Ordering::SeqCst);
         if ready(word.load(Ordering::Acquire)) {
             return true;
+        }
+        if signalled {
+            return false;
         }
     }
 }
