@@ -47,17 +47,14 @@ fn channel_error(e: ChannelError) -> PyErr {
     }
 }
 
-/// Runs `attempt` once with the GIL held and no waiting (the fast path), then, if
-/// it timed out and time is left, in GIL-free, signal-checked slices until `deadline`.
+/// Runs `attempt` until it succeeds, fails for good, or `deadline` passes: once
+/// with the GIL held and no waiting (the fast path), then in GIL-free,
+/// signal-checked slices (see `wait_interruptibly`).
 fn attempt_until<T: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     attempt: impl Fn(Instant) -> Result<T, ChannelError> + Sync,
 ) -> PyResult<T> {
-    match attempt(Instant::now()) {
-        Err(ChannelError::Timeout) if deadline.is_none_or(|d| d > Instant::now()) => {}
-        other => return other.map_err(channel_error),
-    }
     let waited = wait_interruptibly(py, deadline, |until| match attempt(until) {
         Err(ChannelError::Timeout) => None,
         other => Some(other),
@@ -120,7 +117,7 @@ impl Channel {
     }
 
     /// The sending end, claimed at first use.
-    fn sender(&self) -> PyResult<Arc<channel::Sender>> {
+    pub(crate) fn sender(&self) -> PyResult<Arc<channel::Sender>> {
         self.check_open()?;
         if self.loan_thread.load(Ordering::Acquire) == thread_key() {
             return Err(PyBufferError::new_err(
@@ -137,7 +134,7 @@ impl Channel {
     }
 
     /// The receiving end, claimed at first use.
-    fn receiver(&self) -> PyResult<Arc<channel::Receiver>> {
+    pub(crate) fn receiver(&self) -> PyResult<Arc<channel::Receiver>> {
         self.check_open()?;
         let mut receiver = lock(&self.receiver);
         if let Some(receiver) = receiver.as_ref() {

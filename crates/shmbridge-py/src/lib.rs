@@ -6,6 +6,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+#[cfg(unix)]
+mod aio;
 mod array;
 mod array_numpy;
 mod buffer;
@@ -36,6 +38,8 @@ fn unlink(name: &str) -> PyResult<()> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<segment::SharedMemory>()?;
+    #[cfg(unix)]
+    m.add_class::<aio::AsyncWaiter>()?;
     m.add_class::<array::SharedArray>()?;
     m.add_class::<channel::Channel>()?;
     m.add_class::<channel::Message>()?;

@@ -38,13 +38,21 @@ pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     }
 }
 
-/// Runs `attempt(until)` with the GIL released, in slices, until it succeeds or
-/// `deadline` passes; signals are checked between slices.
+/// Runs `attempt(until)` once with the GIL held and no waiting (the fast path:
+/// a set event, a free lock, `timeout=0`), then with the GIL released, in slices,
+/// until it succeeds or `deadline` passes; signals are checked between slices.
 pub(crate) fn wait_interruptibly<T: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     attempt: impl Fn(Instant) -> Option<T> + Sync,
 ) -> PyResult<Option<T>> {
+    let now = Instant::now();
+    if let Some(done) = attempt(now) {
+        return Ok(Some(done));
+    }
+    if deadline.is_some_and(|d| d <= now) {
+        return Ok(None);
+    }
     loop {
         let slice = Instant::now() + SIGNAL_CHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
@@ -69,7 +77,7 @@ fn segment_of(shm: &Bound<'_, SharedMemory>) -> PyResult<Arc<Segment>> {
 /// segment of their own. An auto-reset event lets one waiter through per `set`.
 #[pyclass(module = "shmbridge", name = "Event", frozen)]
 pub(crate) struct Event {
-    inner: sync::Event,
+    pub(crate) inner: sync::Event,
 }
 
 #[pymethods]
@@ -149,7 +157,7 @@ impl Event {
 /// `Semaphore.create(name, value=0)` / `Semaphore.open(name)`.
 #[pyclass(module = "shmbridge", name = "Semaphore", frozen)]
 pub(crate) struct Semaphore {
-    inner: sync::Semaphore,
+    pub(crate) inner: sync::Semaphore,
 }
 
 #[pymethods]
@@ -232,7 +240,7 @@ impl Semaphore {
 /// check it to repair data the dead owner may have left half-changed.
 #[pyclass(module = "shmbridge", name = "Mutex", frozen)]
 pub(crate) struct Mutex {
-    inner: sync::Mutex,
+    pub(crate) inner: sync::Mutex,
     /// The process in which this object holds the lock (its guard forgotten until
     /// release), or 0. A pid rather than a flag: a child made by `fork` inherits
     /// the object, but not the lock.

@@ -55,6 +55,7 @@ pub use sender::{Loan, RawLoan, Sender};
 use crate::error::{Error, Result};
 use crate::owner::Owner;
 use crate::segment::SharedMemory;
+use crate::sync::Readiness;
 use crate::sync::wait::{Spinner, wait_until_or};
 use crate::sys;
 
@@ -67,6 +68,10 @@ pub const VERSION: u32 = 2;
 const RING: usize = 192;
 /// How often a waiting end checks whether the other is still alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+/// How often an async sender looks again while another thread holds its turn
+/// (the turn lives in this process's memory, which the waiter threads do not
+/// watch).
+const TURN_RECHECK: Duration = Duration::from_millis(1);
 
 // Word offsets in the header (see docs/FORMAT.md).
 const CAPACITY: usize = 16;
@@ -332,6 +337,12 @@ impl Channel {
 
     fn counter(&self, offset: usize) -> &AtomicU64 {
         self.shm.atomic_u64(offset)
+    }
+
+    /// A readiness on the header word at `word` (holding `seen`), whose sleepers are
+    /// counted at `sleepers`.
+    fn readiness(&self, word: usize, sleepers: usize, seen: u32, recheck: Duration) -> Readiness {
+        Readiness::new(Arc::clone(&self.shm), word, sleepers, seen, Some(recheck))
     }
 
     /// The address of ring offset `at` (< capacity).

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::owner::Owner;
+use crate::sync::Readiness;
 use crate::sync::wait::wake_after_rmw;
 
 /// The consuming end: `recv`, `try_recv`, `recv_timeout`. A message is a
@@ -169,6 +170,67 @@ impl Receiver {
                 len,
             }))
         })
+    }
+
+    /// Waits for the next message without blocking a thread: a future for any async
+    /// runtime. Cancel-safe: a message is taken only when the future completes, so
+    /// dropping it (a time-out, a cancelled task) loses nothing. Time-outs come
+    /// from the runtime (`tokio::time::timeout`, ...).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub async fn recv_async(&self) -> Result<Message<'_>, ChannelError> {
+        let raw =
+            crate::sync::reactor::WhenReady::new(move || self.try_take_or_readiness()).await?;
+        Ok(Message { receiver: self, raw })
+    }
+
+    /// What to wait for while no message is there (`None` if one is, or the channel
+    /// ended: receive then), for bindings that wait their own way (see
+    /// [`Readiness`]). Takes nothing.
+    pub fn recv_readiness(&self) -> Option<Readiness> {
+        let c = &self.channel;
+        let seen = c.word(HEAD_SIGNAL).load(Ordering::Acquire);
+        if self.usable().is_err()
+            || c.counter(HEAD).load(Ordering::Acquire) != self.lock().read
+            || self.waiting.peer_gone(c, PRODUCER).is_some()
+        {
+            return None;
+        }
+        Some(c.readiness(HEAD_SIGNAL, CONSUMER_SLEEPERS, seen, super::LIVENESS_CHECK))
+    }
+
+    /// One step of [`recv_async`](Self::recv_async): a message, why the channel
+    /// ended, or what to wait for.
+    fn try_take_or_readiness(&self) -> Result<Result<RawMessage, ChannelError>, Readiness> {
+        let c = &self.channel;
+        let seen = c.word(HEAD_SIGNAL).load(Ordering::Acquire);
+        let take = || -> Result<Option<RawMessage>, ChannelError> {
+            self.usable()?;
+            let mut state = self.lock();
+            let taken = self.take(&mut state);
+            self.advance_tail(&mut state);
+            Ok(taken?.map(|(position, payload, len)| RawMessage {
+                position,
+                ptr: c.ring_ptr(payload).cast_const(),
+                len,
+            }))
+        };
+        match take() {
+            Ok(Some(raw)) => return Ok(Ok(raw)),
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        if let Some(gone) = self.waiting.peer_gone(c, PRODUCER) {
+            // Everything published was delivered: only now report the end.
+            return Ok(match take() {
+                Ok(Some(raw)) => Ok(raw),
+                Ok(None) => Err(gone),
+                Err(e) => Err(e),
+            });
+        }
+        Err(c.readiness(HEAD_SIGNAL, CONSUMER_SLEEPERS, seen, super::LIVENESS_CHECK))
     }
 
     /// Gives back a message taken by [`recv_raw`](Self::recv_raw) (its key,

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::owner::Owner;
+use crate::sync::Readiness;
 use crate::sync::local_lock::{Acquired, LocalLock};
 use crate::sync::wait::wake_after_rmw;
 
@@ -113,6 +114,58 @@ impl Sender {
         deadline: Option<Instant>,
     ) -> Result<(), ChannelError> {
         self.send_parts_deadline(&[data], deadline)
+    }
+
+    /// Sends a copy of `data` when the ring has room, without blocking a thread: a
+    /// future for any async runtime. Cancel-safe: the message is copied and
+    /// published in one step when the future completes, so dropping it before
+    /// sends nothing, and never half a message.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_async(&self, data: &[u8]) -> Result<(), ChannelError> {
+        crate::sync::reactor::WhenReady::new(move || self.try_send_or_readiness(data)).await
+    }
+
+    /// What to wait for while a message of `len` bytes cannot be sent now (`None`
+    /// if it can, or cannot ever: send then), for bindings that wait their own way
+    /// (see [`Readiness`]). Sends nothing.
+    pub fn send_readiness(&self, len: usize) -> Option<Readiness> {
+        let c = &self.channel;
+        let seen = c.word(TAIL_SIGNAL).load(Ordering::Acquire);
+        if self.usable().is_err() || len > self.max_message() {
+            return None;
+        }
+        if self.turn.is_locked() {
+            return Some(c.readiness(TAIL_SIGNAL, PRODUCER_SLEEPERS, seen, super::TURN_RECHECK));
+        }
+        match self.room_at(self.head.load(Ordering::Relaxed), len) {
+            Ok(None) => {}
+            _ => return None,
+        }
+        if self.waiting.peer_gone(c, CONSUMER).is_some() {
+            return None;
+        }
+        Some(c.readiness(TAIL_SIGNAL, PRODUCER_SLEEPERS, seen, super::LIVENESS_CHECK))
+    }
+
+    /// One step of [`send_async`](Self::send_async): sent, failed, or what to wait
+    /// for.
+    fn try_send_or_readiness(&self, data: &[u8]) -> Result<Result<(), ChannelError>, Readiness> {
+        let c = &self.channel;
+        let seen = c.word(TAIL_SIGNAL).load(Ordering::Acquire);
+        let busy = self.turn.is_locked();
+        match self.send_deadline(data, Some(Instant::now())) {
+            Err(ChannelError::Timeout) => {}
+            done => return Ok(done),
+        }
+        if let Some(gone) = self.waiting.peer_gone(c, CONSUMER) {
+            return Ok(Err(gone));
+        }
+        let recheck =
+            if busy || self.turn.is_locked() { super::TURN_RECHECK } else { super::LIVENESS_CHECK };
+        Err(c.readiness(TAIL_SIGNAL, PRODUCER_SLEEPERS, seen, recheck))
     }
 
     /// Sends one message made of `parts` laid end to end (a header and a payload,
@@ -347,8 +400,10 @@ impl Sender {
         if !self.owner.is_current() || self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Our own waiters: for the turn, and for room.
+        // Our own waiters: for the turn, and for room (moving the room's signal, so
+        // that async waiters, which look at its value, see it too).
         self.turn.wake_all();
+        self.channel.word(TAIL_SIGNAL).fetch_add(1, Ordering::SeqCst);
         crate::sys::wake(self.channel.word(TAIL_SIGNAL), i32::MAX as u32);
         self.finish_close_between_turns();
     }

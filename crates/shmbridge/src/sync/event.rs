@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::reactor::{Readiness, WhenReady};
 use super::wait::{Spinner, wait_until, wake};
 use super::{Kind, Place, create_named, open_named};
 use crate::error::Result;
@@ -123,6 +124,57 @@ impl Event {
                 return true;
             }
             // Another waiter took this set; wait for the next.
+        }
+    }
+
+    /// Takes the event if it is set (for an auto-reset event, clears it), without
+    /// waiting; else says what to wait for.
+    fn try_take(&self) -> std::result::Result<(), Readiness> {
+        let state = self.place.word(STATE);
+        loop {
+            let seen = state.load(Ordering::Acquire);
+            if seen == 0 {
+                return Err(self.place.readiness(STATE, SLEEPERS, 0, None));
+            }
+            if !self.auto_reset
+                || state.compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits until the event is set (and, auto-reset, takes the set), without
+    /// blocking a thread: a future for any async runtime.
+    ///
+    /// Cancel-safe: dropping the future before it completes takes nothing (an
+    /// auto-reset set it was woken for goes on to the next waiter). Time-outs come
+    /// from the runtime (`tokio::time::timeout`, ...).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let event = shmbridge::sync::Event::create(&shmbridge::unique_name("doc_async")?, true)?;
+    /// event.set();
+    /// futures_executor_block_on(event.wait_async());
+    /// # fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
+    pub fn wait_async(&self) -> impl std::future::Future<Output = ()> + '_ {
+        WhenReady::new(move || self.try_take())
+    }
+
+    /// What to wait for while the event is not set (`None` if it is set now), for
+    /// bindings that wait their own way (see [`Readiness`]). Takes nothing.
+    pub fn readiness(&self) -> Option<Readiness> {
+        match self.place.word(STATE).load(Ordering::Acquire) {
+            0 => Some(self.place.readiness(STATE, SLEEPERS, 0, None)),
+            _ => None,
         }
     }
 
