@@ -64,7 +64,7 @@ def report(what: str, median: float, p99: float) -> None:
 def shmbridge_event(spin: int) -> tuple[float, float]:
     name = shmbridge.unique_name("bench_ev")
     ping, pong = Event.create(name + "_ping", auto_reset=True), Event.create(name + "_pong", auto_reset=True)
-    pong.set_spin_limit(spin)
+    pong.set_spin_limit(spin / 1e6)
     peer = subprocess.Popen([PEER, "event", name, str(ROUNDS + WARMUP), str(spin)])
 
     def trip() -> None:
@@ -231,10 +231,10 @@ def main() -> None:
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "shmbridge-bench", "--bin", "sync_peer"], cwd=ROOT, check=True)
     mp.set_start_method("fork")
     print(f"{ROUNDS} round trips each (after {WARMUP} warm-up), one run, {os.cpu_count()} CPUs\n")
-    report("shmbridge Event, Rust <-> Python, adaptive spin", *shmbridge_event(1 << 14))
+    report("shmbridge Event, Rust <-> Python, adaptive spin", *shmbridge_event(20))
     report("shmbridge Event, Rust <-> Python, blocking only", *shmbridge_event(0))
     report("shmbridge Channel 16 B message, Rust <-> Python", *shmbridge_channel())
-    report("shmbridge Event, Rust <-> Rust, adaptive spin", *rust_rust(1 << 14))
+    report("shmbridge Event, Rust <-> Rust, adaptive spin", *rust_rust(20))
     report("shmbridge Event, Rust <-> Rust, blocking only (futex)", *rust_rust(0))
     report("multiprocessing.Pipe, Python <-> Python", *mp_pipe())
     report("os.pipe, Python <-> Python", *os_pipe())

@@ -283,3 +283,16 @@ def test_cross_language_property(dtype: str, shape: tuple[int, ...], order: str)
         del arr, got
     finally:
         peer.close()
+
+
+def test_numpy_method_views_the_data_with_the_array_as_base(name: str) -> None:
+    sa = shmbridge.SharedArray.create(name, (3, 4), ">i4", "F")
+    a = sa.numpy()
+    assert a.base is sa and a.flags.f_contiguous and a.flags.writeable
+    assert a.dtype == np.dtype(">i4") and a.shape == (3, 4) and a.strides == (4, 12)
+    a[1, 2] = 7
+    assert np.asarray(sa)[1, 2] == 7, "both views see the same memory"
+    ro = shmbridge.SharedArray.open(name, readonly=True).numpy()
+    assert not ro.flags.writeable and ro[1, 2] == 7
+    del a, sa
+    assert ro.base.numpy()[1, 2] == 7

@@ -138,6 +138,7 @@ def test_segment_memory_outlives_every_ending(idiom: str) -> None:
 
 ARRAY_IDIOMS = {
     "asarray": "np.asarray(sa)",
+    "numpy_method": "sa.numpy()",
     "array_interface": "np.array(sa, copy=False)",
     "dlpack_numpy": "np.from_dlpack(sa)",
     "dlpack_capsule_unconsumed": "[sa.__dlpack__(max_version=(1, 0)), np.zeros(1)][1]",

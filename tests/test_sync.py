@@ -160,17 +160,30 @@ def wait_until_asleep_in_futex(pid: int) -> None:
     raise TimeoutError(f"process {pid} never slept in futex()")
 
 
-def test_ctrl_c_interrupts_a_blocked_wait() -> None:
-    code = textwrap.dedent(
-        f"""
-        import shmbridge
-        event = shmbridge.Event.create(shmbridge.unique_name("pytest_{os.getpid()}_sigint"))
-        try:
-            print("waiting", flush=True)
-            event.wait()
-        except KeyboardInterrupt:
-            print("interrupted", flush=True)
-        """
+@pytest.mark.parametrize(
+    "setup, wait",
+    [
+        ("event = shmbridge.Event.create(n)", "event.wait()"),
+        ("sem = shmbridge.Semaphore.create(n)", "sem.acquire()"),
+        ("m = shmbridge.Mutex.create(n); m.acquire(); other = shmbridge.Mutex.open(n)", "other.acquire()"),
+        ("tx = shmbridge.Channel.create(n, 4096); rx = shmbridge.Channel.open(n); tx.send(b'x'); rx.recv()", "rx.recv()"),
+        (  # a sender waiting for room in a full ring
+            "tx = shmbridge.Channel.create(n, 64); rx = shmbridge.Channel.open(n)\n"
+            "tx.send(b'y' * 24); rx.recv(); tx.send(b'y' * 24); tx.send(b'y' * 24)",
+            "tx.send(b'y' * 24)",
+        ),
+    ],
+)
+def test_ctrl_c_interrupts_a_blocked_wait(setup: str, wait: str) -> None:
+    code = (
+        "import shmbridge\n"
+        f"n = shmbridge.unique_name('pytest_{os.getpid()}_sigint')\n"
+        f"{setup}\n"
+        "try:\n"
+        "    print('waiting', flush=True)\n"
+        f"    {wait}\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

@@ -49,7 +49,7 @@ def create_array(
     dims = (operator.index(shape),) if not isinstance(shape, Sequence) else tuple(map(operator.index, shape))
     typestr = np.dtype(dtype).str
     native = SharedArray.create(name, dims, typestr, order, mode=mode, persist=persist, replace=replace)
-    return np.asarray(native)
+    return native.numpy()
 
 
 def open_array(name: str, *, readonly: bool = False) -> np.ndarray:
@@ -64,4 +64,5 @@ def open_array(name: str, *, readonly: bool = False) -> np.ndarray:
     the segment, touching a vanished element kills this process with SIGBUS. Share
     arrays only with processes you trust not to shrink them.
     """
-    return _numpy().asarray(SharedArray.open(name, readonly=readonly))
+    _numpy()  # a clear ImportError if NumPy is missing
+    return SharedArray.open(name, readonly=readonly).numpy()

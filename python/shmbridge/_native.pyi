@@ -206,6 +206,9 @@ class SharedArray:
     @classmethod
     def open(cls, name: str, *, readonly: bool = False) -> Self:
         """Open an array segment by name; raises ValueError if its header is not valid."""
+    def numpy(self) -> Any:
+        """A new NumPy array over the data (zero-copy) whose ``.base`` is this object,
+        made through NumPy's C API (faster than ``numpy.asarray(sa)``)."""
     @property
     def name(self) -> str: ...
     @property
@@ -265,8 +268,9 @@ class Event:
     def set(self) -> None: ...
     def clear(self) -> None: ...
     def is_set(self) -> bool: ...
-    def set_spin_limit(self, checks: int) -> None:
-        """Cap how long a waiter spins before sleeping (0: sleep at once)."""
+    def set_spin_limit(self, seconds: float) -> None:
+        """Cap how long a waiter spins before sleeping, in seconds (default 20e-6;
+        0: sleep at once; at most 1)."""
     @property
     def auto_reset(self) -> bool: ...
     def wait(self, timeout: float | None = None) -> bool:

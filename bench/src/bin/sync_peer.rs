@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match arg(0).as_str() {
         "event" => {
             let (ping, pong) = events(&arg(1), false)?;
-            let spin: u32 = arg(3).parse()?;
+            let spin = Duration::from_micros(arg(3).parse()?); // microseconds
             ping.set_spin_limit(spin);
             for _ in 0..arg(2).parse::<u64>()? {
                 if !ping.wait_timeout(T) {
@@ -78,12 +78,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "rust_rust" => {
             let rounds: usize = arg(1).parse()?;
-            let spin: u32 = arg(2).parse()?;
+            let spin_us: u64 = arg(2).parse()?;
+            let spin = Duration::from_micros(spin_us);
             let name = shmbridge::unique_name("bench_rr")?;
             let (ping, pong) = events(&name, true)?;
             pong.set_spin_limit(spin);
             let mut child = std::process::Command::new(std::env::current_exe()?)
-                .args(["event", &name, &(rounds + 1000).to_string(), &spin.to_string()])
+                .args(["event", &name, &(rounds + 1000).to_string(), &spin_us.to_string()])
                 .spawn()?;
             let mut times = Vec::with_capacity(rounds);
             for i in 0..rounds + 1000 {

@@ -7,6 +7,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod array;
+mod array_numpy;
 mod buffer;
 mod channel;
 mod dlpack;

@@ -88,6 +88,11 @@ pub(crate) struct SharedMemory {
     creator_pid: Option<u32>,
     /// The creator wants the name gone at close (not persisting).
     unlink_on_close: AtomicBool,
+    /// The `cast` method of a memoryview of the whole segment, made at the first
+    /// `view()`: typed views of the whole segment are one call away. The memoryview
+    /// is over a `_SegmentView` (which holds the mapping), not over this object, so
+    /// no reference cycle forms.
+    cast_whole: pyo3::sync::PyOnceLock<Py<PyAny>>,
     /// `close()` removed the name implicitly, so the stdlib's `close(); unlink()`
     /// has nothing left to do (an explicit `unlink()` twice is still an error, as
     /// `os.unlink` twice is).
@@ -103,6 +108,7 @@ impl SharedMemory {
             pos: Mutex::new(0),
             creator_pid,
             unlink_on_close: AtomicBool::new(unlink_on_close),
+            cast_whole: pyo3::sync::PyOnceLock::new(),
             closed_unlinked: AtomicBool::new(false),
         }
     }
@@ -495,13 +501,25 @@ impl SharedMemory {
         format: &str,
         offset: i64,
         count: Option<i64>,
-    ) -> PyResult<Bound<'py, PyMemoryView>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let this = slf.get();
+        let py = slf.py();
         let segment = this.segment()?;
         let offset = non_negative(offset, "offset")?;
         let count = count.map(|c| non_negative(c, "count")).transpose()?;
+        let whole_fits = crate::typed_view::native_format(format)
+            .is_some_and(|(_, itemsize)| segment.len().is_multiple_of(itemsize));
+        if offset == 0 && count.is_none() && whole_fits {
+            // The common case, about as cheap as the stdlib's `shm.buf.cast(format)`.
+            let cast = this.cast_whole.get_or_try_init(py, || {
+                let bytes = SegmentView::new(segment, "B", 0, None)?;
+                let whole = PyMemoryView::from(Bound::new(py, bytes)?.as_any())?;
+                whole.getattr(pyo3::intern!(py, "cast")).map(Bound::unbind)
+            })?;
+            return cast.bind(py).call1((format,));
+        }
         let view = SegmentView::new(segment, format, offset, count)?;
-        PyMemoryView::from(Bound::new(slf.py(), view)?.as_any())
+        Ok(PyMemoryView::from(Bound::new(py, view)?.as_any())?.into_any())
     }
 
     /// Make the object unusable (ValueError on further use) and, if this object

@@ -1,9 +1,11 @@
 //! `shmbridge.Event`, `Semaphore`, `Mutex`, `SeqLock`: the core's primitives with
 //! the conventions of Python's `threading` module.
 //!
-//! Every blocking call releases the GIL and waits in slices of at most 50 ms,
-//! checking for signals in between, so Ctrl-C (KeyboardInterrupt) arrives within
-//! about 50 ms of a wait's start or last slice.
+//! Every blocking call releases the GIL and waits with `return_on_signal`: a
+//! signal that interrupts the wait (Ctrl-C reaches the main thread) ends the
+//! slice at once, and Python's handlers run (KeyboardInterrupt). Slices of at most
+//! half a second are a backstop for systems whose waits poll; an idle waiter
+//! wakes twice a second at most.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -19,8 +21,9 @@ use crate::segment::SharedMemory;
 
 type Segment = shmbridge::SharedMemory;
 
-/// The longest a blocking call waits before checking for signals.
-const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+/// The longest a blocking call waits before checking for signals (a signal
+/// usually ends the wait sooner: see the module docs).
+const SIGNAL_CHECK: Duration = Duration::from_millis(500);
 
 /// The deadline of a `timeout` in seconds (`None`: forever).
 pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
@@ -45,7 +48,7 @@ pub(crate) fn wait_interruptibly<T: Send>(
     loop {
         let slice = Instant::now() + SIGNAL_CHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
-        if let Some(done) = py.detach(|| attempt(until)) {
+        if let Some(done) = py.detach(|| sync::return_on_signal(|| attempt(until))) {
             return Ok(Some(done));
         }
         py.check_signals()?;
@@ -110,9 +113,17 @@ impl Event {
         self.inner.is_set()
     }
 
-    /// Caps how long a waiter spins before sleeping, in checks (0: sleep at once).
-    fn set_spin_limit(&self, checks: u32) {
-        self.inner.set_spin_limit(checks);
+    /// Cap how long a waiter spins before sleeping, in seconds (default 20e-6;
+    /// 0: sleep at once; at most 1). Spinning answers a busy peer in well under a
+    /// microsecond; sleeping costs a wake-up (5 to 50 us) but no CPU.
+    fn set_spin_limit(&self, seconds: f64) -> PyResult<()> {
+        if !(0.0..=1.0).contains(&seconds) {
+            return Err(PyValueError::new_err(format!(
+                "the spin limit is 0 to 1 second, not {seconds}"
+            )));
+        }
+        self.inner.set_spin_limit(Duration::from_secs_f64(seconds));
+        Ok(())
     }
 
     /// True for an auto-reset event.

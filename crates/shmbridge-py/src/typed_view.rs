@@ -25,7 +25,7 @@ pub(crate) struct SegmentView {
 
 /// The item size of a native struct format that `memoryview.cast` accepts (one
 /// character, optionally after `@`), and the format as a C string.
-fn native_format(format: &str) -> Option<(&'static std::ffi::CStr, usize)> {
+pub(crate) fn native_format(format: &str) -> Option<(&'static std::ffi::CStr, usize)> {
     use std::ffi::{c_int, c_long, c_short};
     let code = format.strip_prefix('@').unwrap_or(format);
     Some(match code {

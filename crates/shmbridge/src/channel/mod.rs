@@ -418,7 +418,13 @@ impl Channel {
 struct Waiting {
     spinner: Spinner,
     peer: std::sync::Mutex<PeerCheck>,
+    /// Calls of [`Waiting::peer_gone_cheaply`], to look at liveness now and then.
+    polls: AtomicU32,
 }
+
+/// [`Waiting::peer_gone_cheaply`] asks the OS once per this many calls (and at most
+/// every [`LIVENESS_CHECK`]); otherwise it only reads the other end's `closed` word.
+const POLLS_PER_LIVENESS_CHECK: u32 = 256;
 
 #[derive(Debug, Default)]
 struct PeerCheck {
@@ -429,7 +435,24 @@ struct PeerCheck {
 
 impl Waiting {
     fn new() -> Self {
-        Self { spinner: Spinner::new(), peer: std::sync::Mutex::new(PeerCheck::default()) }
+        Self {
+            spinner: Spinner::new(),
+            peer: std::sync::Mutex::new(PeerCheck::default()),
+            polls: AtomicU32::new(0),
+        }
+    }
+
+    /// As [`peer_gone`](Self::peer_gone), for paths that do not sleep (polling,
+    /// `try_*`): reads the other end's `closed` word, and only every
+    /// [`POLLS_PER_LIVENESS_CHECK`]th call asks whether its process lives.
+    fn peer_gone_cheaply(&self, channel: &Channel, peer: End) -> Option<ChannelError> {
+        if channel.word(peer.closed).load(Ordering::Acquire) != 0 {
+            return Some(ChannelError::Closed);
+        }
+        if self.polls.fetch_add(1, Ordering::Relaxed).is_multiple_of(POLLS_PER_LIVENESS_CHECK) {
+            return self.peer_gone(channel, peer);
+        }
+        None
     }
 
     /// Whether the other end is gone: `Closed` if it closed, `PeerDied` if its
@@ -482,6 +505,9 @@ impl Waiting {
                 gone.is_none()
             },
         );
+        if crate::sync::wait::interrupted() {
+            return Err(ChannelError::Timeout);
+        }
         gone.map_or(Ok(()), Err)
     }
 }

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::owner::Owner;
-use crate::sync::wait::wake;
+use crate::sync::wait::wake_after_rmw;
 
 /// The consuming end: `recv`, `try_recv`, `recv_timeout`. A message is a
 /// zero-copy view of the ring, released when dropped; several may be held at
@@ -272,7 +272,7 @@ impl Receiver {
         if drained.0 > 0 {
             return Ok(drained);
         }
-        let Some(gone) = self.waiting.peer_gone(&self.channel, PRODUCER) else {
+        let Some(gone) = self.waiting.peer_gone_cheaply(&self.channel, PRODUCER) else {
             return Err(ChannelError::Empty);
         };
         // Everything published before the end is delivered before the end is told.
@@ -327,8 +327,8 @@ impl Receiver {
         }
         let c = &self.channel;
         c.word(CONSUMER.closed).store(1, Ordering::Release);
-        c.word(TAIL_SIGNAL).fetch_add(1, Ordering::Release);
-        wake(c.word(TAIL_SIGNAL), c.word(PRODUCER_SLEEPERS), 1);
+        c.word(TAIL_SIGNAL).fetch_add(1, Ordering::SeqCst);
+        wake_after_rmw(c.word(TAIL_SIGNAL), c.word(PRODUCER_SLEEPERS), 1);
         // Our own waiters sleep on the head's signal: move it, so none misses this.
         c.word(HEAD_SIGNAL).fetch_add(1, Ordering::Release);
         crate::sys::wake(c.word(HEAD_SIGNAL), i32::MAX as u32);
@@ -399,8 +399,8 @@ impl Receiver {
             state.tail = tail;
             let c = &self.channel;
             c.counter(TAIL).store(tail, Ordering::Release);
-            c.word(TAIL_SIGNAL).fetch_add(1, Ordering::Release);
-            wake(c.word(TAIL_SIGNAL), c.word(PRODUCER_SLEEPERS), 1);
+            c.word(TAIL_SIGNAL).fetch_add(1, Ordering::SeqCst);
+            wake_after_rmw(c.word(TAIL_SIGNAL), c.word(PRODUCER_SLEEPERS), 1);
         }
         if state.held.is_empty() && self.closed.load(Ordering::Acquire) {
             self.channel.let_go(CONSUMER, self.owner);
@@ -425,7 +425,7 @@ impl Receiver {
             if let Some(found) = attempt()? {
                 return Ok(found);
             }
-            let waited = match self.waiting.peer_gone(c, PRODUCER) {
+            let waited = match self.waiting.peer_gone_cheaply(c, PRODUCER) {
                 Some(gone) => Err(gone),
                 None if deadline.is_some_and(|d| Instant::now() >= d) => {
                     return Err(ChannelError::Timeout);

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ring::{self, FLAG_SKIP, WRAP};
@@ -15,7 +15,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::owner::Owner;
 use crate::sync::local_lock::{Acquired, LocalLock};
-use crate::sync::wait::wake;
+use crate::sync::wait::wake_after_rmw;
 
 /// The producing end: `send`, `try_send`, `send_timeout`, `send_batch`, and
 /// `loan` to write a message in place. Dropping it closes the channel for the
@@ -50,11 +50,14 @@ pub struct Sender {
     /// Published or given-up records whose room must not be reused yet: a binding
     /// may still hand out views of them (see [`RawLoan`]). Oldest first.
     pins: std::sync::Mutex<VecDeque<u64>>,
+    /// The oldest pinned position (`u64::MAX`: none), for the fast path.
+    pin_floor: AtomicU64,
     /// `close` was called in this process.
     closed: AtomicBool,
-    /// A publish is under way (0 or 1): `close` waits for it, so the receiver never
-    /// sees the close before a message published just before it.
-    publishing: AtomicU32,
+    /// The close reached the segment (`producer_closed` set). That happens only
+    /// between turns, so the receiver never sees the close before a message
+    /// published in a turn that did not see it.
+    close_done: AtomicBool,
     waiting: Waiting,
 }
 
@@ -77,8 +80,9 @@ impl Sender {
             turn: LocalLock::new(),
             head: AtomicU64::new(head),
             pins: std::sync::Mutex::new(VecDeque::new()),
+            pin_floor: AtomicU64::new(u64::MAX),
             closed: AtomicBool::new(false),
-            publishing: AtomicU32::new(0),
+            close_done: AtomicBool::new(false),
             waiting: Waiting::new(),
         })
     }
@@ -213,7 +217,7 @@ impl Sender {
                 }
             }
             let published = if written > 0 { self.publish_to(head) } else { Ok(()) };
-            self.turn.unlock();
+            self.end_turn();
             match published.map(|()| stop) {
                 Ok(None) => sent += written,
                 Ok(Some(e)) => return fail(e, sent + written),
@@ -275,12 +279,12 @@ impl Sender {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    self.turn.unlock();
+                    self.end_turn();
                     return Err(e);
                 }
             }
             if let Err(e) = self.wait_for_room(head, len, deadline) {
-                self.turn.unlock();
+                self.end_turn();
                 return Err(e);
             }
         }
@@ -306,7 +310,7 @@ impl Sender {
         if published.is_ok() && pin {
             self.pin(loan.head);
         }
-        self.turn.unlock();
+        self.end_turn();
         published
     }
 
@@ -328,7 +332,7 @@ impl Sender {
                 self.pin(loan.head);
             }
         }
-        self.turn.unlock();
+        self.end_turn();
     }
 
     /// Lets the room of a pinned record (published or discarded with `pin`) be
@@ -338,11 +342,12 @@ impl Sender {
         if let Some(i) = pins.iter().position(|&p| p == position) {
             pins.remove(i);
         }
+        self.pin_floor.store(pins.front().copied().unwrap_or(u64::MAX), Ordering::Release);
         let empty = pins.is_empty();
         drop(pins);
         // A thread of ours may be waiting for this room.
         crate::sys::wake(self.channel.word(TAIL_SIGNAL), i32::MAX as u32);
-        if empty && self.closed.load(Ordering::Acquire) && self.owner.is_current() {
+        if empty && self.close_done.load(Ordering::Acquire) && self.owner.is_current() {
             self.channel.let_go(PRODUCER, self.owner);
         }
     }
@@ -351,24 +356,45 @@ impl Sender {
     /// thread of this process waiting in this sender is woken with
     /// [`ChannelError::ClosedHere`]. Idempotent; a no-op in a process that does not
     /// own this end (a `fork`ed child).
+    ///
+    /// A send under way when `close` is called finishes first (or, if it did not
+    /// publish yet, fails); a loan still open is refused at publish, and the close
+    /// reaches the receiver when that loan ends.
     pub fn close(&self) {
         if !self.owner.is_current() || self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        // A publish that did not see `closed` finishes first (it is a few stores).
-        while self.publishing.load(Ordering::SeqCst) != 0 {
-            std::hint::spin_loop();
-        }
-        let c = &self.channel;
-        c.word(PRODUCER.closed).store(1, Ordering::Release);
-        c.word(HEAD_SIGNAL).fetch_add(1, Ordering::Release);
-        wake(c.word(HEAD_SIGNAL), c.word(super::CONSUMER_SLEEPERS), 1);
         // Our own waiters: for the turn, and for room.
         self.turn.wake_all();
-        crate::sys::wake(c.word(TAIL_SIGNAL), i32::MAX as u32);
-        if self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).is_empty() {
-            c.let_go(PRODUCER, self.owner);
+        crate::sys::wake(self.channel.word(TAIL_SIGNAL), i32::MAX as u32);
+        self.finish_close_between_turns();
+    }
+
+    /// Ends the caller's turn; if the end was closed meanwhile, completes the close.
+    fn end_turn(&self) {
+        self.turn.unlock();
+        // Paired with close(): it sets `closed`, then tries the turn; this thread frees
+        // the turn, then looks at `closed`. One of the two sees the other.
+        if self.closed.load(Ordering::SeqCst) {
+            self.finish_close_between_turns();
         }
+    }
+
+    /// Marks the segment closed, if no turn is under way (else the turn's end will).
+    fn finish_close_between_turns(&self) {
+        if !self.turn.try_lock() {
+            return;
+        }
+        if !self.close_done.swap(true, Ordering::AcqRel) {
+            let c = &self.channel;
+            c.word(PRODUCER.closed).store(1, Ordering::Release);
+            c.word(HEAD_SIGNAL).fetch_add(1, Ordering::SeqCst);
+            wake_after_rmw(c.word(HEAD_SIGNAL), c.word(super::CONSUMER_SLEEPERS), 1);
+            if self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).is_empty() {
+                c.let_go(PRODUCER, self.owner);
+            }
+        }
+        self.turn.unlock();
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -401,7 +427,7 @@ impl Sender {
         self.usable()?;
         match self.turn.lock_until(deadline, || self.closed.load(Ordering::Acquire)) {
             Acquired::Yes if self.closed.load(Ordering::Acquire) => {
-                self.turn.unlock();
+                self.end_turn();
                 Err(ChannelError::ClosedHere)
             }
             Acquired::Yes => Ok(()),
@@ -419,15 +445,15 @@ impl Sender {
         }
         let tail = c.counter(TAIL).load(Ordering::Acquire);
         let room = ring::room(head, tail, c.capacity, len)?;
-        let pins = self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match pins.front() {
-            Some(&oldest) if oldest < tail && room.is_some() => {
-                match ring::room(head, oldest, c.capacity, len)? {
-                    Some(room) => Ok(Some(room)),
-                    None => Err(ChannelError::Pinned { loans: pins.len() }),
-                }
-            }
-            _ => Ok(room),
+        let oldest_pin = self.pin_floor.load(Ordering::Acquire);
+        if oldest_pin >= tail || room.is_none() {
+            return Ok(room);
+        }
+        match ring::room(head, oldest_pin, c.capacity, len)? {
+            Some(room) => Ok(Some(room)),
+            None => Err(ChannelError::Pinned {
+                loans: self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len(),
+            }),
         }
     }
 
@@ -479,29 +505,25 @@ impl Sender {
     /// Makes every record up to `head` visible to the receiver, unless the channel
     /// was closed (by either end) first.
     fn publish_to(&self, head: u64) -> Result<(), ChannelError> {
-        self.publishing.fetch_add(1, Ordering::SeqCst);
-        let refused = if self.closed.load(Ordering::SeqCst) {
-            Some(ChannelError::ClosedHere)
-        } else if self.channel.word(CONSUMER.closed).load(Ordering::Acquire) != 0 {
-            Some(ChannelError::Closed)
-        } else {
-            None
-        };
-        if let Some(e) = refused {
-            self.publishing.fetch_sub(1, Ordering::SeqCst);
-            return Err(e);
+        // Under the turn: a close waits for the turn's end to reach the segment.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ChannelError::ClosedHere);
         }
         let c = &self.channel;
+        if c.word(CONSUMER.closed).load(Ordering::Acquire) != 0 {
+            return Err(ChannelError::Closed);
+        }
         self.head.store(head, Ordering::Relaxed);
         c.counter(HEAD).store(head, Ordering::Release);
-        c.word(HEAD_SIGNAL).fetch_add(1, Ordering::Release);
-        self.publishing.fetch_sub(1, Ordering::SeqCst);
-        wake(c.word(HEAD_SIGNAL), c.word(super::CONSUMER_SLEEPERS), 1);
+        c.word(HEAD_SIGNAL).fetch_add(1, Ordering::SeqCst);
+        wake_after_rmw(c.word(HEAD_SIGNAL), c.word(super::CONSUMER_SLEEPERS), 1);
         Ok(())
     }
 
     fn pin(&self, position: u64) {
-        self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push_back(position);
+        let mut pins = self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        pins.push_back(position);
+        self.pin_floor.store(pins[0], Ordering::Release);
     }
 }
 

@@ -70,7 +70,9 @@ impl LocalLock {
                 Some(d) => (d - now).min(RECHECK),
                 None => RECHECK,
             };
-            sys::wait_on(&self.word, CONTENDED, Some(slice));
+            if super::wait::sleep_on(&self.word, CONTENDED, Some(slice)) {
+                return Acquired::TimedOut;
+            }
         }
     }
 

@@ -40,6 +40,7 @@ pub use event::Event;
 pub use mutex::{LockResult, Mutex, MutexGuard, OwnerDied};
 pub use semaphore::Semaphore;
 pub use seqlock::SeqLock;
+pub use wait::return_on_signal;
 
 use crate::error::{Error, Result};
 use crate::segment::SharedMemory;

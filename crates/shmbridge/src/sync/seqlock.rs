@@ -272,6 +272,13 @@ impl SeqLock {
         let until = deadline.map_or(slice, |d| d.min(slice));
         let sequence = self.place.word(SEQUENCE);
         wait_until(sequence, self.place.word(SLEEPERS), &self.spinner, Some(until), |v| v != odd);
+        if super::wait::interrupted() {
+            return Err(Error::Busy {
+                name: self.place.shm.name().to_owned(),
+                what: format!("the SeqLock at offset {}", self.place.offset),
+                after: started.elapsed(),
+            });
+        }
         Ok(())
     }
 

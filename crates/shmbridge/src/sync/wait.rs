@@ -1,70 +1,151 @@
-//! The one wait loop every primitive uses: spin briefly (adaptively, bounded),
-//! then sleep on the word in the kernel, re-checking after every wake-up.
+//! The one wait loop every primitive uses: spin briefly (adaptively, bounded in
+//! time), then sleep on the word in the kernel, re-checking after every wake-up.
 
-use std::sync::atomic::{AtomicU32, Ordering, fence};
-use std::time::Instant;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+use std::time::{Duration, Instant};
 
 use crate::sys;
 
-/// The fewest and most checks a waiter makes before it sleeps.
-const MIN_SPIN: u32 = 8;
-const MAX_SPIN: u32 = 1 << 14;
+thread_local! {
+    /// This thread's waits give up when a signal handler runs (see [`return_on_signal`]).
+    static RETURN_ON_SIGNAL: Cell<bool> = const { Cell::new(false) };
+    /// A wait of this thread gave up because of a signal, and the caller has not
+    /// asked yet ([`interrupted`]).
+    static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
+}
 
-/// A per-handle spin budget that adapts: it doubles when spinning found the
-/// condition met, halves when it did not. On a busy machine spinning only burns
-/// the other side's CPU, and the budget falls to the minimum by itself.
+/// Runs `f`; while it runs, every blocking wait of this crate in this thread
+/// returns early when a signal handler interrupts it (as a time-out: `false`,
+/// `None`, [`ChannelError::Timeout`](crate::channel::ChannelError::Timeout),
+/// [`Error::Busy`](crate::Error::Busy)), instead of going back to sleep.
+///
+/// For programs that handle signals while blocked: the Python binding runs its
+/// waits this way, so Ctrl-C reaches Python at once, and its waits need not wake
+/// up periodically to look for signals. On systems whose waits poll (macOS,
+/// Windows) nothing changes.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// let event = shmbridge::sync::Event::create(&shmbridge::unique_name("doc_sig")?, false)?;
+/// // A wait that a signal (say SIGINT, with a handler installed) would cut short:
+/// let set = shmbridge::sync::return_on_signal(|| event.wait_timeout(Duration::from_millis(10)));
+/// assert!(!set);
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
+pub fn return_on_signal<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RETURN_ON_SIGNAL.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(RETURN_ON_SIGNAL.with(|r| r.replace(true)));
+    f()
+}
+
+/// Whether a wait of this thread gave up because of a signal since the last call
+/// (see [`return_on_signal`]); loops that wait again after a wake-up ask this.
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.with(|i| i.replace(false))
+}
+
+/// Sleeps on `word` as [`sys::wait_on`] does; `true` if this thread returns on
+/// signals and a signal cut the sleep short (then [`interrupted`] says so too).
+pub(crate) fn sleep_on(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
+    let signalled = sys::wait_on(word, expected, timeout);
+    if signalled && RETURN_ON_SIGNAL.with(Cell::get) {
+        INTERRUPTED.with(|i| i.set(true));
+        return true;
+    }
+    false
+}
+
+/// The longest a waiter spins by default before it sleeps. A futex wake-up costs
+/// 5 to 50 us on the machines measured (more when the CPU that must run the
+/// sleeper is idle); spinning longer than that only burns a CPU the other side
+/// may need.
+pub(crate) const DEFAULT_SPIN_LIMIT: Duration = Duration::from_micros(20);
+/// The least budget a spinner keeps: enough for an answer already on its way.
+const MIN_BUDGET: Duration = Duration::from_nanos(500);
+/// The clock is read once per this many checks of the word (a check is a few ns,
+/// a clock read ~20 ns).
+const CHECKS_PER_CLOCK_READ: u32 = 32;
+
+/// A per-handle spin budget, in time, that adapts: after a spin that found the
+/// condition met it covers twice what that took, after one that did not it
+/// halves. On a busy machine spinning only burns the other side's CPU, and the
+/// budget falls to the minimum by itself.
 ///
 /// Halving alone is a trap in ping-pong: once one side oversleeps, the other's spin
 /// fails, its budget shrinks, and both settle into sleeping for good. So every
-/// [`PROBE_EVERY`]th wait spins the whole limit if the last wait was short: a pair
-/// that can run spinning finds its way back, and an idle waiter never probes.
+/// [`PROBE_EVERY`]th wait spins up to the limit if the last wait was short: a pair
+/// that can run spinning finds its way back, an idle waiter never probes, and a
+/// probe costs at most the limit (20 us by default), never hundreds of
+/// microseconds.
 #[derive(Debug)]
 pub(crate) struct Spinner {
-    budget: AtomicU32,
-    limit: AtomicU32,
+    budget_ns: AtomicU32,
+    limit_ns: AtomicU32,
     waits: AtomicU32,
     /// The last wait ended within [`SHORT_WAIT`]: the other side answers fast, and
     /// spinning may pay. Idle waits (long sleeps, time-outs) do not probe.
-    last_wait_short: std::sync::atomic::AtomicBool,
+    last_wait_short: AtomicBool,
 }
 
 /// A wait that ends within this was a quick exchange, not idleness.
-const SHORT_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+const SHORT_WAIT: Duration = Duration::from_millis(1);
 
-/// Every this many waits, spin the whole limit whatever the budget says.
+/// Every this many waits, spin up to the limit whatever the budget says.
 const PROBE_EVERY: u32 = 16;
 
 impl Spinner {
     pub(crate) fn new() -> Self {
         Self {
-            budget: AtomicU32::new(256),
-            limit: AtomicU32::new(MAX_SPIN),
+            budget_ns: AtomicU32::new(2_000),
+            limit_ns: AtomicU32::new(DEFAULT_SPIN_LIMIT.as_nanos() as u32),
             waits: AtomicU32::new(0),
-            last_wait_short: std::sync::atomic::AtomicBool::new(true),
+            last_wait_short: AtomicBool::new(true),
         }
     }
 
-    /// Caps the spinning (0: never spin, sleep at once).
-    pub(crate) fn set_limit(&self, limit: u32) {
-        self.limit.store(limit.min(MAX_SPIN), Ordering::Relaxed);
-        self.budget.store(limit.min(MAX_SPIN), Ordering::Relaxed);
+    /// Caps the spinning (zero: never spin, sleep at once); at most one second.
+    pub(crate) fn set_limit(&self, limit: Duration) {
+        let ns = limit.min(Duration::from_secs(1)).as_nanos() as u32;
+        self.limit_ns.store(ns, Ordering::Relaxed);
+        self.budget_ns.store(ns, Ordering::Relaxed);
     }
 
-    /// Checks `ready` up to the budget; whether it became true.
+    /// Checks `ready` until it holds or the budget is spent; whether it held.
     fn spin(&self, word: &AtomicU32, ready: &impl Fn(u32) -> bool) -> bool {
-        let limit = self.limit.load(Ordering::Relaxed);
+        let limit = self.limit_ns.load(Ordering::Relaxed);
+        if limit == 0 {
+            return false;
+        }
         let probe = self.waits.fetch_add(1, Ordering::Relaxed).is_multiple_of(PROBE_EVERY)
             && self.last_wait_short.load(Ordering::Relaxed);
-        let budget = if probe { limit } else { self.budget.load(Ordering::Relaxed).min(limit) };
-        for _ in 0..budget {
+        let budget = if probe { limit } else { self.budget_ns.load(Ordering::Relaxed).min(limit) };
+        let min = (MIN_BUDGET.as_nanos() as u32).min(limit);
+        let start = Instant::now();
+        let mut checks = 0u32;
+        loop {
             if ready(word.load(Ordering::Acquire)) {
-                self.budget
-                    .store((budget * 2).clamp(MIN_SPIN.min(limit), limit), Ordering::Relaxed);
+                let took = start.elapsed().as_nanos().min(u128::from(limit)) as u32;
+                let grown = budget.max(took.saturating_mul(2)).clamp(min, limit);
+                self.budget_ns.store(grown, Ordering::Relaxed);
                 return true;
+            }
+            checks += 1;
+            if checks.is_multiple_of(CHECKS_PER_CLOCK_READ)
+                && start.elapsed().as_nanos() >= u128::from(budget)
+            {
+                break;
             }
             std::hint::spin_loop();
         }
-        self.budget.store((budget / 2).max(MIN_SPIN.min(limit)), Ordering::Relaxed);
+        self.budget_ns.store((budget / 2).max(min), Ordering::Relaxed);
         false
     }
 }
@@ -123,21 +204,30 @@ fn sleep_until(
         };
         sleepers.fetch_add(1, Ordering::SeqCst);
         // Registered as a sleeper before the last look (SeqCst, paired with the
-        // waker's fence): either we see the change, or the waker sees us and wakes.
+        // waker's SeqCst change of the word and load of `sleepers`): either we see
+        // the change, or the waker sees us and wakes.
         let seen = word.load(Ordering::SeqCst);
-        if !ready(seen) {
-            sys::wait_on(word, seen, timeout);
-        }
+        let signalled = !ready(seen) && sleep_on(word, seen, timeout);
         sleepers.fetch_sub(1, Ordering::SeqCst);
         if ready(word.load(Ordering::Acquire)) {
             return true;
         }
+        if signalled {
+            return false;
+        }
     }
 }
 
-/// Wakes up to `count` sleepers on `word`, after the caller changed it.
+/// Wakes up to `count` sleepers on `word`, after the caller changed it (with any
+/// ordering: this fences first).
 pub(crate) fn wake(word: &AtomicU32, sleepers: &AtomicU32, count: u32) {
     fence(Ordering::SeqCst);
+    wake_after_rmw(word, sleepers, count);
+}
+
+/// As [`wake`], for a caller whose change of `word` was a SeqCst read-modify-write
+/// (which orders it before the look at `sleepers` without a separate fence).
+pub(crate) fn wake_after_rmw(word: &AtomicU32, sleepers: &AtomicU32, count: u32) {
     if sleepers.load(Ordering::SeqCst) > 0 {
         sys::wake(word, count);
     }

@@ -287,11 +287,13 @@ pub(crate) fn set_nonblocking(pipe: &impl AsFd) -> io::Result<bool> {
 ///
 /// Linux: a futex in its shared form (never `FUTEX_PRIVATE_FLAG`, or wake-ups from
 /// other processes would not arrive). Elsewhere: a short sleep, so waiters poll.
+/// Returns `true` if a signal handler ran during the wait (EINTR), for callers
+/// that want to give up then.
 pub(crate) fn wait_on(
     word: &std::sync::atomic::AtomicU32,
     expected: u32,
     timeout: Option<std::time::Duration>,
-) {
+) -> bool {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         use rustix::thread::futex;
@@ -308,12 +310,14 @@ pub(crate) fn wait_on(
                     | rustix::io::Errno::INTR
                     | rustix::io::Errno::TIMEDOUT)
         ));
+        matches!(result, Err(rustix::io::Errno::INTR))
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
         let _ = (word, expected);
         let pause = std::time::Duration::from_micros(200);
         std::thread::sleep(timeout.map_or(pause, |t| t.min(pause)));
+        false
     }
 }
 

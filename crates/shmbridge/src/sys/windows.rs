@@ -200,14 +200,16 @@ pub(crate) fn set_nonblocking(pipe: &impl std::os::windows::io::AsHandle) -> io:
 
 /// Sleeps briefly: Windows has no wait on an address shared between processes
 /// (`WaitOnAddress` is per process), so waiters poll. Callers re-check.
+/// Returns whether a signal interrupted the wait: never, here.
 pub(crate) fn wait_on(
     word: &std::sync::atomic::AtomicU32,
     expected: u32,
     timeout: Option<std::time::Duration>,
-) {
+) -> bool {
     let _ = (word, expected);
     let pause = std::time::Duration::from_micros(200);
     std::thread::sleep(timeout.map_or(pause, |t| t.min(pause)));
+    false
 }
 
 /// Nothing to do: waiters poll.
