@@ -56,7 +56,7 @@ fn main() {
     }
     let generated = format!(
         "{modules}\n/// Every block: its name and the function that runs it.\n\
-         pub(crate) const BLOCKS: &[(&str, fn() -> crate::BlockResult)] = &[\n{table}];\n"
+         pub(crate) const BLOCKS: &[crate::Block] = &[\n{table}];\n"
     );
     let out =
         PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("doc_blocks.rs");

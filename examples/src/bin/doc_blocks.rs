@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 type BlockResult = Result<(), Box<dyn std::error::Error>>;
 
+/// A block's name (`<file>:<line>`) and the function that runs it.
+type Block = (&'static str, fn() -> BlockResult);
+
 /// What a block's `main` may return: `()` or a `Result`.
 trait IntoBlockResult {
     fn into_block_result(self) -> BlockResult;
