@@ -135,8 +135,8 @@ def run_documents(documents: list[str]) -> int:
                 seconds = time.monotonic() - start
                 key = f"{block.lang} files written" if outcome == "wrote" else block.lang
                 counts[key] = counts.get(key, 0) + 1
-                print(f"{block.name:<18} {block.lang:<7} {outcome} {details if outcome != 'FAILED' else ''}"
-                      f"({seconds:.2f} s)", flush=True)
+                shown = f" {details}" if outcome == "wrote" else ""
+                print(f"{block.name:<18} {block.lang:<7} {outcome}{shown} ({seconds:.2f} s)", flush=True)
                 if outcome == "FAILED":
                     failures += 1
                     print(f"---- {block.name}\n{block.code}---- {details}", flush=True)

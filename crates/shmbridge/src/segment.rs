@@ -55,7 +55,7 @@ pub(crate) const ANONYMOUS: &str = "(anonymous)";
 /// A process that may write the segment may also shrink it (`ftruncate`, Linux),
 /// and the pages past its new end vanish from every mapping: touching one raises
 /// SIGBUS. So does writing a page of a sparse segment (created without
-/// [`reserve`](SharedMemoryOptions::reserve), as Python's stdlib does) when the
+/// [`reserve`](crate::SharedMemoryOptions::reserve), as Python's stdlib does) when the
 /// system has no memory left for it.
 ///
 /// - The copying methods ([`read_at`](Self::read_at), [`write_at`](Self::write_at)
