@@ -6,6 +6,10 @@ from typing import Any, final
 
 from typing_extensions import Buffer, Self, disjoint_base
 
+# ``mode`` defaults to OWNER_ONLY, the int 0o600 (an int that prints in octal, so
+# that help() shows ``mode=0o600``).
+from shmbridge._signature import OWNER_ONLY
+
 __all__ = [
     "MAX_NAME_LEN",
     "Channel",
@@ -79,7 +83,7 @@ class SharedMemory:
         size: int | None = None,
         *,
         create: bool = False,
-        mode: int = 0o600,
+        mode: int = OWNER_ONLY,
         persist: bool = False,
         readonly: bool = False,
         replace: bool = False,
@@ -91,7 +95,7 @@ class SharedMemory:
         name: str,
         size: int,
         *,
-        mode: int = 0o600,
+        mode: int = OWNER_ONLY,
         persist: bool = False,
         replace: bool = False,
         populate: bool = False,
@@ -194,7 +198,7 @@ class SharedArray:
         dtype: str,
         order: str = "C",
         *,
-        mode: int = 0o600,
+        mode: int = OWNER_ONLY,
         persist: bool = False,
         replace: bool = False,
     ) -> Self:

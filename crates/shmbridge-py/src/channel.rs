@@ -209,7 +209,9 @@ impl Channel {
     /// Send a copy of a bytes-like object; wait while the ring is full, at most
     /// ``timeout`` seconds (TimeoutError). EOFError if the receiver closed,
     /// BrokenPipeError if its process died, ValueError if the message is larger
-    /// than ``max_message`` or this channel was closed.
+    /// than ``max_message`` or this channel was closed, BufferError if this thread
+    /// holds an open Loan of the channel or the ring is full only of room held by
+    /// loan objects still alive.
     #[pyo3(signature = (data, timeout = None))]
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
         let sender = self.sender()?;
@@ -402,10 +404,12 @@ impl Channel {
         })
     }
 
+    /// Use in a ``with`` block; ``__exit__`` ends it (see the class).
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Close this object's ends (as ``close()``).
     fn __exit__(
         &self,
         _t: &Bound<'_, PyAny>,
@@ -508,10 +512,12 @@ impl Message {
         Ok(())
     }
 
+    /// Use in a ``with`` block; ``__exit__`` ends it (see the class).
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Release the message (as ``release()``).
     fn __exit__(
         &self,
         _t: &Bound<'_, PyAny>,
@@ -635,10 +641,12 @@ impl Loan {
         lock(&self.raw).is_none()
     }
 
+    /// Use in a ``with`` block; ``__exit__`` ends it (see the class).
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Publish the loan, or discard it if the block raised (unless already finished).
     fn __exit__(
         &self,
         py: Python<'_>,

@@ -217,10 +217,12 @@ impl Semaphore {
         self.inner.value()
     }
 
+    /// ``with`` takes it (waiting as ``acquire()`` does) and returns True.
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
         self.acquire(py, true, None)
     }
 
+    /// Give it back (as ``release()``).
     fn __exit__(
         &self,
         _t: &Bound<'_, PyAny>,
@@ -354,10 +356,12 @@ impl Mutex {
         self.owner_died.load(Ordering::Acquire)
     }
 
+    /// ``with`` takes it (waiting as ``acquire()`` does) and returns True.
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
         self.acquire(py, true, None)
     }
 
+    /// Give it back (as ``release()``).
     fn __exit__(
         &self,
         _t: &Bound<'_, PyAny>,

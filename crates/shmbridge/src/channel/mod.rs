@@ -88,6 +88,23 @@ const CONSUMER_CLOSED: usize = 148;
 
 /// Why a send or receive did not happen. Nothing is lost: a failed send leaves
 /// the caller its data, a failed receive leaves the message in the ring.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use shmbridge::channel::{Channel, ChannelError};
+///
+/// let channel = Channel::create(&shmbridge::unique_name("doc_channel_error")?, 4096)?;
+/// let (tx, rx) = (channel.sender()?, channel.receiver()?);
+/// assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
+/// assert_eq!(rx.recv_timeout(Duration::from_millis(1)).unwrap_err(), ChannelError::Timeout);
+/// tx.send(b"last")?;
+/// drop(tx); // the sender closes: the receiver gets everything, then Closed
+/// assert_eq!(&*rx.recv()?, b"last");
+/// assert_eq!(rx.recv().unwrap_err(), ChannelError::Closed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChannelError {
@@ -172,6 +189,21 @@ impl From<ring::Corrupt> for ChannelError {
 
 /// A channel segment; [`sender`](Self::sender) and [`receiver`](Self::receiver)
 /// claim its two ends.
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::channel::Channel;
+///
+/// let name = shmbridge::unique_name("doc_channel")?;
+/// let channel = Channel::create(&name, 1 << 20)?; // the producing process
+/// let tx = channel.sender()?;
+/// let rx = Channel::open(&name)?.receiver()?; // the consuming process, usually
+/// tx.send(b"ping")?;
+/// assert_eq!(rx.recv()?.to_vec()?, b"ping");
+/// assert_eq!(channel.max_message(), channel.capacity() / 2 - 8);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Channel {
     shm: Arc<SharedMemory>,

@@ -24,6 +24,24 @@ use crate::sync::wait::wake_after_rmw;
 ///
 /// Threads of this process may share a receiver: each message goes to exactly one
 /// of them.
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::channel::Channel;
+///
+/// let channel = Channel::create(&shmbridge::unique_name("doc_receiver")?, 4096)?;
+/// let (tx, rx) = (channel.sender()?, channel.receiver()?);
+/// for text in ["a", "b", "c"] {
+///     tx.send(text.as_bytes())?;
+/// }
+/// let a = rx.recv()?; // held, zero-copy
+/// let b = rx.recv()?;
+/// drop(a); // released in any order
+/// assert_eq!(&*b, b"b");
+/// assert_eq!(rx.try_recv()?.to_vec()?, b"c");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Receiver {
     channel: Channel,
     owner: Owner,
@@ -571,6 +589,21 @@ impl fmt::Debug for Lent<'_> {
 /// Deref gives the bytes in place (unguarded, like every view: a peer that shrinks
 /// the segment makes touching them fault); [`to_vec`](Self::to_vec) copies them
 /// out guarded.
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::channel::Channel;
+///
+/// let channel = Channel::create(&shmbridge::unique_name("doc_message")?, 4096)?;
+/// let (tx, rx) = (channel.sender()?, channel.receiver()?);
+/// tx.send(&[1, 2, 3])?;
+/// let message = rx.recv()?;
+/// assert_eq!(message.len(), 3); // the bytes in place, through Deref
+/// let copy: Vec<u8> = message.to_vec()?; // a guarded copy
+/// assert_eq!(copy, [1, 2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Message<'a> {
     receiver: &'a Receiver,
     raw: RawMessage,

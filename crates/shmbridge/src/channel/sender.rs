@@ -24,6 +24,23 @@ use crate::sync::wait::wake_after_rmw;
 ///
 /// Threads of this process may share a sender (`&Sender` is enough to send): each
 /// message is published whole, in the order the sends took their turn.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use shmbridge::channel::{Channel, ChannelError};
+///
+/// let channel = Channel::create(&shmbridge::unique_name("doc_sender")?, 256)?;
+/// let tx = channel.sender()?;
+/// tx.send(b"one")?; // waits while full
+/// tx.send_timeout(b"two", Duration::from_secs(1))?;
+/// let sent = tx.send_batch([&b"three"[..], b"four"], None)?; // published together
+/// assert_eq!(sent, 2);
+/// while tx.try_send(&[0; 100]).is_ok() {} // fill the ring
+/// assert_eq!(tx.try_send(&[0; 100]).unwrap_err(), ChannelError::Full);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Sender {
     channel: Channel,
     owner: Owner,
@@ -623,6 +640,22 @@ unsafe impl Sync for RawLoan {}
 
 /// Room for one message in the ring, written in place; [`publish`](Self::publish)
 /// hands it to the receiver, dropping it sends nothing.
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::channel::Channel;
+///
+/// let channel = Channel::create(&shmbridge::unique_name("doc_loan")?, 4096)?;
+/// let (tx, rx) = (channel.sender()?, channel.receiver()?);
+/// let mut loan = tx.loan(4)?;
+/// loan.copy_from_slice(&7u32.to_le_bytes()); // written straight into the ring
+/// loan.publish()?;
+/// drop(tx.loan(16)?); // dropped unpublished: nothing is sent
+/// assert_eq!(&*rx.recv()?, &7u32.to_le_bytes());
+/// assert!(rx.try_recv().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Loan<'a> {
     sender: &'a Sender,
     /// `None` once published.

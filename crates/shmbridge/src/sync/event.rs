@@ -19,6 +19,23 @@ const AUTO_RESET: u32 = 1;
 /// A manual-reset event stays set until `clear`, waking every waiter; an
 /// auto-reset event lets exactly one waiter through per `set` and clears itself.
 /// Layout: 16 bytes (`state`, `sleepers`, `flags`, reserved; `docs/FORMAT.md`).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use shmbridge::sync::Event;
+///
+/// let name = shmbridge::unique_name("doc_event")?;
+/// let ready = Event::create(&name, false)?; // manual reset
+/// let other = Event::open(&name)?; // in another process, usually
+/// assert!(!other.wait_timeout(Duration::from_millis(1)));
+/// ready.set();
+/// assert!(other.wait_timeout(Duration::from_secs(1)));
+/// assert!(other.is_set()); // stays set until cleared
+/// ready.clear();
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Event {
     place: Place,

@@ -30,6 +30,28 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 /// owner look alive; on Linux pids are reused only after the whole range cycles.
 ///
 /// Layout: 16 bytes (`owner`, `sleepers`, `flags`, reserved; `docs/FORMAT.md`).
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::sync::Mutex;
+///
+/// let name = shmbridge::unique_name("doc_mutex")?;
+/// let lock = Mutex::create(&name)?;
+/// let other = Mutex::open(&name)?; // in another process, usually
+/// let guard = match lock.lock() {
+///     Ok(guard) => guard,
+///     Err(died) => {
+///         // The last owner (process `died.dead_owner()`) died holding the lock:
+///         // repair what it may have left half-changed, then carry on.
+///         died.into_guard()
+///     }
+/// };
+/// assert!(other.try_lock().is_none()); // held
+/// drop(guard);
+/// assert!(other.try_lock().is_some());
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Mutex {
     place: Place,

@@ -16,6 +16,21 @@ const SLEEPERS: usize = 1;
 /// A counting semaphore shared between processes.
 ///
 /// Layout: 16 bytes (`count`, `sleepers`, `flags`, reserved; `docs/FORMAT.md`).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use shmbridge::sync::Semaphore;
+///
+/// let slots = Semaphore::create(&shmbridge::unique_name("doc_semaphore")?, 2)?;
+/// assert!(slots.try_acquire());
+/// assert!(slots.acquire_timeout(Duration::from_secs(1)));
+/// assert!(!slots.try_acquire()); // both taken
+/// slots.release(1)?;
+/// assert_eq!(slots.value(), 1);
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Semaphore {
     place: Place,

@@ -34,6 +34,22 @@ const MAX_SIZE: usize = (1 << 24) - 1;
 /// mid-write is detected: readers get [`Error::PeerDied`], the next writer takes
 /// over. Layout: a 16-byte header (`sequence`, `writer`, `flags`, reserved) and the
 /// record, padded to 8 bytes (`docs/FORMAT.md`).
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::sync::SeqLock;
+///
+/// let name = shmbridge::unique_name("doc_seqlock")?;
+/// let state = SeqLock::create(&name, 16)?;
+/// state.write_value(&[1.5f64, -2.0])?; // a writer
+/// let reader = SeqLock::open(&name)?; // in another process, usually
+/// let position: [f64; 2] = reader.read_value()?; // never torn
+/// assert_eq!(position, [1.5, -2.0]);
+/// let mut raw = [0u8; 16];
+/// reader.read(&mut raw)?;
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SeqLock {
     place: Place,

@@ -73,6 +73,38 @@ const STDERR_TAIL: usize = 8 * 1024;
 
 /// What to run, and how: the interpreter, the script or module, environment,
 /// working directory, timeouts.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use serde_json::json;
+/// use shmbridge::worker::{Transport, Worker};
+///
+/// // A worker script, as a Python user would write it:
+/// let script = std::env::temp_dir().join(format!("doc_worker_{}.py", std::process::id()));
+/// std::fs::write(&script, "\
+/// from shmbridge import Server
+/// server = Server()
+///
+/// @server.register
+/// def add(a, b):
+///     return a + b
+///
+/// server.serve()
+/// ")?;
+/// let worker = Worker::script(&script) // the .venv's python, found from the current directory
+///     .env("PYTHONUNBUFFERED", "1")
+///     .startup_timeout(Duration::from_secs(30))
+///     .transport(Transport::SharedMemory { capacity: 1 << 16 })
+///     .spawn()?;
+/// assert!(worker.functions().contains(&"add".to_owned()));
+/// let sum: i64 = worker.call("add", json!({"a": 2, "b": 40}), Duration::from_secs(10))?;
+/// assert_eq!(sum, 42);
+/// worker.shutdown()?;
+/// std::fs::remove_file(&script)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerBuilder {
     python: Option<PathBuf>,
