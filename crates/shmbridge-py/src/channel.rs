@@ -26,6 +26,7 @@ use crate::buffer;
 use crate::errors::to_py;
 use crate::input::{InputBytes, SendPtr, bytes_at};
 use crate::sync::{deadline, wait_interruptibly};
+use crate::threads::thread_key;
 
 fn channel_error(e: ChannelError) -> PyErr {
     let msg = e.to_string();
@@ -64,13 +65,6 @@ fn attempt_until<T: Send>(
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A number for the calling thread, unique in this process (0 is nobody).
-fn thread_key() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local!(static KEY: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
-    KEY.with(|k| *k)
 }
 
 /// A channel of byte messages between two processes (one sender, one receiver),

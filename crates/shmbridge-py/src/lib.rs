@@ -18,6 +18,7 @@ mod input;
 mod mode;
 mod segment;
 mod sync;
+mod threads;
 mod typed_view;
 
 use pyo3::prelude::*;

@@ -8,7 +8,7 @@
 //! wakes twice a second at most.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -18,6 +18,7 @@ use shmbridge::sync;
 
 use crate::errors::to_py;
 use crate::segment::SharedMemory;
+use crate::threads::thread_key;
 
 type Segment = shmbridge::SharedMemory;
 
@@ -247,6 +248,9 @@ pub(crate) struct Mutex {
     /// release), or 0. A pid rather than a flag: a child made by `fork` inherits
     /// the object, but not the lock.
     held_in: AtomicU32,
+    /// The thread that took it (any thread may release it, as `threading.Lock`
+    /// allows; the one that holds it may not acquire it again).
+    holder: AtomicU64,
     owner_died: AtomicBool,
 }
 
@@ -260,12 +264,18 @@ fn keep(taken: sync::LockResult<'_>) -> bool {
 
 impl Mutex {
     fn wrap(inner: sync::Mutex) -> Self {
-        Self { inner, held_in: AtomicU32::new(0), owner_died: AtomicBool::new(false) }
+        Self {
+            inner,
+            held_in: AtomicU32::new(0),
+            holder: AtomicU64::new(0),
+            owner_died: AtomicBool::new(false),
+        }
     }
 
-    /// Whether this object holds the lock in this process.
-    fn held_here(&self) -> bool {
+    /// Whether the calling thread holds the lock through this object.
+    fn held_by_caller(&self) -> bool {
         self.held_in.load(Ordering::Acquire) == shmbridge::current_pid()
+            && self.holder.load(Ordering::Acquire) == thread_key()
     }
 }
 
@@ -293,9 +303,9 @@ impl Mutex {
     /// seconds. Whether it was taken.
     #[pyo3(signature = (blocking = true, timeout = None))]
     fn acquire(&self, py: Python<'_>, blocking: bool, timeout: Option<f64>) -> PyResult<bool> {
-        if self.held_here() {
+        if self.held_by_caller() {
             return Err(PyRuntimeError::new_err(
-                "this Mutex object already holds the lock; acquiring again would deadlock",
+                "this thread already holds the lock; acquiring it again would deadlock",
             ));
         }
         let taken = if blocking {
@@ -314,6 +324,7 @@ impl Mutex {
         match taken {
             Some(died) => {
                 self.owner_died.store(died, Ordering::Release);
+                self.holder.store(thread_key(), Ordering::Release);
                 self.held_in.store(shmbridge::current_pid(), Ordering::Release);
                 Ok(true)
             }

@@ -268,3 +268,40 @@ fn seqlock_stuck_mid_write_gives_up_on_time() {
     lock.read(&mut buf).unwrap();
     assert_eq!(&buf, b"12345678", "the timed-out write changed nothing");
 }
+
+/// Eight threads wait on one primitive that never becomes available, each with
+/// its own deadline: every one returns by its deadline (plus a margin for a loaded
+/// machine), whatever the others do.
+#[test]
+fn every_waiter_keeps_its_own_deadline() {
+    fn race(what: &str, wait: &(dyn Fn(Duration) -> bool + Sync)) {
+        std::thread::scope(|s| {
+            for i in 0..8u64 {
+                s.spawn(move || {
+                    let timeout = Duration::from_millis(30 + 30 * i);
+                    let start = Instant::now();
+                    assert!(!wait(timeout), "{what}: waiter {i} got what never comes");
+                    let late = start.elapsed().saturating_sub(timeout);
+                    assert!(late < Duration::from_secs(2), "{what}: waiter {i} was {late:?} late");
+                });
+            }
+        });
+    }
+    let event = Event::create(&unique_name("ts_race_ev").unwrap(), false).unwrap();
+    race("event", &|t| event.wait_timeout(t));
+    let sem = Semaphore::create(&unique_name("ts_race_sem").unwrap(), 0).unwrap();
+    race("semaphore", &|t| sem.acquire_timeout(t));
+    let mutex = Mutex::create(&unique_name("ts_race_mx").unwrap()).unwrap();
+    let guard = mutex.lock().unwrap_or_else(|d| d.into_guard());
+    race("mutex", &|t| mutex.lock_timeout(t).is_some());
+    drop(guard);
+    let seq = SeqLock::create(&unique_name("ts_race_seq").unwrap(), 8).unwrap();
+    let mut raw = SharedMemory::open(seq_name(&seq)).unwrap();
+    raw.write_all_at(&1u32.to_ne_bytes(), 0).unwrap(); // mid-write...
+    raw.write_all_at(&std::process::id().to_ne_bytes(), 4).unwrap(); // ...by a live writer
+    race("seqlock", &|t| seq.read_timeout(&mut [0u8; 8], t).is_ok());
+}
+
+fn seq_name(lock: &SeqLock) -> &str {
+    lock.segment().name()
+}

@@ -115,6 +115,11 @@ impl SeqLock {
         Ok(Self { place, size: found, spinner: Spinner::new() })
     }
 
+    /// The segment the seqlock lives in.
+    pub fn segment(&self) -> &Arc<SharedMemory> {
+        &self.place.shm
+    }
+
     /// The record's size in bytes.
     pub fn record_size(&self) -> usize {
         self.size
