@@ -574,3 +574,62 @@ mod shared_memory_transport {
         assert!(worker.shutdown().unwrap().success());
     }
 }
+
+/// Async calls: many at once from a multi-threaded tokio runtime (the futures are
+/// `Send`), on both transports, with time-outs, dropped futures, and blocking
+/// callers mixed in; no thread per call.
+#[test]
+fn async_calls_on_both_transports() {
+    for transport in [Transport::Pipe, Transport::SharedMemory { capacity: 1 << 16 }] {
+        let worker = std::sync::Arc::new(
+            script("testserver.py").forward_stderr(false).transport(transport).spawn().unwrap(),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sums: Vec<i64> = runtime.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..50i64 {
+                let worker = std::sync::Arc::clone(&worker);
+                tasks.spawn(async move {
+                    let sum: i64 =
+                        worker.call_async("add", json!({"a": i, "b": 1}), T).await.unwrap();
+                    sum
+                });
+            }
+            // A blocking caller at the same time.
+            let blocking = std::sync::Arc::clone(&worker);
+            let blocking = std::thread::spawn(move || {
+                (0..20)
+                    .map(|i| blocking.call::<i64>("add", json!({"a": i, "b": 2}), T).unwrap())
+                    .sum::<i64>()
+            });
+            let mut sums = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                sums.push(r.unwrap());
+            }
+            assert_eq!(blocking.join().unwrap(), (0..20).map(|i| i + 2).sum::<i64>());
+            sums
+        });
+        let mut sums = sums;
+        sums.sort();
+        assert_eq!(sums, (1..=50).collect::<Vec<_>>(), "{transport:?}");
+
+        // A time-out, and a dropped call: the worker stays usable, and late answers
+        // go nowhere.
+        let start = Instant::now();
+        let late = futures::executor::block_on(worker.call_async::<Value>(
+            "slow",
+            json!({"seconds": 1}),
+            Duration::from_millis(200),
+        ));
+        assert!(matches!(late, Err(Error::Timeout { .. })), "{late:?}");
+        assert!(start.elapsed() < Duration::from_millis(200) + MARGIN);
+        drop(worker.call_async::<Value>("slow", json!({"seconds": 0.1}), T));
+        let back: Value =
+            futures::executor::block_on(worker.call_async("echo", json!({"x": 1}), T)).unwrap();
+        assert_eq!(back, json!({"x": 1}));
+    }
+}

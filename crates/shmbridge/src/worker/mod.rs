@@ -61,6 +61,7 @@ use crate::error::{Error, Result};
 use crate::sys;
 
 mod arguments;
+mod async_call;
 mod outbox;
 
 pub use arguments::MARKER;
@@ -283,7 +284,9 @@ impl WorkerBuilder {
         let shared = Arc::new(Shared {
             program,
             child: Mutex::new(child),
-            calls: Mutex::new(Calls { pending: HashMap::new(), ended: false }),
+            calls: Mutex::new(Calls { pending: HashMap::new(), ended: false, stopping: false }),
+            async_waiting: Condvar::new(),
+            expiring: Mutex::new(Vec::new()),
             replies: Mutex::new(match &channels {
                 None => Inbox::Pipe(BufReader::new(stdout)),
                 Some(_) => Inbox::Channel(BufReader::new(stdout), None),
@@ -307,6 +310,7 @@ impl WorkerBuilder {
             pid,
             shutdown_timeout: self.shutdown_timeout,
             threads: vec![stderr_thread],
+            async_reader: Mutex::new(None),
         };
         match worker.shared.handshake(self.startup_timeout) {
             Ok(functions) => {
@@ -356,6 +360,8 @@ pub struct Worker {
     pid: u32,
     shutdown_timeout: Duration,
     threads: Vec<JoinHandle<()>>,
+    /// The reader of answers for async calls, started by the first one.
+    async_reader: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// State shared by the calling threads and the thread that reads stderr.
@@ -373,13 +379,38 @@ struct Shared {
     replies: Mutex<Inbox>,
     stderr: Mutex<StderrTail>,
     stderr_closed: Condvar,
+    /// Signalled (with `calls`) when async calls start waiting, or on shutdown.
+    async_waiting: Condvar,
+    /// Async calls with their deadlines, for the async reader to end on time.
+    expiring: Mutex<Vec<(Arc<async_call::Slot>, Arc<std::sync::atomic::AtomicBool>)>>,
 }
 
 struct Calls {
     /// How to reach each waiting caller, by call id.
-    pending: HashMap<u64, mpsc::Sender<Wake>>,
+    pending: HashMap<u64, Route>,
     /// Set once the worker's channel closed: no answer will come any more.
     ended: bool,
+    /// Set when the worker is being shut down: the async reader leaves.
+    stopping: bool,
+}
+
+/// How an answer reaches its caller.
+enum Route {
+    /// A blocking caller, through its channel.
+    Blocking(mpsc::Sender<Wake>),
+    /// An async caller, through the slot its future polls.
+    Async(Arc<async_call::Slot>),
+}
+
+impl Route {
+    fn deliver(&self, answer: Result<Value>) {
+        match self {
+            Route::Blocking(tx) => {
+                let _ = tx.send(Wake::Answer(answer));
+            }
+            Route::Async(slot) => slot.fill(answer),
+        }
+    }
 }
 
 /// The answers' way back: the stdout pipe (which always carries the handshake),
@@ -456,6 +487,22 @@ impl Worker {
         args: impl Serialize,
         timeout: Duration,
     ) -> Result<T> {
+        let deadline = deadline_after(timeout);
+        let (tx, rx) = mpsc::channel::<Wake>();
+        let id = self.start_call(function, args, timeout, deadline, Route::Blocking(tx))?;
+        let answer = self.shared.await_answer(id, &rx, deadline);
+        finish_call(function, timeout, answer)
+    }
+
+    /// Sends the request of a call whose answer goes to `route`; returns its id.
+    fn start_call(
+        &self,
+        function: &str,
+        args: impl Serialize,
+        timeout: Duration,
+        deadline: Instant,
+        route: Route,
+    ) -> Result<u64> {
         let params = serde_json::to_value(args)
             .map_err(|e| Error::Protocol { reason: format!("arguments do not serialize: {e}") })?;
         if !params.is_object() {
@@ -465,15 +512,13 @@ impl Worker {
                 ),
             });
         }
-        let deadline = deadline_after(timeout);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel::<Wake>();
         {
             let mut calls = lock(&self.shared.calls);
             if calls.ended {
                 return Err(self.shared.exited());
             }
-            calls.pending.insert(id, tx);
+            calls.pending.insert(id, route);
         }
         let mut line = serde_json::to_vec(&json!({"id": id, "method": function, "params": params}))
             .expect("a JSON value serializes");
@@ -481,30 +526,20 @@ impl Worker {
         match self.outbox.send(&line, deadline, &|| self.shared.has_exited()) {
             // A worker that is gone: whoever reads the answers sees that too and
             // answers this call with WorkerExited, saying how it ended.
-            Ok(()) | Err(Unsent::Gone) => {}
+            Ok(()) | Err(Unsent::Gone) => Ok(id),
             Err(Unsent::Timeout) => {
                 lock(&self.shared.calls).pending.remove(&id);
-                return Err(Error::Timeout { function: function.to_owned(), after: timeout });
+                Err(Error::Timeout { function: function.to_owned(), after: timeout })
             }
             Err(Unsent::TooLarge { len, max }) => {
                 lock(&self.shared.calls).pending.remove(&id);
-                return Err(Error::Protocol {
+                Err(Error::Protocol {
                     reason: format!(
                         "a request of {len} bytes does not fit the shared-memory transport \
                          (at most {max}): use a larger capacity, or pass the data in a segment"
                     ),
-                });
+                })
             }
-        }
-        match self.shared.await_answer(id, &rx, deadline) {
-            Some(Ok(value)) => serde_json::from_value(value).map_err(|e| Error::Protocol {
-                reason: format!("the result of {function}() does not deserialize as asked: {e}"),
-            }),
-            Some(Err(Error::Remote { kind, message, traceback, .. })) => {
-                Err(Error::Remote { function: function.to_owned(), kind, message, traceback })
-            }
-            Some(Err(e)) => Err(e),
-            None => Err(Error::Timeout { function: function.to_owned(), after: timeout }),
         }
     }
 
@@ -534,6 +569,11 @@ impl Worker {
     }
 
     fn stop(&mut self) -> Result<ExitStatus> {
+        lock(&self.shared.calls).stopping = true;
+        self.shared.async_waiting.notify_all();
+        if let Some(reader) = lock(&self.async_reader).take() {
+            let _ = reader.join();
+        }
         // Closing the request channel (or stdin) ends serve(), and the process exits.
         self.outbox.close();
         let deadline = Instant::now() + self.shutdown_timeout;
@@ -634,17 +674,12 @@ impl Shared {
                 Ok(line) => line,
                 Err(e) => return Some(Err(e)),
             };
-            let Ok(message) = serde_json::from_str::<Value>(&line) else { continue };
-            let Some(their_id) = message.get("id").and_then(Value::as_u64) else { continue };
-            let answer = match message.get("error") {
-                None => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
-                Some(error) => Err(remote_error(error)),
-            };
+            let Some((their_id, answer)) = parse_answer(&line) else { continue };
             if their_id == id {
                 return Some(answer);
             }
-            if let Some(tx) = lock(&self.calls).pending.get(&their_id) {
-                let _ = tx.send(Wake::Answer(answer));
+            if let Some(route) = lock(&self.calls).pending.get(&their_id) {
+                route.deliver(answer);
             }
         }
     }
@@ -726,7 +761,12 @@ impl Shared {
     fn hand_over(&self, leaving: u64) {
         let mut calls = lock(&self.calls);
         calls.pending.remove(&leaving);
-        if let Some(tx) = calls.pending.values().next() {
+        // A blocking caller takes over; async callers have their own reader.
+        let next = calls.pending.values().find_map(|route| match route {
+            Route::Blocking(tx) => Some(tx),
+            Route::Async(_) => None,
+        });
+        if let Some(tx) = next {
             let _ = tx.send(Wake::Lead);
         }
     }
@@ -738,11 +778,12 @@ impl Shared {
         let pending: Vec<_> = {
             let mut calls = lock(&self.calls);
             calls.ended = true;
-            calls.pending.drain().map(|(_, tx)| tx).collect()
+            calls.pending.drain().map(|(_, route)| route).collect()
         };
-        for tx in pending {
-            let _ = tx.send(Wake::Answer(Err(self.exited())));
+        for route in pending {
+            route.deliver(Err(self.exited()));
         }
+        self.async_waiting.notify_all();
     }
 
     /// Whether the worker's process has ended (it is reaped if so).
@@ -806,6 +847,35 @@ impl Shared {
 fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// The outcome of a call from its answer (`None`: none came in time).
+fn finish_call<T: DeserializeOwned>(
+    function: &str,
+    timeout: Duration,
+    answer: Option<Result<Value>>,
+) -> Result<T> {
+    match answer {
+        Some(Ok(value)) => serde_json::from_value(value).map_err(|e| Error::Protocol {
+            reason: format!("the result of {function}() does not deserialize as asked: {e}"),
+        }),
+        Some(Err(Error::Remote { kind, message, traceback, .. })) => {
+            Err(Error::Remote { function: function.to_owned(), kind, message, traceback })
+        }
+        Some(Err(e)) => Err(e),
+        None => Err(Error::Timeout { function: function.to_owned(), after: timeout }),
+    }
+}
+
+/// An answer line: the call's id and its result or error (`None`: not an answer).
+fn parse_answer(line: &str) -> Option<(u64, Result<Value>)> {
+    let message = serde_json::from_str::<Value>(line).ok()?;
+    let id = message.get("id").and_then(Value::as_u64)?;
+    let answer = match message.get("error") {
+        None => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
+        Some(error) => Err(remote_error(error)),
+    };
+    Some((id, answer))
 }
 
 /// The server's first line: `{"ready": true, "protocol": 1, "functions": [...]}`.
