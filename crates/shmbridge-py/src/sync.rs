@@ -4,8 +4,9 @@
 //! Every blocking call releases the GIL and waits with `return_on_signal`: a
 //! signal that interrupts the wait (Ctrl-C reaches the main thread) ends the
 //! slice at once, and Python's handlers run (KeyboardInterrupt). Slices of at most
-//! half a second are a backstop for systems whose waits poll; an idle waiter
-//! wakes twice a second at most.
+//! half a second are the backstop where no signal interrupts a wait (Windows,
+//! where Ctrl-C runs its handler on a thread of its own); an idle waiter wakes
+//! twice a second at most.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

@@ -40,7 +40,10 @@ pub fn canonical_name(name: &str) -> Result<String> {
         return Err(invalid("a name cannot contain '/' except as its first character".into()));
     }
     if let Some(c) = bare.chars().find(|c| sys::FORBIDDEN_NAME_CHARS.contains(c)) {
-        return Err(invalid(format!("a name cannot contain {c:?} on this platform")));
+        return Err(invalid(format!(
+            "a name cannot contain {c:?} on this platform{}",
+            sys::FORBIDDEN_NAME_HINT
+        )));
     }
     let canonical = format!("/{bare}");
     if canonical.len() > sys::MAX_NAME_LEN {
@@ -55,15 +58,18 @@ pub fn canonical_name(name: &str) -> Result<String> {
 
 /// The longest segment name this platform accepts, in bytes, leading `/` included.
 ///
-/// 255 on Linux (a file name in `/dev/shm`), 31 on macOS (`PSHMNAMLEN`), 255 on
-/// Windows.
+/// 255 on Linux (a file name in `/dev/shm`), 31 on macOS (`PSHMNAMLEN`, which
+/// leaves 15 bytes for the prefix of a [`unique_name`]), 200 on Windows (kernel
+/// object names, with the `Local\` prefix and the name of the segment's wait table,
+/// stay within `MAX_PATH`).
 pub const fn max_name_len() -> usize {
     sys::MAX_NAME_LEN
 }
 
 /// A fresh name of the form `/<prefix>_<pid>_<random>`.
 ///
-/// The random part is 8 hex digits. Two calls give different names with
+/// The random part is 8 hex digits. On macOS, whose names hold 31 bytes and whose
+/// process ids have up to 5 digits, a prefix of up to 15 bytes always fits. Two calls give different names with
 /// overwhelming probability; since creating is exclusive, a collision can never
 /// clobber a segment, it only fails with [`Error::AlreadyExists`]
 /// ([`SharedMemory::create_unique`](crate::SharedMemory::create_unique) retries).
@@ -120,6 +126,18 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with(&format!("/t_{}_", std::process::id())));
         assert_eq!(a.len(), format!("/t_{}_", std::process::id()).len() + 8);
+    }
+
+    /// The names the library makes for itself (the worker's channels and argument
+    /// arrays) fit macOS's 31 bytes with the longest pid there (5 digits).
+    #[test]
+    fn generated_names_fit_on_macos() {
+        const MACOS_MAX_NAME_LEN: usize = 31;
+        for prefix in ["worker_req", "worker_ans", "args_arr"] {
+            let longest = format!("/{prefix}_99999_{:08x}", u32::MAX);
+            assert!(longest.len() <= MACOS_MAX_NAME_LEN, "{longest}");
+        }
+        assert_eq!(format!("/{}_99999_{:08x}", "p".repeat(15), 0).len(), MACOS_MAX_NAME_LEN);
     }
 
     #[test]

@@ -71,8 +71,9 @@ impl SharedMemoryOptions {
     /// `false`: an existing name is [`Error::AlreadyExists`]).
     ///
     /// Replacing unlinks the old name first; processes that have the old segment
-    /// mapped keep it. On Windows, where a mapping cannot be destroyed while in use,
-    /// this has no effect.
+    /// mapped keep it. No effect on Windows, where a name cannot be taken from a
+    /// segment in use: create fails with [`Error::AlreadyExists`] while any process
+    /// holds the old one.
     pub fn replace(&mut self, yes: bool) -> &mut Self {
         self.replace = yes;
         self
@@ -82,7 +83,8 @@ impl SharedMemoryOptions {
     /// (default `false`: the creator unlinks it).
     ///
     /// A persisting segment lasts until someone unlinks it or the machine restarts.
-    /// No effect on Windows, where a mapping lives as long as some process holds it.
+    /// No effect on Windows, where a segment lives while some process holds it
+    /// (open or mapped) and goes away with the last one.
     pub fn persist(&mut self, yes: bool) -> &mut Self {
         self.persist = yes;
         self
@@ -150,8 +152,10 @@ impl SharedMemoryOptions {
     /// let name = shmbridge::unique_name("doc_options")?;
     /// let first = SharedMemory::options().mode(0o640).create(&name, 4096)?;
     /// assert!(SharedMemory::create(&name, 4096).is_err()); // create is exclusive
-    /// let second = SharedMemory::options().replace(true).create(&name, 8192)?; // unless asked
-    /// assert_eq!(SharedMemory::open(&name)?.len(), 8192);
+    /// if cfg!(unix) { // Windows cannot take the name of a segment in use
+    ///     let second = SharedMemory::options().replace(true).create(&name, 8192)?; // unless asked
+    ///     assert_eq!(SharedMemory::open(&name)?.len(), 8192);
+    /// }
     /// # Ok::<(), shmbridge::Error>(())
     /// ```
     pub fn create(&self, name: &str, size: usize) -> Result<SharedMemory> {

@@ -141,8 +141,9 @@ impl SharedMemory {
 
     /// The size of the segment in bytes (never 0).
     ///
-    /// On macOS the system rounds segment sizes up to whole pages, and an opener
-    /// sees the rounded size.
+    /// On macOS and Windows the system keeps segment sizes in whole pages, and an
+    /// opener sees the size rounded up to the page (as Python's stdlib does there);
+    /// the creator sees the size it asked for.
     pub fn len(&self) -> usize {
         self.mapping.len()
     }
@@ -173,6 +174,9 @@ impl SharedMemory {
     /// Keeps the name after this value is closed or dropped: another process may
     /// open the segment later, and someone must [`unlink`](Self::unlink) it.
     ///
+    /// No effect on Windows, where a segment lives while some process holds it
+    /// (open or mapped) and goes away with the last one.
+    ///
     /// # Example
     ///
     /// ```
@@ -182,8 +186,10 @@ impl SharedMemory {
     /// let mut shm = SharedMemory::create(&name, 4096)?;
     /// shm.persist();
     /// shm.close()?; // the name stays: another process may open it later
-    /// let mut again = SharedMemory::open(&name)?;
-    /// again.unlink()?; // someone must remove it
+    /// if cfg!(unix) {
+    ///     let mut again = SharedMemory::open(&name)?;
+    ///     again.unlink()?; // someone must remove it
+    /// }
     /// # Ok::<(), shmbridge::Error>(())
     /// ```
     pub fn persist(&mut self) {
@@ -194,7 +200,8 @@ impl SharedMemory {
     ///
     /// Anyone may unlink a name (the creator does so on close). Afterwards nobody
     /// new can open the segment; processes that have it mapped keep it until they
-    /// close it. A no-op on Windows, where names go away with their last user.
+    /// close it. Removes nothing on Windows, where a name goes away with the last
+    /// process that holds the segment.
     ///
     /// # Errors
     ///
@@ -208,7 +215,8 @@ impl SharedMemory {
     /// let name = shmbridge::unique_name("doc_unlink")?;
     /// let mut shm = SharedMemory::create(&name, 4096)?;
     /// shm.unlink()?;
-    /// assert!(SharedMemory::open(&name).is_err()); // nobody new can open it
+    /// // Nobody new can open it (on Windows: once nobody holds it any more).
+    /// assert_eq!(SharedMemory::open(&name).is_err(), cfg!(unix));
     /// assert_eq!(shm.len(), 4096); // the mapping is still there
     /// # Ok::<(), shmbridge::Error>(())
     /// ```
@@ -328,7 +336,7 @@ impl SharedMemory {
     /// ```
     /// use shmbridge::SharedMemory;
     ///
-    /// let mut shm = SharedMemory::create_unique("doc_write_all_at", 64)?;
+    /// let mut shm = SharedMemory::create_unique("doc_write_at", 64)?;
     /// shm.write_all_at(&42u64.to_le_bytes(), 8)?;
     /// let mut word = [0u8; 8];
     /// shm.read_exact_at(&mut word, 8)?;
@@ -513,7 +521,8 @@ enum CopyFailure {
 /// close it.
 ///
 /// For cleaning up segments left by others (a crashed creator, a persisting
-/// segment). A no-op on Windows, where names go away with their last user.
+/// segment). Removes nothing on Windows, where a name goes away with the last
+/// process that holds the segment; it only reports a name that does not exist.
 ///
 /// # Errors
 ///
@@ -524,9 +533,10 @@ enum CopyFailure {
 ///
 /// ```
 /// let name = shmbridge::unique_name("doc_unlink")?;
-/// shmbridge::SharedMemory::options().persist(true).create(&name, 64)?;
+/// let shm = shmbridge::SharedMemory::options().persist(true).create(&name, 64)?;
 /// shmbridge::unlink(&name)?;
-/// assert!(shmbridge::SharedMemory::open(&name).is_err());
+/// assert_eq!(shmbridge::SharedMemory::open(&name).is_err(), cfg!(unix)); // Windows: `shm` holds it
+/// # drop(shm);
 /// # Ok::<(), shmbridge::Error>(())
 /// ```
 pub fn unlink(name: &str) -> Result<()> {

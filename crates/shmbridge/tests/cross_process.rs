@@ -9,10 +9,14 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use shmbridge::SharedMemory;
+use shmbridge::array::SharedArray;
 use shmbridge::channel::{Channel, ChannelError};
 use shmbridge::sync::{Event, Mutex};
 
 const DEADLINE: Duration = Duration::from_secs(30);
+
+// Names stay within macOS's 31 bytes: a unique_name leaves 15 for the prefix, and
+// the suffixes added here count against that.
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -27,6 +31,9 @@ fn main() {
         ("event_ping_pong", event_ping_pong),
         ("mutex_of_a_killed_owner_is_recovered", mutex_of_a_killed_owner_is_recovered),
         ("mutex_of_an_unreaped_owner_is_recovered", mutex_of_an_unreaped_owner_is_recovered),
+        ("array_by_name_alone_both_ways", array_by_name_alone_both_ways),
+        #[cfg(windows)]
+        ("a_waiter_sleeps_in_the_kernel_until_set", a_waiter_sleeps_in_the_kernel_until_set),
         ("channel_stream_between_processes", channel_stream_between_processes),
         ("channel_producer_killed_mid_stream", channel_producer_killed_mid_stream),
         #[cfg(unix)]
@@ -35,11 +42,27 @@ fn main() {
             forked_child_never_undoes_the_parents_state,
         ),
     ];
-    for (name, test) in tests {
+    // As libtest: `cargo test --test cross_process -- NAME...` runs the tests whose
+    // names contain one of the NAMEs; flags (and what follows `--skip`) are ignored.
+    let mut filters = Vec::new();
+    let mut rest = args.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        if arg == "--skip" {
+            rest.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg.as_str());
+        }
+    }
+    let chosen: Vec<_> = tests
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
+        .collect();
+    for (name, test) in &chosen {
         test();
         println!("test {name} ... ok");
     }
-    println!("\n{} passed, 0 failed", tests.len());
+    let filtered = tests.len() - chosen.len();
+    println!("\n{} passed, 0 failed, {filtered} filtered out", chosen.len());
 }
 
 fn spawn(scenario: &str, name: &str) -> Child {
@@ -81,8 +104,28 @@ fn child(scenario: &str, name: &str) {
             v.iter_mut().for_each(|x| *x *= 2.0);
         }
         "create" => {
+            let created = Event::open(&format!("{name}_made")).unwrap();
+            let opened = Event::open(&format!("{name}_took")).unwrap();
             let mut shm = SharedMemory::options().persist(true).create(name, 4096).unwrap();
             shm.write_all(b"made by the child").unwrap();
+            created.set();
+            // On Windows a segment lives only while someone holds it: until the
+            // parent has it too.
+            assert!(opened.wait_timeout(DEADLINE), "the parent did not open the segment");
+        }
+        "array" => {
+            let err = SharedArray::<f64>::open(name).unwrap_err();
+            assert!(matches!(err, shmbridge::Error::DTypeMismatch { .. }), "{err:?}");
+            let mut a = SharedArray::<i32>::open(name).unwrap();
+            assert_eq!((a.shape(), a.generation()), (&[300, 7][..], 1));
+            for (i, x) in a.as_mut_slice().unwrap().iter_mut().enumerate() {
+                assert_eq!(*x, i as i32);
+                *x = -*x;
+            }
+            a.bump_generation().unwrap();
+        }
+        "wait_forever" => {
+            Event::open(name).unwrap().wait();
         }
         "pong" => {
             let ping = Event::open(&format!("{name}_ping")).unwrap();
@@ -143,18 +186,73 @@ fn typed_slices_both_ways() {
 }
 
 fn child_creates_parent_opens() {
-    let name = shmbridge::unique_name("xp_create").unwrap();
-    assert!(wait(spawn("create", &name)).success());
-    let mut shm = SharedMemory::open(&name).unwrap();
+    let name = shmbridge::unique_name("xp_new").unwrap();
+    let created = Event::create(&format!("{name}_made"), false).unwrap();
+    let opened = Event::create(&format!("{name}_took"), false).unwrap();
+    let child = spawn("create", &name);
+    assert!(created.wait_timeout(DEADLINE), "the child did not create the segment");
+    let shm = SharedMemory::open(&name).unwrap();
+    opened.set();
+    assert!(wait(child).success());
     assert_eq!(shm.len(), 4096);
     assert_eq!(&shm.as_slice()[..17], b"made by the child");
-    shm.unlink().unwrap();
+    if cfg!(windows) {
+        // No persistence past the last user: the creator is gone, this is the last.
+        drop(shm);
+        assert!(matches!(SharedMemory::open(&name), Err(shmbridge::Error::NotFound { .. })));
+    } else {
+        // The child persisted it: it outlives the child, until unlinked.
+        drop(shm);
+        SharedMemory::open(&name).unwrap().unlink().unwrap();
+    }
+}
+
+fn array_by_name_alone_both_ways() {
+    let name = shmbridge::unique_name("xp_array").unwrap();
+    let mut a = SharedArray::<i32>::create(&name, &[300, 7]).unwrap();
+    a.as_mut_slice().unwrap().iter_mut().enumerate().for_each(|(i, x)| *x = i as i32);
+    a.bump_generation().unwrap();
+    assert!(wait(spawn("array", &name)).success());
+    assert_eq!(a.generation(), 2);
+    assert!(a.as_slice().iter().enumerate().all(|(i, &x)| x == -(i as i32)));
+}
+
+/// Windows has no futex: a waiter of another process sleeps on an event of its
+/// own, listed in the segment's parking table (a mapping named
+/// `shmbridge-wait1-<segment>`, layout in `sys/park_windows.rs`: a 64-byte header,
+/// then 32-byte slots of state, pid, tid, pad, key). Seen there, with no time-out,
+/// it is blocked in the kernel, not polling; the set ends its wait.
+#[cfg(windows)]
+fn a_waiter_sleeps_in_the_kernel_until_set() {
+    let name = shmbridge::unique_name("xp_sleep").unwrap();
+    let event = Event::create(&name, false).unwrap();
+    let child = spawn("wait_forever", &name);
+    let table = format!("shmbridge-wait1-{}", name.trim_start_matches('/'));
+    let start = Instant::now();
+    let listed = |table: &SharedMemory| {
+        let mut bytes = vec![0u8; table.len()];
+        table.read_exact_at(&mut bytes, 0).unwrap();
+        bytes[64..].chunks_exact(32).any(|slot| {
+            let word = |at: usize| u32::from_le_bytes(slot[at..at + 4].try_into().unwrap());
+            let key = u64::from_le_bytes(slot[16..24].try_into().unwrap());
+            word(0) & 3 == 2 && word(4) == child.id() && key == 0
+        })
+    };
+    loop {
+        if SharedMemory::options().read_only(true).open(&table).is_ok_and(|t| listed(&t)) {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the child never slept on the event's word");
+        std::thread::yield_now();
+    }
+    event.set();
+    assert!(wait(child).success());
 }
 
 const ROUNDS: usize = 1000;
 
 fn event_ping_pong() {
-    let name = shmbridge::unique_name("xp_pingpong").unwrap();
+    let name = shmbridge::unique_name("xp_pp").unwrap();
     let ping = Event::create(&format!("{name}_ping"), true).unwrap();
     let pong = Event::create(&format!("{name}_pong"), true).unwrap();
     let child = spawn("pong", &name);
@@ -284,7 +382,7 @@ fn channel_producer_killed_mid_stream() {
 }
 
 fn mutex_of_an_unreaped_owner_is_recovered() {
-    let name = shmbridge::unique_name("xp_zombie").unwrap();
+    let name = shmbridge::unique_name("xp_zomb").unwrap();
     let mutex = Mutex::create(&name).unwrap();
     let locked = Event::create(&format!("{name}_locked"), false).unwrap();
     let child = spawn("lock_and_exit", &name);

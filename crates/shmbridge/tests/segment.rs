@@ -42,11 +42,21 @@ fn create_is_exclusive_unless_replace() {
     // The failed create did not touch the existing segment.
     assert_eq!(&SharedMemory::open(&n).unwrap().as_slice()[..3], b"old");
 
-    let b = SharedMemory::options().replace(true).create(&n, 128).unwrap();
-    assert_eq!(b.len(), 128);
-    assert_eq!(&SharedMemory::open(&n).unwrap().as_slice()[..3], &[0, 0, 0]);
-    // `a` keeps its own (now nameless) segment.
-    assert_eq!(&a.as_slice()[..3], b"old");
+    // Windows cannot take a name from a segment in use: replacing is refused there.
+    #[cfg(windows)]
+    {
+        let err = SharedMemory::options().replace(true).create(&n, 128).unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+        a.write_all_at(b"new", 0).unwrap();
+    }
+    #[cfg(unix)]
+    {
+        let b = SharedMemory::options().replace(true).create(&n, 128).unwrap();
+        assert_eq!(b.len(), 128);
+        assert_eq!(&SharedMemory::open(&n).unwrap().as_slice()[..3], &[0, 0, 0]);
+        // `a` keeps its own (now nameless) segment.
+        assert_eq!(&a.as_slice()[..3], b"old");
+    }
 }
 
 #[test]
@@ -56,7 +66,8 @@ fn creator_unlinks_on_drop_and_close() {
     assert!(matches!(SharedMemory::open(&n), Err(Error::NotFound { .. })));
 
     let shm = SharedMemory::create(&n, 64).unwrap();
-    assert!(shm.unlinks_on_drop());
+    // On Windows nothing unlinks: the name goes with its last user, here this one.
+    assert_eq!(shm.unlinks_on_drop(), cfg!(unix));
     shm.close().unwrap();
     assert!(matches!(SharedMemory::open(&n), Err(Error::NotFound { .. })));
 }
@@ -71,6 +82,7 @@ fn opener_does_not_unlink() {
     assert!(SharedMemory::open(&n).is_ok());
 }
 
+#[cfg(unix)]
 #[test]
 fn persist_keeps_the_name_until_unlink() {
     let n = name("persist");
@@ -89,6 +101,34 @@ fn persist_keeps_the_name_until_unlink() {
     SharedMemory::open(&n2).unwrap().unlink().unwrap();
 }
 
+/// Windows: a segment lives while some process holds it, whatever `persist` and
+/// `unlink` say (there is no unlink); then its name is gone.
+#[cfg(windows)]
+#[test]
+fn windows_segments_live_while_someone_holds_them() {
+    let n = name("lifetime");
+    SharedMemory::options().persist(true).create(&n, 64).unwrap().close().unwrap();
+    assert!(matches!(SharedMemory::open(&n), Err(Error::NotFound { .. })), "persist: no effect");
+
+    let creator = SharedMemory::create(&n, 64).unwrap();
+    let mut opener = SharedMemory::open(&n).unwrap();
+    creator.close().unwrap();
+    // The opener keeps it, under its name: a third process could still open it.
+    let mut third = SharedMemory::open(&n).unwrap();
+    third.write_all_at(b"kept", 0).unwrap();
+    // unlink answers as it would elsewhere, but removes nothing.
+    shmbridge::unlink(&n).unwrap();
+    opener.unlink().unwrap();
+    assert_eq!(&SharedMemory::open(&n).unwrap().as_slice()[..4], b"kept");
+    assert!(!opener.unlinks_on_drop());
+    let err = SharedMemory::create(&n, 64).unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    drop((opener, third));
+    assert!(matches!(SharedMemory::open(&n), Err(Error::NotFound { .. })), "gone with the last");
+    assert!(matches!(shmbridge::unlink(&n), Err(Error::NotFound { .. })));
+    SharedMemory::create(&n, 64).unwrap();
+}
+
 #[test]
 fn open_missing_is_not_found() {
     let n = name("missing");
@@ -101,11 +141,24 @@ fn open_missing_is_not_found() {
 #[test]
 fn open_never_resizes() {
     let n = name("small");
-    let _shm = SharedMemory::create(&n, 100).unwrap();
-    let err = SharedMemory::options().min_size(101).open(&n).unwrap_err();
-    assert!(matches!(err, Error::TooSmall { expected: 101, actual: 100, .. }), "{err:?}");
-    assert_eq!(SharedMemory::options().min_size(100).open(&n).unwrap().len(), 100);
-    assert_eq!(SharedMemory::open(&n).unwrap().len(), 100, "still 100 bytes");
+    let shm = SharedMemory::create(&n, 100).unwrap();
+    assert_eq!(shm.len(), 100);
+    // Linux keeps the exact size; macOS and Windows only whole pages, which is what
+    // an opener sees there.
+    let size = SharedMemory::open(&n).unwrap().len();
+    if cfg!(target_os = "linux") {
+        assert_eq!(size, 100);
+    } else {
+        assert!(size >= 100 && size.is_power_of_two(), "{size}: a whole number of pages");
+    }
+    let err = SharedMemory::options().min_size(size + 1).open(&n).unwrap_err();
+    assert!(
+        matches!(err, Error::TooSmall { expected, actual, .. }
+            if expected == size as u64 + 1 && actual == size as u64),
+        "{err:?}"
+    );
+    assert_eq!(SharedMemory::options().min_size(size).open(&n).unwrap().len(), size);
+    assert_eq!(SharedMemory::open(&n).unwrap().len(), size, "still the same size");
 }
 
 #[test]
@@ -293,6 +346,7 @@ fn errors_convert_to_io_errors_with_their_kind() {
     assert!(matches!(*inner, Error::NotFound { .. }));
 }
 
+#[cfg(unix)]
 #[test]
 fn unlink_by_name() {
     let n = name("unlink_fn");
@@ -324,7 +378,7 @@ fn error_kinds_and_os_codes() {
     let _shm = SharedMemory::create(&n, 1).unwrap();
     assert_eq!(SharedMemory::create(&n, 1).unwrap_err().kind(), ErrorKind::AlreadyExists);
     assert_eq!(
-        SharedMemory::options().min_size(2).open(&n).unwrap_err().kind(),
+        SharedMemory::options().min_size(1 << 20).open(&n).unwrap_err().kind(),
         ErrorKind::InvalidInput
     );
 }

@@ -23,9 +23,9 @@ fn repo() -> PathBuf {
 
 /// The interpreter with shmbridge installed: $SHMBRIDGE_PYTHON or the repo's .venv.
 fn python() -> PathBuf {
-    let python = std::env::var_os("SHMBRIDGE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    let python = std::env::var_os("SHMBRIDGE_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        repo().join(if cfg!(windows) { ".venv/Scripts/python.exe" } else { ".venv/bin/python" })
+    });
     assert!(python.exists(), "{} is missing: run `./dev setup` first", python.display());
     python
 }
@@ -170,7 +170,7 @@ fn eight_threads_of_a_thousand_calls() {
 fn spec_process_buffer_with_a_64_mib_segment() {
     let worker = server();
     let size = 64 << 20;
-    let mut shm = SharedMemory::create_unique("tw_process_buffer", size).unwrap();
+    let mut shm = SharedMemory::create_unique("tw_buffer", size).unwrap();
     for (i, b) in shm.as_mut_slice().unwrap().iter_mut().enumerate() {
         *b = (i % 251) as u8;
     }

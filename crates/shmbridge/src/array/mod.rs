@@ -251,7 +251,7 @@ fn generation(shm: &SharedMemory) -> &AtomicU64 {
 /// use shmbridge::SharedMemory;
 /// use shmbridge::array::{Order, SharedArray};
 ///
-/// let name = shmbridge::unique_name("doc_shared_array")?;
+/// let name = shmbridge::unique_name("doc_array")?;
 /// let mut grid = SharedArray::<i32>::create_with(
 ///     SharedMemory::options().mode(0o600),
 ///     &name,

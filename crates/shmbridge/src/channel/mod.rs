@@ -95,7 +95,7 @@ const CONSUMER_CLOSED: usize = 148;
 /// use std::time::Duration;
 /// use shmbridge::channel::{Channel, ChannelError};
 ///
-/// let channel = Channel::create(&shmbridge::unique_name("doc_channel_error")?, 4096)?;
+/// let channel = Channel::create(&shmbridge::unique_name("doc_chan_err")?, 4096)?;
 /// let (tx, rx) = (channel.sender()?, channel.receiver()?);
 /// assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
 /// assert_eq!(rx.recv_timeout(Duration::from_millis(1)).unwrap_err(), ChannelError::Timeout);

@@ -6,8 +6,8 @@
 //! `X::open(name)`) or at an 8-aligned offset of any segment
 //! (`X::in_segment(shm, offset, ...)`). All-zero memory is a valid, fresh primitive,
 //! so a new segment needs no set-up. Waiting spins briefly (adaptively, bounded),
-//! then sleeps in the kernel on a shared futex (Linux; other systems poll), so an
-//! idle waiter burns no CPU. Every wait has a timeout form.
+//! then sleeps in the kernel (a shared futex on Linux, the kernel's `ulock` on
+//! macOS, an event per sleeping thread on Windows), so an idle waiter burns no CPU. Every wait has a timeout form.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -22,8 +22,8 @@ thread_local! {
 ///
 /// For programs that handle signals while blocked: the Python binding runs its
 /// waits this way, so Ctrl-C reaches Python at once, and its waits need not wake
-/// up periodically to look for signals. On systems whose waits poll (macOS,
-/// Windows) nothing changes.
+/// up periodically to look for signals. On Windows, whose waits no signal
+/// interrupts (Ctrl-C runs its handler on a thread of its own), nothing changes.
 ///
 /// # Example
 ///

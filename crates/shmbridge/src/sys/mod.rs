@@ -3,7 +3,8 @@
 //! Each platform file defines the same small set of items, and nothing above this
 //! module mentions a platform:
 //!
-//! - `MAX_NAME_LEN`, `FORBIDDEN_NAME_CHARS`, `CAN_UNLINK`: the naming rules;
+//! - `MAX_NAME_LEN`, `FORBIDDEN_NAME_CHARS` (and `FORBIDDEN_NAME_HINT`, said when
+//!   one is refused), `CAN_UNLINK`: the naming rules;
 //! - `create(name, size, mode, reserve)`: a new segment, exclusively, with its pages
 //!   reserved so that a lack of memory shows up now and not as a SIGBUS later;
 //!   a failed create leaves no name behind;
@@ -20,8 +21,11 @@
 //!   timeout)`, `wait_writable(pipe, timeout)`, `set_nonblocking(pipe)` (`false`
 //!   where writes cannot be made to return early), and on Unix `inherit_fd`;
 //! - `wait_on(word, expected, timeout)` / `wake(word, n)`: blocking on a 32-bit word
-//!   in shared memory, across processes (a shared futex on Linux; polling
-//!   elsewhere); `process_alive(pid)`, to tell a dead lock owner from a busy one;
+//!   in shared memory, across processes (a shared futex on Linux; `__ulock` or
+//!   `os_sync_wait_on_address` on macOS; on Windows an event per sleeping thread,
+//!   found through the segment's parking table, `park_windows.rs`), and
+//!   `wait_on_many` for several words at once; `process_alive(pid)`, to tell a
+//!   dead lock owner from a busy one;
 //! - `ProcessWatch`: asks repeatedly and cheaply whether one process runs (a pidfd
 //!   on Linux);
 //! - `current_pid()`: this process's id, cheap and right after `fork`, for the
@@ -37,6 +41,16 @@
 #[cfg_attr(windows, path = "windows.rs")]
 mod os;
 
+/// Waits on words in shared memory across processes, for Apple systems (`ulock`).
+#[cfg(target_vendor = "apple")]
+#[path = "wait_apple.rs"]
+mod wait_apple;
+
+/// Waits on words in shared memory across processes, for Windows (no futex there).
+#[cfg(windows)]
+#[path = "park_windows.rs"]
+mod park;
+
 #[cfg_attr(any(target_os = "linux", target_os = "android"), path = "guard_sigbus.rs")]
 #[cfg_attr(not(any(target_os = "linux", target_os = "android")), path = "guard_plain.rs")]
 mod guard;
@@ -49,8 +63,8 @@ use std::ptr::NonNull;
 #[cfg(all(unix, feature = "worker"))]
 pub(crate) use os::inherit_fd;
 pub(crate) use os::{
-    CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, ProcessWatch, create, current_pid,
-    free_space, open, process_alive, unlink, wait_on, wait_on_many, wake,
+    CAN_UNLINK, FORBIDDEN_NAME_CHARS, FORBIDDEN_NAME_HINT, Handle, MAX_NAME_LEN, ProcessWatch,
+    create, current_pid, free_space, open, process_alive, unlink, wait_on, wait_on_many, wake,
 };
 #[cfg(unix)]
 pub(crate) use os::{WakeFd, create_anonymous, open_fd};

@@ -11,6 +11,8 @@ use rustix::shm;
 /// `NAME_MAX` on Linux (the name is a file in `/dev/shm`); `PSHMNAMLEN` on macOS.
 pub(crate) const MAX_NAME_LEN: usize = if cfg!(target_vendor = "apple") { 31 } else { 255 };
 pub(crate) const FORBIDDEN_NAME_CHARS: &[char] = &[];
+/// Said after a refused character (none is, here).
+pub(crate) const FORBIDDEN_NAME_HINT: &str = "";
 /// POSIX names outlive their creator until unlinked.
 pub(crate) const CAN_UNLINK: bool = true;
 
@@ -286,7 +288,8 @@ pub(crate) fn set_nonblocking(pipe: &impl AsFd) -> io::Result<bool> {
 /// [`wake`] on it, `timeout` passes, or spuriously. Callers re-check their condition.
 ///
 /// Linux: a futex in its shared form (never `FUTEX_PRIVATE_FLAG`, or wake-ups from
-/// other processes would not arrive). Elsewhere: a short sleep, so waiters poll.
+/// other processes would not arrive). Apple systems: the kernel's `ulock` in its
+/// shared form (`wait_apple.rs`). Elsewhere: a short sleep, so waiters poll.
 /// Returns `true` if a signal handler ran during the wait (EINTR), for callers
 /// that want to give up then.
 pub(crate) fn wait_on(
@@ -312,7 +315,11 @@ pub(crate) fn wait_on(
         ));
         matches!(result, Err(rustix::io::Errno::INTR))
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(target_vendor = "apple")]
+    {
+        super::wait_apple::wait_on(word, expected, timeout)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
     {
         let _ = (word, expected);
         let pause = std::time::Duration::from_micros(200);
@@ -327,7 +334,9 @@ pub(crate) fn wake(word: &std::sync::atomic::AtomicU32, count: u32) {
     {
         let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), count);
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(target_vendor = "apple")]
+    super::wait_apple::wake(word, count);
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
     let _ = (word, count); // waiters poll
 }
 
@@ -482,7 +491,8 @@ impl ProcessWatch {
 ///
 /// Linux 5.16+: one `futex_waitv` over all of them (shared futexes, so wake-ups
 /// from other processes arrive). Older kernels, and other systems: a short sleep,
-/// so the caller polls.
+/// so the caller polls (macOS has no wait on several addresses at once: its
+/// `ulock` takes one).
 pub(crate) fn wait_on_many(
     words: &[(&std::sync::atomic::AtomicU32, u32)],
     timeout: Option<std::time::Duration>,
