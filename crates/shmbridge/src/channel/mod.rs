@@ -336,6 +336,12 @@ impl Channel {
                         "its previous {end}, in process {current}, was closed but still holds \
                          messages or loans from it: release them first"
                     )
+                } else if current == me.pid() {
+                    format!(
+                        "already has a {end} in this process ({current}): one {end} at a time \
+                         (a {end} closed while a loan or send was under way counts until that \
+                         ends)"
+                    )
                 } else {
                     format!("already has a {end} in process {current}: one {end} at a time")
                 };

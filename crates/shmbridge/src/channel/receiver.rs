@@ -400,6 +400,12 @@ impl Receiver {
         }
     }
 
+    /// Whether this process owns this end (false in a `fork`ed child's copy, which
+    /// can do nothing with it).
+    pub fn is_owned_here(&self) -> bool {
+        self.owner.is_current()
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)

@@ -351,17 +351,25 @@ impl Sender {
     /// # Errors
     ///
     /// [`ChannelError::Closed`] if the receiver closed, [`ChannelError::ClosedHere`]
-    /// if this end was closed meanwhile: the message is not published (and nothing
-    /// is pinned).
+    /// if this end was closed meanwhile: the message is not published (with `pin`,
+    /// its room is still kept out of use until `unpin`, as a discarded loan's);
+    /// [`ChannelError::WrongProcess`] in a `fork`ed child, which changes nothing.
     ///
     /// # Safety
     ///
     /// `loan` must come from `reserve_raw` on this sender, and be published or
     /// discarded once.
     pub unsafe fn publish_raw(&self, loan: RawLoan, pin: bool) -> Result<(), ChannelError> {
+        if !self.owner.is_current() {
+            // A fork()ed child's copy of a loan: the turn and the room are the parent's.
+            return Err(ChannelError::WrongProcess { owner: self.owner.pid() });
+        }
         let published = self.write_header_of(&loan, 0).and_then(|head| self.publish_to(head));
-        if published.is_ok() && pin {
-            self.pin(loan.head);
+        if pin {
+            match published {
+                Ok(()) => self.pin(loan.head),
+                Err(_) => self.skip_and_pin(&loan),
+            }
         }
         self.end_turn();
         published
@@ -376,16 +384,35 @@ impl Sender {
     ///
     /// As [`publish_raw`](Self::publish_raw).
     pub unsafe fn discard_raw(&self, loan: RawLoan, pin: bool) {
+        if !self.owner.is_current() {
+            return; // a fork()ed child's copy: the parent's loan is not ours to end
+        }
         if pin {
-            let published =
-                self.write_header_of(&loan, FLAG_SKIP).and_then(|head| self.publish_to(head));
-            // If the channel is closed (or its ring gone), nobody reads the record:
-            // nothing to keep.
-            if published.is_ok() {
-                self.pin(loan.head);
-            }
+            self.skip_and_pin(&loan);
         }
         self.end_turn();
+    }
+
+    /// Puts a record the receiver steps over in a reservation's room, moves the head
+    /// past it even if the channel was closed (a receiver that attaches later, and
+    /// this end's later sends, must not use the room), and pins it: views of the
+    /// room that a binding's users still hold can then never write into another
+    /// message. If the ring is gone, there is nothing to protect.
+    fn skip_and_pin(&self, loan: &RawLoan) {
+        if let Ok(head) = self.write_header_of(loan, FLAG_SKIP) {
+            let c = &self.channel;
+            self.head.store(head, Ordering::Relaxed);
+            c.counter(HEAD).store(head, Ordering::Release);
+            c.word(HEAD_SIGNAL).fetch_add(1, Ordering::SeqCst);
+            wake_after_rmw(c.word(HEAD_SIGNAL), c.word(super::CONSUMER_SLEEPERS), 1);
+            self.pin(loan.head);
+        }
+    }
+
+    /// Whether this process owns this end (false in a `fork`ed child's copy, which
+    /// can do nothing with it).
+    pub fn is_owned_here(&self) -> bool {
+        self.owner.is_current()
     }
 
     /// Lets the room of a pinned record (published or discarded with `pin`) be
