@@ -288,6 +288,53 @@ fn shutdown_and_drop_reap_the_process() {
     assert!(!status.success(), "killed: {status}");
 }
 
+/// Runs `f` on a thread; panics if it does not finish within `limit` (a hang).
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(f()));
+    finished.recv_timeout(limit).unwrap_or_else(|_| panic!("{what} hung for {limit:?}"))
+}
+
+#[test]
+fn a_process_holding_the_workers_stderr_delays_nothing() {
+    // Issue: a process the worker started, holding its stderr, made shutdown wait
+    // for that process's end, and every call after the worker died wait 1 s.
+    let hold_name = shmbridge::unique_name("t_hold").unwrap();
+    let hold = Event::create(&hold_name, false).unwrap();
+    let spawn = || {
+        script("holds_stderr_open.py")
+            .env("HOLD_UNTIL", &hold_name)
+            .forward_stderr(false)
+            .spawn()
+            .unwrap()
+    };
+    let worker = spawn();
+    assert_eq!(worker.call::<i64>("add", json!({"a": 1, "b": 2}), T).unwrap(), 3);
+    let status = within(Duration::from_secs(60), "shutdown", move || worker.shutdown());
+    assert!(status.unwrap().success());
+
+    let worker = spawn();
+    let err = worker.call::<Value>("die", json!({"code": 7}), T).unwrap_err();
+    let Error::WorkerExited { status, stderr_tail, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(status.and_then(|s| s.code()), Some(7), "{err}");
+    assert!(stderr_tail.contains("dying, my stderr held open"), "{stderr_tail}");
+    let calls = within(Duration::from_secs(60), "calls after the exit", move || {
+        // 100 calls: at a second each (the old wait for the pipe's end), well past
+        // the limit.
+        let errors: Vec<_> = (0..100)
+            .map(|_| worker.call::<Value>("add", json!({"a": 1, "b": 2}), T).unwrap_err())
+            .collect();
+        drop(worker);
+        errors
+    });
+    assert!(calls.iter().all(|e| matches!(e, Error::WorkerExited { .. })), "{calls:?}");
+    hold.set();
+}
+
 #[test]
 fn readers_that_time_out_hand_over_to_the_others() {
     let worker = server();
@@ -515,6 +562,15 @@ mod shared_memory_transport {
             "{err:?}"
         );
         assert_eq!(worker.call::<String>("noisy", json!({}), T).unwrap(), "quiet");
+        // Issue: an answer too long for the answer channel killed serve().
+        let err = worker.call::<Value>("repeat", json!({"text": "x", "times": 700_000}), T);
+        let err = err.unwrap_err();
+        assert!(
+            matches!(&err, Error::Remote { kind, message, .. }
+                if kind == "ValueError" && message.contains("shared memory")),
+            "{err:?}"
+        );
+        assert_eq!(worker.call::<i64>("add", json!({"a": 1, "b": 2}), T).unwrap(), 3);
     }
 
     #[test]

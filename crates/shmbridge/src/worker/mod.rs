@@ -291,7 +291,7 @@ impl WorkerBuilder {
                 None => Inbox::Pipe(BufReader::new(stdout)),
                 Some(_) => Inbox::Channel(BufReader::new(stdout), None),
             }),
-            stderr: Mutex::new(StderrTail { bytes: Vec::new(), closed: false }),
+            stderr: Mutex::new(StderrTail { bytes: Vec::new(), closed: false, held_open: false }),
             stderr_closed: Condvar::new(),
         });
         let stderr_thread = {
@@ -432,7 +432,15 @@ struct StderrTail {
     bytes: Vec<u8>,
     /// The worker's stderr reached its end.
     closed: bool,
+    /// The worker exited and its stderr stayed open past the grace period: a process
+    /// it started holds the pipe. Nobody waits for the end again.
+    held_open: bool,
 }
+
+/// How long, once the worker exited, its stderr may take to reach its end (the
+/// last words of a crash) before we stop waiting: a process the worker started
+/// may hold the pipe open for as long as it lives.
+const STDERR_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a waiting caller goes without checking whether anybody is reading.
 const FOLLOWER_CHECK: Duration = Duration::from_millis(50);
@@ -585,8 +593,15 @@ impl Worker {
                 child.wait()
             }
         };
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
+        // The stderr reader ends when the pipe does, which a process the worker
+        // started may hold open: join it only if its end came within the grace
+        // period, else leave it to finish (forwarding) on its own.
+        if self.shared.wait_for_stderr_end() {
+            for thread in self.threads.drain(..) {
+                let _ = thread.join();
+            }
+        } else {
+            self.threads.clear();
         }
         status.map_err(|e| Error::from_os(&self.shared.program, "wait", e))
     }
@@ -809,21 +824,31 @@ impl Shared {
 
     fn exited(&self) -> Error {
         let status = lock(&self.child).try_wait().ok().flatten();
-        let mut tail = lock(&self.stderr);
         if status.is_some() {
             // The process is gone: its last words are in the pipe; read them all.
-            let wait = Duration::from_secs(1);
-            tail = self
-                .stderr_closed
-                .wait_timeout_while(tail, wait, |t| !t.closed)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
+            self.wait_for_stderr_end();
         }
+        let tail = lock(&self.stderr);
         Error::WorkerExited {
             program: self.program.clone(),
             status,
             stderr_tail: String::from_utf8_lossy(&tail.bytes).trim_end().to_owned(),
         }
+    }
+
+    /// Waits (once, up to [`STDERR_GRACE`]) for the exited worker's stderr to reach
+    /// its end; whether it did.
+    fn wait_for_stderr_end(&self) -> bool {
+        let tail = lock(&self.stderr);
+        if tail.closed || tail.held_open {
+            return tail.closed;
+        }
+        let (mut tail, _) = self
+            .stderr_closed
+            .wait_timeout_while(tail, STDERR_GRACE, |t| !t.closed)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tail.held_open = !tail.closed;
+        tail.closed
     }
 
     /// Copies the worker's stderr to ours (if asked) and keeps its tail.
