@@ -434,6 +434,13 @@ impl Receiver {
     /// Reads the next message's record, stepping over padding and skipped records:
     /// `(position, payload place, length)`, now held; `None` if there is none yet.
     fn take(&self, state: &mut State) -> Result<Option<(u64, usize, usize)>, ChannelError> {
+        // Checked under the state lock: close() sets `closed`, then looks (under the
+        // lock) for held messages before letting the end go. A take that passed an
+        // earlier check must not hold a message of an end already let go, which
+        // another receiver may have claimed.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ChannelError::ClosedHere);
+        }
         let c = &self.channel;
         loop {
             let head = c.counter(HEAD).load(Ordering::Acquire);
