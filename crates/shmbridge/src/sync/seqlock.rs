@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::wait::{Spinner, wait_until, wake};
+use super::wait::{Spinner, wait_until, wake_after_rmw};
 use super::{Kind, Place, create_named, my_pid, open_named};
 use crate::error::{Error, Result};
 use crate::segment::SharedMemory;
@@ -188,9 +188,11 @@ impl SeqLock {
         // Free the writer word only after the sequence is even: the next writer then
         // finds it even (it never completes a live write as if its writer had died).
         writer.store(0, Ordering::Release);
+        // One fence orders both stores before the look at the sleepers (as `wake`).
+        fence(Ordering::SeqCst);
         let sleepers = self.place.word(SLEEPERS);
-        wake(sequence, sleepers, i32::MAX as u32); // readers
-        wake(writer, sleepers, i32::MAX as u32); // writers
+        wake_after_rmw(sequence, sleepers, i32::MAX as u32); // readers
+        wake_after_rmw(writer, sleepers, i32::MAX as u32); // writers
         Ok(done)
     }
 
