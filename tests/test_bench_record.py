@@ -80,6 +80,13 @@ def test_the_check_fails_on_a_ratio_three_times_worse_and_names_the_figure() -> 
     assert len(failures) == 1 and "the channel" in failures[0] and "20.0x worse" in failures[0]
 
 
+def test_the_groups_to_measure_again_are_those_of_the_worse_figures() -> None:
+    measured = _record(channel=24000)
+    measured["figures"][0]["group"] = "roundtrip"
+    assert record.failing_groups(_record(channel=1200), measured) == {"roundtrip"}
+    assert record.failing_groups(_record(channel=1200), _record(channel=1300)) == set()
+
+
 def test_the_check_passes_a_ratio_less_than_three_times_worse_and_ignores_the_loaded_scenario() -> None:
     recorded = _record(channel=1200)
     measured = _record(channel=3500)  # 2.9x

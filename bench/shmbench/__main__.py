@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from shmbench import handoff, harness, idle, load, machine, memory, percall, readme, record, report, roundtrip, throughput, worker
 from shmbench.harness import ROOT, Figure, Settings
@@ -55,7 +56,7 @@ def main(argv: list[str]) -> int:
     build()
 
     began = time.monotonic()
-    meta = {"mode": "quick" if s.quick else "full", "machine": machine.describe(), "load_average": {"start": machine.load_average()}}
+    meta: dict[str, Any] = {"mode": "quick" if s.quick else "full", "machine": machine.describe(), "load_average": {"start": machine.load_average()}}
     figures: list[Figure] = []
     try:
         for group in groups:
@@ -84,15 +85,30 @@ def main(argv: list[str]) -> int:
     summary(data)
 
     if s.quick:
-        record.dump(data, ROOT / "target" / "bench" / "quick.json")
         if not args.record.is_file():
             print(f"quick bench: no record to compare with ({args.record})", file=sys.stderr)
             return 2
         recorded = record.load(args.record)
         failures, compared = record.check(recorded, data)
+        if failures:
+            # A shared machine can make one block of a group look 3x worse; a real
+            # regression looks so again. Measure the groups concerned once more.
+            again = sorted({g for g in record.failing_groups(recorded, data)})
+            print(f"\n{len(failures)} ratios look {record.FACTOR:g}x worse; measuring {', '.join(again)} again:")
+            for line in failures:
+                print(f"  {line}")
+            figures = [f for f in figures if f.group not in again]
+            for group in again:
+                figures += GROUPS[group](s, "quiet")
+            harness.kill_spawned()
+            data["figures"] = record.build(figures, {})["figures"]
+            failures, compared = record.check(recorded, data)
+        meta["duration_s"] = round(time.monotonic() - began, 1)
+        data["duration_s"] = meta["duration_s"]
+        record.dump(data, ROOT / "target" / "bench" / "quick.json")
         print(f"\nquick bench: {compared} figures compared with {args.record} ({meta['duration_s']:.0f} s)")
         if failures:
-            print(f"FAILED: {len(failures)} ratios are {record.FACTOR:g}x or more worse than recorded:")
+            print(f"FAILED: {len(failures)} ratios are {record.FACTOR:g}x or more worse than recorded, twice:")
             for line in failures:
                 print(f"  {line}")
             return 1
@@ -121,10 +137,10 @@ def build() -> None:
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "shmbridge-bench"], cwd=ROOT, check=True)
 
 
-def summary(data: dict[str, object]) -> None:
+def summary(data: dict[str, Any]) -> None:
     """The quiet figures of ours with their ratios, on stdout."""
     print()
-    for key, (what, value) in sorted(record.gated(data).items()):  # type: ignore[arg-type]
+    for key, (what, value) in sorted(record.gated(data).items()):
         shown = f"{100 * value:.3f} % CPU" if key.endswith("(CPU)") else f"ratio {value:.3g}"
         print(f"  {shown:>16}  {what}")
 

@@ -57,7 +57,7 @@ class Settings:
             quick=True,
             pin=pin,
             rt_rounds=3,
-            rounds=3,
+            rounds=5,
             sweep_sizes=(64, 4096, 65536),
             handoff_sizes=(1 << 10, 1 << 20, 16 << 20),
             open_sizes=(1 << 20,),
@@ -170,7 +170,7 @@ def read_json_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
-        raise RuntimeError(f"{proc.args} ended without answering (exit {proc.wait()})")
+        raise RuntimeError(f"{proc.args!r} ended without answering (exit {proc.wait()})")
     result: dict[str, Any] = json.loads(line)
     return result
 
@@ -179,7 +179,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> None:
     """Wait for a peer that has done its count; kill it (ours) if it does not end."""
     try:
         if proc.wait(timeout) != 0:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from multiprocessing import resource_tracker, shared_memory
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class Pairs:
             fn()
 
 
-def stdlib_open(name: str) -> shared_memory.SharedMemory:
+def stdlib_open(name: str) -> Any:
     """The stdlib's handle on one of our segments, kept out of its resource tracker
     (which would unlink the segment when this process exits)."""
     std = shared_memory.SharedMemory(name.lstrip("/"))
@@ -73,7 +74,7 @@ def views() -> Pairs:
     std = stdlib_open(shm.name)
     p.pair("view", "SharedMemory.view('d')", lambda: shm.view("d"), "memoryview.cast('d') (stdlib SharedMemory.buf)", lambda: std.buf.cast("d"), 200_000)
     arr = create_array(unique_name("bench_sa"), (MIB // 8,), np.float64)
-    sa = arr.base
+    sa: Any = arr.base
     with SharedMemory(sa.name) as raw:
         offset = int.from_bytes(raw.read_at(8, 24), "little")  # the header's data_offset
     std_arr = stdlib_open(sa.name)
@@ -217,10 +218,11 @@ def bulk_write() -> Pairs:
     p = Pairs()
     size = 256 * MIB
     owner = SharedMemory(unique_name("bench_bulk"), size, create=True)
-    src = np.full(size, 7, dtype=np.uint8)
+    src_array = np.full(size, 7, dtype=np.uint8)
+    src: Any = src_array  # (a buffer; NumPy's annotations do not say so)
     dst = np.frombuffer(owner.buffer, dtype=np.uint8)
     dst[:] = 1  # fault every page in once, for both sides
-    p.pair("write_at_256mib", "write_at 256 MiB", lambda: owner.write_at(src, 0), "numpy.copyto (memcpy)", lambda: np.copyto(dst, src), 2, size=size)
+    p.pair("write_at_256mib", "write_at 256 MiB", lambda: owner.write_at(src, 0), "numpy.copyto (memcpy)", lambda: np.copyto(dst, src_array), 2, size=size)
 
     def close() -> None:
         nonlocal dst
@@ -243,7 +245,7 @@ def open_view(size: int) -> Callable[[], Pairs]:
             shm.close()
 
         def theirs() -> None:
-            shm = shared_memory.SharedMemory(owner.name.lstrip("/"))
+            shm: Any = shared_memory.SharedMemory(owner.name.lstrip("/"))
             arr = np.frombuffer(shm.buf, dtype=np.uint8)
             del arr
             shm.close()  # the stdlib refuses to close with live exports
@@ -267,7 +269,8 @@ def open_arrays(size: int) -> Callable[[], Pairs]:
         p = Pairs()
         shape = (size // 8 // 1024, 1024)
         owner = create_array(unique_name("bench_arr"), shape, np.float64)
-        name = owner.base.name
+        base: Any = owner.base
+        name = base.name
         # What a stdlib user must agree on by hand: shape, dtype, and where the data
         # starts (here read from the header's data_offset field).
         with SharedMemory(name) as raw:

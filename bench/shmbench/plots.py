@@ -5,6 +5,7 @@ against array size. Each has a quiet and a loaded panel."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -16,7 +17,7 @@ import numpy as np  # noqa: E402
 from shmbench.harness import Figure  # noqa: E402
 
 
-def _panels(title: str) -> tuple[plt.Figure, list[plt.Axes]]:
+def _panels(title: str) -> tuple[Any, list[Any]]:
     fig, axes = plt.subplots(1, 2, figsize=(14, 6), sharey=True, constrained_layout=True)
     fig.suptitle(title)
     return fig, list(axes)

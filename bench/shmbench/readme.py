@@ -90,8 +90,8 @@ def render(data: dict[str, Any]) -> str:
     for what, fid, pid, scenario, how in ROWS:
         f, p = figures.get((fid, scenario)), figures.get((pid, scenario))
         peer = "n/a" if p is None else f"{p['label']}: {_value(p, how)}"
-        r = "" if how == "cpu" else fmt.ratio(ratio(data, fid, pid, scenario))
-        lines.append(f"| {what} | {_value(f, how)} | {peer} | {r} |")
+        shown = "" if how == "cpu" else fmt.ratio(ratio(data, fid, pid, scenario))
+        lines.append(f"| {what} | {_value(f, how)} | {peer} | {shown} |")
     runs = loaded_runs(data)
     if runs:
         lines += [
@@ -106,8 +106,8 @@ def render(data: dict[str, Any]) -> str:
             cells = []
             for run in runs:
                 f = figures.get((fid, run))
-                r = ratio(data, fid, "futex_rust_rust", run, "p99")
-                cells.append("n/a" if f is None else f"{fmt.time_ns(f['p99'])} ({fmt.ratio(r)})")
+                p99_ratio = ratio(data, fid, "futex_rust_rust", run, "p99")
+                cells.append("n/a" if f is None else f"{fmt.time_ns(f['p99'])} ({fmt.ratio(p99_ratio)})")
             lines.append(f"| {what} | " + " | ".join(cells) + " |")
     lines.append(END)
     return "\n".join(lines)

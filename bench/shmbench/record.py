@@ -62,11 +62,11 @@ def gated(data: dict[str, Any]) -> dict[str, tuple[str, float]]:
     return out
 
 
-def check(recorded: dict[str, Any], measured: dict[str, Any], factor: float = FACTOR) -> tuple[list[str], int]:
-    """The regressions of `measured` against `recorded` (one line each, naming the
-    figure), and how many figures were compared."""
+def regressions(recorded: dict[str, Any], measured: dict[str, Any], factor: float = FACTOR) -> tuple[dict[str, str], int]:
+    """The regressions of `measured` against `recorded`, by key (one line each,
+    naming the figure), and how many figures were compared."""
     before, now = gated(recorded), gated(measured)
-    failures, compared = [], 0
+    found, compared = {}, 0
     for key, (what, value) in sorted(now.items()):
         if key not in before:
             continue
@@ -74,10 +74,22 @@ def check(recorded: dict[str, Any], measured: dict[str, Any], factor: float = FA
         old = before[key][1]
         if key.endswith("(CPU)"):
             if value >= factor * max(old, CPU_FLOOR):
-                failures.append(f"{what}: {100 * value:.3f} % of a CPU, recorded {100 * old:.3f} % ({key})")
+                found[key] = f"{what}: {100 * value:.3f} % of a CPU, recorded {100 * old:.3f} % ({key})"
         elif old > 0 and value / old >= factor:
-            failures.append(f"{what}: ratio {value:.3g}, recorded {old:.3g}, {value / old:.1f}x worse ({key})")
-    return failures, compared
+            found[key] = f"{what}: ratio {value:.3g}, recorded {old:.3g}, {value / old:.1f}x worse ({key})"
+    return found, compared
+
+
+def check(recorded: dict[str, Any], measured: dict[str, Any], factor: float = FACTOR) -> tuple[list[str], int]:
+    """As `regressions`, the lines only."""
+    found, compared = regressions(recorded, measured, factor)
+    return list(found.values()), compared
+
+
+def failing_groups(recorded: dict[str, Any], measured: dict[str, Any], factor: float = FACTOR) -> set[str]:
+    """The groups of the figures that `check` finds worse."""
+    groups = {fid: f["group"] for (fid, _), f in index(measured).items()}
+    return {groups[key.split(" ")[0]] for key in regressions(recorded, measured, factor)[0]}
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -260,7 +260,12 @@ def _channel_echo(total: int, name: str) -> None:
 def mp_pipe(total: int) -> Setup:
     def pair() -> tuple[Callable[[], object], tuple[Any, ...]]:
         here, there = FORK.Pipe()
-        return (lambda: (here.send_bytes(MESSAGE), here.recv_bytes())), (there,)
+
+        def trip() -> None:
+            here.send_bytes(MESSAGE)
+            here.recv_bytes()
+
+        return trip, (there,)
 
     return forked(total, _mp_pipe_echo, pair)
 
@@ -275,7 +280,12 @@ def os_pipe(total: int) -> Setup:
         to_peer_r, to_peer_w = os.pipe()
         to_me_r, to_me_w = os.pipe()
         n = len(MESSAGE)
-        return (lambda: (os.write(to_peer_w, MESSAGE), os.read(to_me_r, n))), (to_peer_r, to_me_w)
+
+        def trip() -> None:
+            os.write(to_peer_w, MESSAGE)
+            os.read(to_me_r, n)
+
+        return trip, (to_peer_r, to_me_w)
 
     return forked(total, _os_pipe_echo, pair)
 
@@ -294,7 +304,12 @@ def posix_semaphores(total: int) -> Setup:
         ping, pong = (posix_ipc.Semaphore(n, posix_ipc.O_CREX) for n in names)
         for sem in (ping, pong):
             sem.unlink()  # the name is only needed until the fork: both ends hold it open
-        return (lambda: (ping.release(), pong.acquire())), (ping, pong)
+
+        def trip() -> None:
+            ping.release()
+            pong.acquire()
+
+        return trip, (ping, pong)
 
     return forked(total, _posix_echo, pair)
 

@@ -1,8 +1,8 @@
 """Channel throughput: messages/s against message size (16 B .. 64 KiB), the channel
 in both directions between Rust and Python and between two Python processes,
 beside os.pipe, multiprocessing.Pipe and multiprocessing.Queue between two Python
-processes; and 1 MiB frames through the channel beside the same copies into shared
-memory without a channel.
+processes; and, beside the same copies into shared memory without a channel, 1 MiB
+frames through the channel (Rust -> Python) and 64 B messages (Rust -> Rust).
 
 How each moves messages (the way a user of it would, batched where it can be):
 - channel, Rust -> Python: the Rust peer sends with `send_batch`, Python receives
@@ -23,7 +23,7 @@ import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import shmbridge
 from shmbridge import Channel, Event
@@ -39,6 +39,8 @@ FORK = mp.get_context("fork")
 FRAME = 1 << 20
 FRAME_RING = 16 << 20
 FRAMES_PER_BLOCK = 500
+SMALL = 64
+SMALL_PER_BLOCK = 2_000_000
 PIPE_CAPACITY = 64 << 10  # Linux's default
 
 # Rough messages/s, to size the blocks (not a result): (per-message rate, bytes/s).
@@ -87,20 +89,37 @@ def contenders(s: Settings, size: int) -> list[Contender]:
                 ours=kind.startswith("ch_"),
                 ref=None if kind == "os_pipe" else f"os_pipe@{size}",
                 size=size,
-                **make(size, count, blocks),
+                **make(size, count, blocks)._asdict(),
             )
         )
     return out
 
 
-def frame_contenders(s: Settings) -> list[Contender]:
+def copy_contenders(s: Settings) -> list[Contender]:
+    """The channel beside the same copies into shared memory without a channel: 1 MiB
+    frames (Rust -> Python) and 64 B messages (Rust -> Rust, where the channel's own
+    cost per message shows: a system call per message would multiply it)."""
     return [
+        Contender(
+            id="small_channel_rust_rust",
+            label="shmbridge Channel, 64 B messages Rust -> Rust (send_batch / drain_with, polling)",
+            ref="small_ring_copy",
+            size=SMALL,
+            **rust_to_rust(SMALL, SMALL_PER_BLOCK, s.rounds + 1)._asdict(),
+        ),
+        Contender(
+            id="small_ring_copy",
+            label="the same 64 B copies into shared memory laid out as the ring, no channel (Rust)",
+            ours=False,
+            size=SMALL,
+            block=lambda: [harness.rust_json("memory", "ring_copy", SMALL, SMALL_PER_BLOCK, RING)["ns"][0] / SMALL_PER_BLOCK],
+        ),
         Contender(
             id="frames_channel",
             label="shmbridge Channel, 1 MiB frames Rust -> Python (loan + copy, recv_view)",
             ref="frames_ring_copy",
             size=FRAME,
-            **rust_frames(s.rounds + 1),
+            **rust_frames(s.rounds + 1)._asdict(),
         ),
         Contender(
             id="frames_ring_copy",
@@ -116,10 +135,15 @@ def measure(s: Settings, scenario: str) -> list[harness.Figure]:
     figures = []
     for size in s.sweep_sizes:
         figures += harness.run_group(GROUP, scenario, contenders(s, size), s.rounds, with_p99=False)
-    return figures + harness.run_group(GROUP, scenario, frame_contenders(s), s.rounds, with_p99=False)
+    return figures + harness.run_group(GROUP, scenario, copy_contenders(s), s.rounds, with_p99=False)
 
 
-Parts = dict[str, Callable[..., Any]]
+class Parts(NamedTuple):
+    """A contender's start, block and stop."""
+
+    start: Callable[[], None]
+    block: Callable[[], list[float]]
+    stop: Callable[[], None]
 
 
 def _warm(block: Callable[[], list[float]]) -> None:
@@ -148,7 +172,7 @@ def rust_to_python(size: int, count: int, blocks: int) -> Parts:
         harness.finish(state.pop("peer"))
         state.clear()
 
-    return {"start": start, "block": block, "stop": stop}
+    return Parts(start, block, stop)
 
 
 def python_to_rust(size: int, count: int, blocks: int) -> Parts:
@@ -159,7 +183,7 @@ def python_to_rust(size: int, count: int, blocks: int) -> Parts:
         name = shmbridge.unique_name("bench_tp")
         state["tx"] = Channel.create(name, RING)
         state["ack"] = Event.create(name + "_ack", auto_reset=True)
-        state["peer"] = harness.rust("peer", "consume", name, name + "_ack", blocks, count, stdout=None)
+        state["peer"] = harness.rust("peer", "consume", name, name + "_ack", blocks, count, "wait", stdout=None)
         _warm(block)
 
     def block() -> list[float]:
@@ -176,10 +200,42 @@ def python_to_rust(size: int, count: int, blocks: int) -> Parts:
         harness.finish(state.pop("peer"))
         state.clear()
 
-    return {"start": start, "block": block, "stop": stop}
+    return Parts(start, block, stop)
 
 
-def python_pair(producer: Callable[..., None], receiver: Callable[..., Callable[[int], None]]) -> Callable[[int, int, int], Parts]:
+def rust_to_rust(size: int, count: int, blocks: int) -> Parts:
+    """A Rust producer told to go, a Rust consumer that acknowledges each block."""
+    state: dict[str, Any] = {}
+
+    def start() -> None:
+        name = shmbridge.unique_name("bench_tp")
+        state["keep"] = Channel.create(name, RING)
+        state["go"] = Event.create(name + "_go", auto_reset=True)
+        state["ack"] = Event.create(name + "_ack", auto_reset=True)
+        state["ack"].set_spin_limit(0)  # sleep: the consumer shares this CPU
+        state["consumer"] = harness.rust("peer", "consume", name, name + "_ack", blocks, count, "poll", stdout=None, where="main")
+        state["producer"] = harness.rust("peer", "produce", name, name + "_go", blocks, count, size, BATCH, stdout=None)
+        _warm(block)
+
+    def block() -> list[float]:
+        begin = time.perf_counter_ns()
+        state["go"].set()
+        if not state["ack"].wait(60):
+            raise TimeoutError("the Rust consumer did not acknowledge")
+        return [(time.perf_counter_ns() - begin) / count]
+
+    def stop() -> None:
+        harness.finish(state.pop("producer"))
+        harness.finish(state.pop("consumer"))
+        state.clear()
+
+    return Parts(start, block, stop)
+
+
+Receiver = Callable[[int], tuple[Callable[[int], None], tuple[Any, ...]]]
+
+
+def python_pair(producer: Callable[..., Callable[[int], None]], receiver: Receiver) -> Callable[[int, int, int], Parts]:
     """A forked Python producer, told to go (and how many) over a control pipe, and
     this process receiving; `receiver(size, *peer_args)` returns receive(count)."""
 
@@ -207,12 +263,12 @@ def python_pair(producer: Callable[..., None], receiver: Callable[..., Callable[
                 raise RuntimeError(f"the {producer.__name__} peer failed ({state['proc'].exitcode})")
             state.clear()
 
-        return {"start": start, "block": block, "stop": stop}
+        return Parts(start, block, stop)
 
     return make
 
 
-def _producer_main(producer: Callable[..., None], control: Any, size: int, *args: Any) -> None:
+def _producer_main(producer: Callable[..., Callable[[int], None]], control: Any, size: int, *args: Any) -> None:
     harness.CPUS.pin_peer()
     message = bytes([7]) * size
     send = producer(message, *args)
@@ -324,4 +380,4 @@ def rust_frames(blocks: int) -> Parts:
         harness.finish(state.pop("peer"))
         state.clear()
 
-    return {"start": start, "block": block, "stop": stop}
+    return Parts(start, block, stop)

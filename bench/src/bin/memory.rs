@@ -146,7 +146,8 @@ fn segment(rounds: usize) -> Result<(), BoxError> {
         record(
             4,
             per_call(200_000, || {
-                black_box(&mut heap[..])[black_box(4096)..4096 + 64].copy_from_slice(black_box(&buf));
+                black_box(&mut heap[..])[black_box(4096)..4096 + 64]
+                    .copy_from_slice(black_box(&buf));
             }),
         );
         record(

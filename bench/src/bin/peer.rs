@@ -18,8 +18,11 @@
 //! Throughput (the driver times it; GO and ACK are auto-reset events):
 //! - `produce NAME GO BLOCKS COUNT SIZE BATCH`: for each set of GO, sends COUNT
 //!   messages of SIZE bytes, BATCH at a time (`send_batch`);
-//! - `consume NAME ACK BLOCKS COUNT`: receives BLOCKS x COUNT messages (a batch at a
-//!   time), setting ACK after each COUNT;
+//! - `consume NAME ACK BLOCKS COUNT HOW`: receives BLOCKS x COUNT messages (a batch at a
+//!   time), setting ACK after each COUNT; HOW is `wait` (a blocking receive when the
+//!   ring is empty, as an application would) or `poll` (drains again at once, sleeping
+//!   only after a millisecond without messages: the channel's own cost per message,
+//!   with no wake-ups in it);
 //! - `frames NAME GO BLOCKS COUNT SIZE`: for each set of GO, sends COUNT frames of
 //!   SIZE bytes, each copied into the ring in place (a loan) from a buffer of its own.
 //!
@@ -29,8 +32,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use shmbridge::channel::{Channel, ChannelError};
 use shmbridge::SharedMemory;
+use shmbridge::channel::{Channel, ChannelError};
 use shmbridge::sync::Event;
 use shmbridge_bench::{Args, BoxError, PATIENCE, json_list, nanos_since, print_object};
 
@@ -41,7 +44,8 @@ fn main() -> Result<(), BoxError> {
         "channel_echo" => channel_echo(args.text(1)?, args.get(2)?),
         "event_ping" => {
             let blocks = Blocks::new(&args)?;
-            let (ping, pong) = (open_event(args.text(1)?, "ping")?, open_event(args.text(1)?, "pong")?);
+            let (ping, pong) =
+                (open_event(args.text(1)?, "ping")?, open_event(args.text(1)?, "pong")?);
             set_spin(&pong, args.text(6)?)?;
             blocks.run(|| {
                 ping.set();
@@ -127,7 +131,7 @@ fn await_value(word: &AtomicU64, value: u64) {
     let mut checks = 0u32;
     while word.load(Ordering::Acquire) != value {
         checks = checks.wrapping_add(1);
-        if checks % 1024 == 0 && start.elapsed() > Duration::from_millis(1) {
+        if checks.is_multiple_of(1024) && start.elapsed() > Duration::from_millis(1) {
             std::thread::sleep(Duration::from_micros(50));
         } else {
             std::hint::spin_loop();
@@ -213,11 +217,28 @@ fn consume(args: &Args) -> Result<(), BoxError> {
     let rx = Channel::open(args.text(1)?)?.receiver()?;
     let ack = Event::open(args.text(2)?)?;
     let (blocks, count): (u64, usize) = (args.get(3)?, args.get(4)?);
+    let poll = match args.text(5)? {
+        "poll" => true,
+        "wait" => false,
+        other => return Err(format!("HOW is wait or poll, not {other:?}").into()),
+    };
     for _ in 0..blocks {
         let mut left = count;
+        let mut idle_since: Option<Instant> = None;
         while left > 0 {
             match rx.drain_with(left, |message| message.len()) {
-                Ok((taken, _)) => left -= taken,
+                Ok((taken, _)) => {
+                    left -= taken;
+                    idle_since = None;
+                }
+                Err(ChannelError::Empty) if poll => {
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(1) {
+                        std::thread::sleep(Duration::from_micros(50)); // between blocks
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
                 Err(ChannelError::Empty) => {
                     drop(rx.recv_timeout(PATIENCE)?); // wait for the next (and release it)
                     left -= 1;
