@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 pub type BoxError = Box<dyn std::error::Error>;
 
 /// How long any single wait of a bench program may take before it gives up.
-pub const PATIENCE: Duration = Duration::from_secs(120);
+/// (A peer waits for its next block while every other contender of its group runs.)
+pub const PATIENCE: Duration = Duration::from_secs(600);
 
 /// The command line after the program's name.
 pub struct Args(Vec<String>);

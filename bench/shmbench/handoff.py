@@ -26,7 +26,7 @@ import numpy as np
 from shmbridge import Channel, Event, create_array, open_array, recv_array, send_array, unique_name
 
 from shmbench import harness
-from shmbench.harness import Contender, Figure, Settings
+from shmbench.harness import PATIENCE, Contender, Figure, Settings
 
 GROUP = "handoff"
 FORK = mp.get_context("fork")
@@ -35,7 +35,7 @@ Trip = Callable[[], object]
 
 
 def trips_per_block(size: int) -> int:
-    return int(min(200, max(2, (32 << 20) // size)))
+    return int(min(200, max(1, (32 << 20) // size)))
 
 
 def measure(s: Settings, scenario: str) -> list[Figure]:
@@ -97,14 +97,16 @@ def echo_pair(
         return [ns / 2 for ns in harness.timed_trips(state["trip"], trips, 0)]
 
     def stop() -> None:
-        proc = state.pop("proc", None)
-        if proc is not None:
-            proc.join(120)
-            if proc.exitcode != 0:
-                raise RuntimeError(f"the {kind} peer failed ({proc.exitcode})")
-        if "release" in state:
-            state.pop("release")()
-        state.clear()
+        try:
+            proc = state.pop("proc", None)
+            if proc is not None:
+                proc.join(PATIENCE)
+                if proc.exitcode != 0:
+                    raise RuntimeError(f"the {kind} peer failed ({proc.exitcode})")
+        finally:
+            if "release" in state:
+                state.pop("release")()
+            state.clear()
 
     return Contender(id=f"{kind}@{size}", label=label, ours=ours, ref=ref, floor=floor, size=size, block=block, start=start, stop=stop)
 
@@ -121,8 +123,8 @@ def channel(size: int, copy: bool) -> Setup:
         tx, rx = Channel.create(name + "_a", capacity), Channel.create(name + "_b", capacity)
 
         def trip() -> None:
-            send_array(tx, array, 60)
-            back = recv_array(rx, 60, copy=copy)
+            send_array(tx, array, PATIENCE)
+            back = recv_array(rx, PATIENCE, copy=copy)
             del back
 
         def release() -> None:
@@ -137,8 +139,8 @@ def channel(size: int, copy: bool) -> Setup:
 def _channel_echo(total: int, name: str, copy: bool) -> None:
     rx, tx = Channel.open(name + "_a"), Channel.open(name + "_b")
     for _ in range(total):
-        array = recv_array(rx, 60, copy=copy)
-        send_array(tx, array, 60)
+        array = recv_array(rx, PATIENCE, copy=copy)
+        send_array(tx, array, PATIENCE)
         del array  # (with copy=False, frees its room in the ring)
 
 
@@ -153,7 +155,7 @@ def shared_array(size: int) -> Setup:
         def trip() -> None:
             np.copyto(there, array)
             sent.set()
-            if not answered.wait(60):
+            if not answered.wait(PATIENCE):
                 raise TimeoutError("no answer")
             received = np.asarray(back_base)
             del received
@@ -172,7 +174,7 @@ def _shared_array_echo(total: int, name: str) -> None:
     sent, answered = Event.open(name + "_sent"), Event.open(name + "_answered")
     incoming_base = incoming.base
     for _ in range(total):
-        if not sent.wait(60):
+        if not sent.wait(PATIENCE):
             raise TimeoutError("nothing sent")
         received = np.asarray(incoming_base)  # the receiver's array: a view
         np.copyto(outgoing, received)

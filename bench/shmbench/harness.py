@@ -24,6 +24,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = ROOT / "target" / "release"
 PEERS = Path(__file__).resolve().parent / "peers"
+# How long any one wait may take, in seconds: a peer waits for its next block while
+# every other contender of its group runs (minutes, for 256 MiB pickles under load).
+PATIENCE = 600
 
 
 @dataclass
@@ -175,7 +178,7 @@ def read_json_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return result
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 60) -> None:
+def finish(proc: subprocess.Popen[str], timeout: float = PATIENCE) -> None:
     """Wait for a peer that has done its count; kill it (ours) if it does not end."""
     try:
         if proc.wait(timeout) != 0:

@@ -20,7 +20,7 @@ import shmbridge
 from shmbridge import Channel, Event, SharedMemory
 
 from shmbench import harness
-from shmbench.harness import Contender, Settings
+from shmbench.harness import PATIENCE, Contender, Settings
 
 GROUP = "roundtrip"
 MESSAGE = b"0123456789abcdef"  # 16 bytes
@@ -163,7 +163,7 @@ def event_rust_py(total: int, spin: str) -> Setup:
 
         def trip() -> None:
             ping.set()
-            if not pong.wait(60):
+            if not pong.wait(PATIENCE):
                 raise TimeoutError("no answer from the Rust peer")
 
         return trip, lambda: harness.finish(peer)
@@ -179,7 +179,7 @@ def channel_rust_py(total: int) -> Setup:
 
         def trip() -> None:
             tx.send(MESSAGE)
-            rx.recv(60)
+            rx.recv(PATIENCE)
 
         def stop() -> None:
             harness.finish(peer)
@@ -204,7 +204,7 @@ def forked(total: int, echo: Callable[..., None], pair: Callable[[], tuple[Calla
         proc.start()
 
         def stop() -> None:
-            proc.join(60)
+            proc.join(PATIENCE)
             if proc.exitcode != 0:
                 if proc.exitcode is None:
                     proc.kill()
@@ -226,7 +226,7 @@ def event_pair() -> tuple[Callable[[], object], tuple[Any, ...]]:
 
     def trip() -> None:
         ping.set()
-        if not pong.wait(60):
+        if not pong.wait(PATIENCE):
             raise TimeoutError("no answer from the Python peer")
 
     return trip, (name,)
@@ -235,7 +235,7 @@ def event_pair() -> tuple[Callable[[], object], tuple[Any, ...]]:
 def _event_echo(total: int, name: str) -> None:
     ping, pong = Event.open(name + "_ping"), Event.open(name + "_pong")
     for _ in range(total):
-        if not ping.wait(60):
+        if not ping.wait(PATIENCE):
             raise TimeoutError("no ping")
         pong.set()
 
@@ -246,7 +246,7 @@ def channel_pair() -> tuple[Callable[[], object], tuple[Any, ...]]:
 
     def trip() -> None:
         tx.send(MESSAGE)
-        rx.recv(60)
+        rx.recv(PATIENCE)
 
     return trip, (name,)
 
@@ -254,7 +254,7 @@ def channel_pair() -> tuple[Callable[[], object], tuple[Any, ...]]:
 def _channel_echo(total: int, name: str) -> None:
     rx, tx = Channel.open(name + "_ping"), Channel.open(name + "_pong")
     for _ in range(total):
-        tx.send(rx.recv(60))
+        tx.send(rx.recv(PATIENCE))
 
 
 def mp_pipe(total: int) -> Setup:
@@ -349,7 +349,7 @@ def iceoryx2(total: int, polling: bool) -> Setup:
         trip, stop = forked(total, _iox_echo, pair)()
         # iceoryx2 drops a notification sent before the listener exists: the peer
         # says when its listener is there.
-        if not keep[-1][4].timed_wait(iox2.Duration.from_secs(60)):
+        if not keep[-1][4].timed_wait(iox2.Duration.from_secs(PATIENCE)):
             raise TimeoutError("the iceoryx2 peer did not start")
         return trip, stop
 

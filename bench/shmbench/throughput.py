@@ -29,7 +29,7 @@ import shmbridge
 from shmbridge import Channel, Event
 
 from shmbench import harness
-from shmbench.harness import Contender, Settings
+from shmbench.harness import PATIENCE, Contender, Settings
 
 GROUP = "throughput"
 RING = 4 << 20  # bytes of each channel's ring in the sweep
@@ -167,7 +167,7 @@ def rust_to_python(size: int, count: int, blocks: int) -> Parts:
         begin = time.perf_counter_ns()
         state["go"].set()
         while left > 0:
-            left -= len(rx.recv_batch(8192, 60))
+            left -= len(rx.recv_batch(8192, PATIENCE))
         return [(time.perf_counter_ns() - begin) / count]
 
     def stop() -> None:
@@ -193,8 +193,8 @@ def python_to_rust(size: int, count: int, blocks: int) -> Parts:
         begin = time.perf_counter_ns()
         while left > 0:
             n = min(left, BATCH)
-            left -= tx.send_many(batch if n == BATCH else batch[:n], 60)
-        if not state["ack"].wait(60):
+            left -= tx.send_many(batch if n == BATCH else batch[:n], PATIENCE)
+        if not state["ack"].wait(PATIENCE):
             raise TimeoutError("the Rust consumer did not acknowledge")
         return [(time.perf_counter_ns() - begin) / count]
 
@@ -222,7 +222,7 @@ def rust_to_rust(size: int, count: int, blocks: int) -> Parts:
     def block() -> list[float]:
         begin = time.perf_counter_ns()
         state["go"].set()
-        if not state["ack"].wait(60):
+        if not state["ack"].wait(PATIENCE):
             raise TimeoutError("the Rust consumer did not acknowledge")
         return [(time.perf_counter_ns() - begin) / count]
 
@@ -260,7 +260,7 @@ def python_pair(producer: Callable[..., Callable[[int], None]], receiver: Receiv
 
         def stop() -> None:
             state["control"].send(0)
-            state["proc"].join(60)
+            state["proc"].join(PATIENCE)
             if state["proc"].exitcode != 0:
                 raise RuntimeError(f"the {producer.__name__} peer failed ({state['proc'].exitcode})")
             state.clear()
@@ -284,7 +284,7 @@ def channel_receiver(size: int) -> tuple[Callable[[int], None], tuple[Any, ...]]
 
     def receive(count: int) -> None:
         while count > 0:
-            count -= len(rx.recv_batch(8192, 60))
+            count -= len(rx.recv_batch(8192, PATIENCE))
 
     return receive, (name,)
 
@@ -296,7 +296,7 @@ def _channel_producer(message: bytes, name: str) -> Callable[[int], None]:
     def send(count: int) -> None:
         while count > 0:
             n = min(count, BATCH)
-            count -= tx.send_many(batch if n == BATCH else batch[:n], 60)
+            count -= tx.send_many(batch if n == BATCH else batch[:n], PATIENCE)
 
     return send
 
@@ -373,7 +373,7 @@ def rust_frames(blocks: int) -> Parts:
         begin = time.perf_counter_ns()
         state["go"].set()
         for _ in range(FRAMES_PER_BLOCK):
-            with rx.recv_view(60) as frame:
+            with rx.recv_view(PATIENCE) as frame:
                 if len(frame) != FRAME:  # zero-copy: the frame is read in place
                     raise ValueError(f"a frame of {len(frame)} bytes")
         return [(time.perf_counter_ns() - begin) / FRAMES_PER_BLOCK]
