@@ -51,6 +51,7 @@ mod name;
 mod options;
 mod owner;
 mod segment;
+mod shared_slice;
 pub mod sync;
 mod sys;
 mod view;
@@ -63,6 +64,7 @@ pub use name::{canonical_name, max_name_len, unique_name};
 pub use options::SharedMemoryOptions;
 pub use owner::current_pid;
 pub use segment::{SharedMemory, unlink};
+pub use shared_slice::SharedSlice;
 
 /// Re-exported so callers can name the trait bound of typed views (and derive it)
 /// without adding the dependency themselves.

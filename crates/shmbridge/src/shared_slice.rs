@@ -1,0 +1,241 @@
+//! `SharedSlice`: typed access to part of a segment that no reference spans, so
+//! it stays sound while other handles and processes read and write the same bytes.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::ptr::NonNull;
+
+use bytemuck::Pod;
+
+use crate::error::{Error, Result};
+use crate::segment::SharedMemory;
+
+/// `len` values of `T` in a segment, read and written one at a time (volatile
+/// accesses) or copied in bulk, never through a Rust reference.
+///
+/// This is the sound way to work on shared bytes from safe code: another handle in
+/// this process, or another process, may write the same values at any moment; a
+/// reference (`&[T]`) would promise the compiler that nobody does, while each
+/// access here reads or writes memory afresh. A value written by another process
+/// while it is read may come out as a mix of old and new bytes (every bit pattern
+/// is a valid `Pod` value, so that is a wrong value, never undefined behaviour):
+/// coordinate with an event, a lock or the channel for whole records.
+///
+/// Bulk copies ([`copy_to_slice`](Self::copy_to_slice),
+/// [`copy_from_slice`](Self::copy_from_slice), [`to_vec`](Self::to_vec)) are
+/// guarded: pages a peer removed by shrinking the segment are
+/// [`Error::PagesLost`], never a signal. Element accesses are not (a shrunk
+/// segment faults them, as any view).
+///
+/// # Example
+///
+/// The spec's `GetFloat64Slice(offset)`, soundly:
+///
+/// ```
+/// use shmbridge::SharedMemory;
+///
+/// let shm = SharedMemory::create_unique("doc_shared_slice", 4096)?;
+/// let floats = shm.slice_from::<f64>(64)?; // 504 values
+/// floats.set(0, 3.14159)?;
+/// floats.set(1, 2.71828)?;
+/// assert_eq!(floats.get(1), Some(2.71828));
+/// let mut first = [0.0; 2];
+/// floats.subslice(..2).unwrap().copy_to_slice(&mut first)?;
+/// assert_eq!(first, [3.14159, 2.71828]);
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
+pub struct SharedSlice<'a, T> {
+    shm: &'a SharedMemory,
+    /// The first value's byte offset in the segment (aligned for `T`).
+    offset: usize,
+    len: usize,
+    ptr: NonNull<T>,
+    _values: PhantomData<&'a [T]>,
+}
+
+// SAFETY: a SharedSlice accesses shared memory only through volatile or guarded
+// copies, never references, so using it from several threads is no different from
+// several processes using the segment; it borrows the segment, which is Sync.
+unsafe impl<T: Pod> Send for SharedSlice<'_, T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Pod> Sync for SharedSlice<'_, T> {}
+
+impl<'a, T: Pod> SharedSlice<'a, T> {
+    /// `len` values at byte `offset` of `shm`; the caller checked bounds and
+    /// alignment.
+    pub(crate) fn new(shm: &'a SharedMemory, offset: usize, len: usize) -> Self {
+        debug_assert!(offset + len * size_of::<T>() <= shm.len());
+        debug_assert!(offset.is_multiple_of(align_of::<T>()));
+        let ptr = NonNull::new(shm.as_mut_ptr().wrapping_add(offset).cast::<T>())
+            .expect("a mapping is never at address 0");
+        Self { shm, offset, len, ptr, _values: PhantomData }
+    }
+
+    /// How many values.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The byte offset of the first value in the segment.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Value `index`, read afresh (`None` past the end).
+    pub fn get(&self, index: usize) -> Option<T> {
+        if index >= self.len {
+            return None;
+        }
+        // SAFETY: index < len, so the value lies in the live mapping (checked when the
+        // slice was made), aligned for T; any bit pattern is a valid Pod T. A volatile
+        // read makes no assumption about other writers.
+        Some(unsafe { self.ptr.as_ptr().add(index).read_volatile() })
+    }
+
+    /// Writes `value` at `index`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`] past the end, [`Error::ReadOnly`] on a read-only
+    /// segment.
+    pub fn set(&self, index: usize, value: T) -> Result<()> {
+        self.check_writable()?;
+        if index >= self.len {
+            return Err(self.out_of_bounds(index, 1));
+        }
+        // SAFETY: as in get, and the mapping is writable (checked). A volatile write
+        // through a raw pointer: no reference to these bytes exists in safe code.
+        unsafe { self.ptr.as_ptr().add(index).write_volatile(value) };
+        Ok(())
+    }
+
+    /// Writes `value` into every element.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadOnly`] on a read-only segment.
+    pub fn fill(&self, value: T) -> Result<()> {
+        self.check_writable()?;
+        for i in 0..self.len {
+            // SAFETY: as in set (i < len, writable).
+            unsafe { self.ptr.as_ptr().add(i).write_volatile(value) };
+        }
+        Ok(())
+    }
+
+    /// The values in order, each read afresh.
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        (0..self.len).map(|i| self.get(i).expect("i < len"))
+    }
+
+    /// Copies all the values into `dst`, which must be as long; a guarded copy.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`] if the lengths differ, [`Error::PagesLost`] if a
+    /// peer shrank the segment.
+    pub fn copy_to_slice(&self, dst: &mut [T]) -> Result<()> {
+        if dst.len() != self.len {
+            return Err(self.out_of_bounds(0, dst.len()));
+        }
+        // SAFETY: dst is our own buffer of len values; the source range was checked to
+        // lie in the segment; the copy takes no reference into shared memory.
+        unsafe {
+            self.shm.read_at_raw(dst.as_mut_ptr().cast(), size_of_val(dst), self.offset as u64)
+        }?;
+        Ok(())
+    }
+
+    /// Copies `src`, which must be as long, over all the values; a guarded copy.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfBounds`] if the lengths differ, [`Error::ReadOnly`],
+    /// [`Error::PagesLost`].
+    pub fn copy_from_slice(&self, src: &[T]) -> Result<()> {
+        if src.len() != self.len {
+            return Err(self.out_of_bounds(0, src.len()));
+        }
+        // SAFETY: src is the caller's own slice, which cannot point into shared
+        // memory through safe code (views are unsafe); the destination was checked.
+        unsafe { self.shm.write_all_at_raw(src.as_ptr().cast(), size_of_val(src), self.offset as u64) }
+    }
+
+    /// A copy of all the values (a guarded copy).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagesLost`] if a peer shrank the segment.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        let mut values = vec![T::zeroed(); self.len];
+        self.copy_to_slice(&mut values)?;
+        Ok(values)
+    }
+
+    /// The values in `range` (`None` if it does not lie in this slice).
+    pub fn subslice(&self, range: impl RangeBounds<usize>) -> Option<SharedSlice<'a, T>> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.checked_add(1)?,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.checked_add(1)?,
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => self.len,
+        };
+        (start <= end && end <= self.len)
+            .then(|| SharedSlice::new(self.shm, self.offset + start * size_of::<T>(), end - start))
+    }
+
+    /// The first value's address, for FFI.
+    pub fn as_ptr(&self) -> *mut T {
+        self.ptr.as_ptr()
+    }
+
+    /// The values as a plain slice.
+    ///
+    /// # Safety
+    ///
+    /// See [`SharedMemory::view`]: while the slice lives, nobody (no other handle in
+    /// this process, no other process) may write these bytes.
+    pub unsafe fn as_slice(&self) -> &'a [T] {
+        // SAFETY: the range lies in the mapping, which 'a keeps alive, aligned for T;
+        // the caller vouches that nobody writes it meanwhile.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.shm.is_writable() {
+            Ok(())
+        } else {
+            Err(Error::ReadOnly { name: self.shm.name().to_owned() })
+        }
+    }
+
+    fn out_of_bounds(&self, index: usize, count: usize) -> Error {
+        Error::OutOfBounds {
+            name: self.shm.name().to_owned(),
+            offset: (self.offset + index * size_of::<T>()) as u64,
+            len: (count * size_of::<T>()) as u64,
+            size: (self.len * size_of::<T>()) as u64,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SharedSlice<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedSlice")
+            .field("segment", &self.shm.name())
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .field("type", &std::any::type_name::<T>())
+            .finish()
+    }
+}
