@@ -5,22 +5,29 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::ptr::NonNull;
+#[cfg(all(target_has_atomic = "64", target_pointer_width = "64"))]
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, Ordering};
 
 use bytemuck::Pod;
 
 use crate::error::{Error, Result};
 use crate::segment::SharedMemory;
 
-/// `len` values of `T` in a segment, read and written one at a time (volatile
-/// accesses) or copied in bulk, never through a Rust reference.
+/// `len` values of `T` in a segment, read and written one at a time or copied in
+/// bulk, never through a Rust reference.
 ///
 /// This is the sound way to work on shared bytes from safe code: another handle in
 /// this process, or another process, may write the same values at any moment; a
 /// reference (`&[T]`) would promise the compiler that nobody does, while each
-/// access here reads or writes memory afresh. A value written by another process
-/// while it is read may come out as a mix of old and new bytes (every bit pattern
-/// is a valid `Pod` value, so that is a wrong value, never undefined behaviour):
-/// coordinate with an event, a lock or the channel for whole records.
+/// access here reads or writes memory afresh, exactly once. Values of 1, 2, 4 or 8
+/// bytes (every integer and float type) are read and written as one relaxed atomic
+/// access, so threads of this process racing on them through any handle are no data
+/// race; other types by a volatile access. A value of another type, or a bulk copy,
+/// that another process writes meanwhile may come out as a mix of old and new bytes
+/// (every bit pattern is a valid `Pod` value, so that is a wrong value, never an
+/// invalid one): coordinate with an event, a lock or the channel for whole records.
+/// `docs/SAFETY.md` gives the whole model.
 ///
 /// Bulk copies ([`copy_to_slice`](Self::copy_to_slice),
 /// [`copy_from_slice`](Self::copy_from_slice), [`to_vec`](Self::to_vec)) are
@@ -54,8 +61,8 @@ pub struct SharedSlice<'a, T> {
     _values: PhantomData<&'a [T]>,
 }
 
-// SAFETY: a SharedSlice accesses shared memory only through volatile or guarded
-// copies, never references, so using it from several threads is no different from
+// SAFETY: a SharedSlice accesses shared memory only through atomic or volatile
+// accesses and guarded copies, never references, so using it from several threads is no different from
 // several processes using the segment; it borrows the segment, which is Sync.
 unsafe impl<T: Pod> Send for SharedSlice<'_, T> {}
 // SAFETY: as for Send.
@@ -93,9 +100,8 @@ impl<'a, T: Pod> SharedSlice<'a, T> {
             return None;
         }
         // SAFETY: index < len, so the value lies in the live mapping (checked when the
-        // slice was made), aligned for T; any bit pattern is a valid Pod T. A volatile
-        // read makes no assumption about other writers.
-        Some(unsafe { self.ptr.as_ptr().add(index).read_volatile() })
+        // slice was made), aligned for T; any bit pattern is a valid Pod T.
+        Some(unsafe { load(self.ptr.as_ptr().add(index)) })
     }
 
     /// Writes `value` at `index`.
@@ -109,9 +115,8 @@ impl<'a, T: Pod> SharedSlice<'a, T> {
         if index >= self.len {
             return Err(self.out_of_bounds(index, 1));
         }
-        // SAFETY: as in get, and the mapping is writable (checked). A volatile write
-        // through a raw pointer: no reference to these bytes exists in safe code.
-        unsafe { self.ptr.as_ptr().add(index).write_volatile(value) };
+        // SAFETY: as in get, and the mapping is writable (checked).
+        unsafe { store(self.ptr.as_ptr().add(index), value) };
         Ok(())
     }
 
@@ -124,7 +129,7 @@ impl<'a, T: Pod> SharedSlice<'a, T> {
         self.check_writable()?;
         for i in 0..self.len {
             // SAFETY: as in set (i < len, writable).
-            unsafe { self.ptr.as_ptr().add(i).write_volatile(value) };
+            unsafe { store(self.ptr.as_ptr().add(i), value) };
         }
         Ok(())
     }
@@ -162,9 +167,12 @@ impl<'a, T: Pod> SharedSlice<'a, T> {
         if src.len() != self.len {
             return Err(self.out_of_bounds(0, src.len()));
         }
-        // SAFETY: src is the caller's own slice, which cannot point into shared
-        // memory through safe code (views are unsafe); the destination was checked.
-        unsafe { self.shm.write_all_at_raw(src.as_ptr().cast(), size_of_val(src), self.offset as u64) }
+        // SAFETY: src is valid for reads (it is a slice) and only read; safe code holds
+        // no reference into the destination (views are unsafe, and promise that
+        // nobody writes meanwhile), which was checked to lie in the segment.
+        unsafe {
+            self.shm.write_all_at_raw(src.as_ptr().cast(), size_of_val(src), self.offset as u64)
+        }
     }
 
     /// A copy of all the values (a guarded copy).
@@ -227,6 +235,68 @@ impl<'a, T: Pod> SharedSlice<'a, T> {
             size: (self.len * size_of::<T>()) as u64,
         }
     }
+}
+
+/// Reads the value at `ptr` in one access: a relaxed atomic load when `T` has the
+/// size of an atomic integer and at least its alignment, else a volatile read.
+/// Either way the compiler reads memory exactly once, and assumes nothing about
+/// what other threads or processes do there. (The branch is chosen at compile
+/// time.)
+///
+/// # Safety
+///
+/// `ptr` is aligned for `T` and valid for reads of it, in a live mapping; nothing
+/// holds a Rust reference to those bytes.
+#[inline(always)]
+unsafe fn load<T: Pod>(ptr: *const T) -> T {
+    let ptr = ptr.cast_mut();
+    // SAFETY: (every arm) the caller's contract; each atomic arm runs only when T has
+    // exactly that integer's size and at least its alignment, so the atomic covers
+    // the value and is aligned. Relaxed loads no wider than a register are allowed on
+    // read-only memory too (std::sync::atomic, "Atomic accesses to read-only
+    // memory"), hence 8-byte atomics only on 64-bit targets.
+    unsafe {
+        match (size_of::<T>(), align_of::<T>()) {
+            (1, _) => from_bits(AtomicU8::from_ptr(ptr.cast()).load(Ordering::Relaxed)),
+            (2, 2..) => from_bits(AtomicU16::from_ptr(ptr.cast()).load(Ordering::Relaxed)),
+            (4, 4..) => from_bits(AtomicU32::from_ptr(ptr.cast()).load(Ordering::Relaxed)),
+            #[cfg(all(target_has_atomic = "64", target_pointer_width = "64"))]
+            (8, 8..) => from_bits(AtomicU64::from_ptr(ptr.cast()).load(Ordering::Relaxed)),
+            _ => ptr.read_volatile(),
+        }
+    }
+}
+
+/// Writes `value` at `ptr` in one access, as [`load`] reads.
+///
+/// # Safety
+///
+/// As [`load`], and the mapping is writable.
+#[inline(always)]
+unsafe fn store<T: Pod>(ptr: *mut T, value: T) {
+    // SAFETY: as in load.
+    unsafe {
+        match (size_of::<T>(), align_of::<T>()) {
+            (1, _) => AtomicU8::from_ptr(ptr.cast()).store(to_bits(value), Ordering::Relaxed),
+            (2, 2..) => AtomicU16::from_ptr(ptr.cast()).store(to_bits(value), Ordering::Relaxed),
+            (4, 4..) => AtomicU32::from_ptr(ptr.cast()).store(to_bits(value), Ordering::Relaxed),
+            #[cfg(all(target_has_atomic = "64", target_pointer_width = "64"))]
+            (8, 8..) => AtomicU64::from_ptr(ptr.cast()).store(to_bits(value), Ordering::Relaxed),
+            _ => ptr.write_volatile(value),
+        }
+    }
+}
+
+/// `bits` as a `T` of the same size (the callers' arms guarantee it).
+#[inline(always)]
+fn from_bits<B: Pod, T: Pod>(bits: B) -> T {
+    bytemuck::pod_read_unaligned(bytemuck::bytes_of(&bits))
+}
+
+/// `value` as the integer `B` of the same size.
+#[inline(always)]
+fn to_bits<T: Pod, B: Pod>(value: T) -> B {
+    bytemuck::pod_read_unaligned(bytemuck::bytes_of(&value))
 }
 
 impl<T> fmt::Debug for SharedSlice<'_, T> {
