@@ -91,7 +91,9 @@ impl SharedMemory {
         }
         // SAFETY: `value` is our own, `len` bytes; the source was checked to lie in
         // the segment; the copy takes no reference into shared memory.
-        unsafe { self.read_at_raw(bytemuck::bytes_of_mut(&mut value).as_mut_ptr(), len, offset as u64) }?;
+        unsafe {
+            self.read_at_raw(bytemuck::bytes_of_mut(&mut value).as_mut_ptr(), len, offset as u64)
+        }?;
         Ok(value)
     }
 
@@ -103,8 +105,9 @@ impl SharedMemory {
     /// [`Error::OutOfBounds`], [`Error::ReadOnly`], [`Error::PagesLost`].
     pub fn write_value<T: Pod>(&self, offset: usize, value: &T) -> Result<()> {
         let bytes = bytemuck::bytes_of(value);
-        // SAFETY: `bytes` is the caller's value, which safe code cannot place in
-        // shared memory (views are unsafe); bounds are checked by the callee.
+        // SAFETY: `bytes` is valid for reads and only read; safe code holds no
+        // reference into the destination (views are unsafe, and promise that nobody
+        // writes meanwhile); bounds are checked by the callee.
         unsafe { self.write_all_at_raw(bytes.as_ptr(), bytes.len(), offset as u64) }
     }
 
@@ -148,9 +151,10 @@ impl SharedMemory {
     /// ```
     /// use shmbridge::SharedMemory;
     ///
-    /// let mut shm = SharedMemory::create_unique("doc_as_slice", 4096)?;
-    /// shm.write_all_at(b"hello", 0)?;
-    /// // SAFETY: nobody else has this segment open.
+    /// let shm = SharedMemory::create_unique("doc_as_slice", 4096)?;
+    /// shm.write_value(0, b"hello")?;
+    /// // SAFETY: no other handle or process has this segment, and nothing writes it
+    /// // while the slice lives.
     /// assert_eq!(&unsafe { shm.as_slice() }[..5], b"hello");
     /// # Ok::<(), shmbridge::Error>(())
     /// ```

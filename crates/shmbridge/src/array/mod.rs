@@ -9,14 +9,14 @@
 //! use shmbridge::array::{Order, SharedArray};
 //!
 //! let name = shmbridge::unique_name("doc_array")?;
-//! let mut frame = SharedArray::<f32>::create(&name, &[480, 640])?;
-//! frame.as_mut_slice()?.fill(0.5);
+//! let frame = SharedArray::<f32>::create(&name, &[480, 640])?;
+//! frame.elements().fill(0.5)?; // in place, one value at a time
 //! frame.bump_generation()?; // tell readers a new frame is in
 //!
 //! // Another process, knowing only the name:
 //! let seen = SharedArray::<f32>::open(&name)?;
 //! assert_eq!(seen.shape(), &[480, 640]);
-//! assert_eq!(seen.as_slice()[0], 0.5);
+//! assert_eq!(seen.elements().get(0), Some(0.5));
 //! assert!(SharedArray::<f64>::open(&name).is_err()); // wrong dtype: an error, not a misread
 //! # Ok::<(), shmbridge::Error>(())
 //! ```
@@ -55,7 +55,7 @@ use crate::shared_slice::SharedSlice;
 /// assert_eq!(seen.layout().dtype().typestr(), "<i2");
 /// assert_eq!(seen.layout().shape(), &[2, 3]);
 /// assert_eq!(seen.layout().strides(), &[2, 4]); // Fortran order
-/// assert_eq!(seen.data().len(), 12);
+/// assert_eq!(seen.data_bytes().len(), 12);
 /// # Ok::<(), shmbridge::Error>(())
 /// ```
 #[derive(Debug)]
@@ -259,9 +259,11 @@ fn generation(shm: &SharedMemory) -> &AtomicU64 {
 
 /// A shared array of `T`, opened or created by name, with a checked dtype.
 ///
-/// The elements are contiguous (C or Fortran order); [`as_slice`](Self::as_slice)
-/// gives them in memory order. With the `ndarray` feature,
-/// [`view`](Self::view) gives an `ndarray` view of the right shape and strides.
+/// The elements are contiguous (C or Fortran order); [`elements`](Self::elements)
+/// gives them in memory order as a [`SharedSlice`] (sound while other processes
+/// read and write them), [`to_vec`](Self::to_vec) copies them out. With the
+/// `ndarray` feature, [`to_ndarray`](Self::to_ndarray) copies the array with its
+/// shape, and the `unsafe` [`view`](Self::view) gives an `ndarray` view in place.
 ///
 /// # Example
 ///
@@ -270,17 +272,17 @@ fn generation(shm: &SharedMemory) -> &AtomicU64 {
 /// use shmbridge::array::{Order, SharedArray};
 ///
 /// let name = shmbridge::unique_name("doc_shared_array")?;
-/// let mut grid = SharedArray::<i32>::create_with(
+/// let grid = SharedArray::<i32>::create_with(
 ///     SharedMemory::options().mode(0o600),
 ///     &name,
 ///     &[2, 3],
 ///     Order::C,
 /// )?;
-/// grid.as_mut_slice()?.copy_from_slice(&[1, 2, 3, 4, 5, 6]);
+/// grid.elements().copy_from_slice(&[1, 2, 3, 4, 5, 6])?;
 ///
 /// let reader = SharedArray::<i32>::open_with(SharedMemory::options().read_only(true), &name)?;
 /// assert_eq!(reader.shape(), &[2, 3]);
-/// assert_eq!(reader.as_slice(), &[1, 2, 3, 4, 5, 6]);
+/// assert_eq!(reader.to_vec()?, [1, 2, 3, 4, 5, 6]);
 /// assert!(!reader.is_writable());
 /// # Ok::<(), shmbridge::Error>(())
 /// ```
