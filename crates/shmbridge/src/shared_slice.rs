@@ -73,9 +73,9 @@ impl<'a, T: Pod> SharedSlice<'a, T> {
     /// alignment.
     pub(crate) fn new(shm: &'a SharedMemory, offset: usize, len: usize) -> Self {
         debug_assert!(offset + len * size_of::<T>() <= shm.len());
-        debug_assert!(offset.is_multiple_of(align_of::<T>()));
         let ptr = NonNull::new(shm.as_mut_ptr().wrapping_add(offset).cast::<T>())
             .expect("a mapping is never at address 0");
+        debug_assert!(ptr.is_aligned());
         Self { shm, offset, len, ptr, _values: PhantomData }
     }
 
@@ -200,6 +200,29 @@ impl<'a, T: Pod> SharedSlice<'a, T> {
         };
         (start <= end && end <= self.len)
             .then(|| SharedSlice::new(self.shm, self.offset + start * size_of::<T>(), end - start))
+    }
+
+    /// The same bytes as values of `U`: typed access in place to, say, a channel
+    /// message or loan (`SharedSlice<u8>`). `None` unless the bytes start aligned
+    /// for `U` and hold a whole number of `U`s (a zero-sized `U` never fits).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let shm = shmbridge::SharedMemory::create_unique("doc_cast", 64)?;
+    /// let bytes = shm.slice::<u8>(8, 16)?;
+    /// let words = bytes.cast::<u64>().expect("8-aligned, 16 bytes");
+    /// words.set(1, u64::MAX)?;
+    /// assert_eq!(bytes.get(15), Some(0xff));
+    /// assert!(bytes.subslice(1..9).unwrap().cast::<u64>().is_none()); // misaligned
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
+    pub fn cast<U: Pod>(&self) -> Option<SharedSlice<'a, U>> {
+        let bytes = self.len * size_of::<T>();
+        let fits = size_of::<U>() > 0
+            && bytes.is_multiple_of(size_of::<U>())
+            && (self.ptr.as_ptr() as usize).is_multiple_of(align_of::<U>());
+        fits.then(|| SharedSlice::new(self.shm, self.offset, bytes / size_of::<U>()))
     }
 
     /// The first value's address, for FFI.

@@ -341,9 +341,9 @@ impl SharedMemory {
             Some(end) if end <= self.len() => {}
             _ => return Err(self.out_of_bounds(offset as u64, len.unwrap_or(usize::MAX))),
         }
-        // The mapping starts on a page boundary, so the address is aligned exactly
-        // when the offset is.
-        if !offset.is_multiple_of(align_of::<T>()) {
+        // The address, not just the offset: the mapping starts on a page boundary,
+        // but a type may ask for more.
+        if !(self.mapping_ptr() as usize).wrapping_add(offset).is_multiple_of(align_of::<T>()) {
             return Err(self.misaligned::<T>(offset));
         }
         Ok(offset..offset + count * size)
