@@ -138,7 +138,7 @@ fn run(channel: &Channel, raw: &SharedMemory, rng: &mut Rng) -> Result<(u64, u64
     for _ in 0..(capacity / 8 + 2) {
         match rx.try_recv() {
             Ok(msg) => {
-                let start = msg.as_ptr() as usize - base + raw.as_ptr() as usize;
+                let start = msg.bytes().as_ptr() as usize - base + raw.as_ptr() as usize;
                 if !(ring.start <= start && start + msg.len() <= ring.end) {
                     return Err(format!(
                         "a message of {} bytes at ring offset {} lies outside the {capacity}-byte ring",

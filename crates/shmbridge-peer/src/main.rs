@@ -170,8 +170,11 @@ fn run(current: &mut Option<SharedMemory>, words: &[&str]) -> Reply {
         let count: u64 = arg(words, 2)?;
         let mut sum = 0u64;
         for i in 0..count {
-            let msg = rx.recv().map_err(|e| ("Channel".to_owned(), format!("message {i}: {e}")))?;
-            if *msg != stream_message(i)[..] {
+            let msg = rx
+                .recv()
+                .and_then(|msg| msg.to_vec())
+                .map_err(|e| ("Channel".to_owned(), format!("message {i}: {e}")))?;
+            if msg != stream_message(i) {
                 return Err((
                     "Mismatch".into(),
                     format!("message {i} is wrong: lost, duplicated or reordered"),

@@ -237,7 +237,8 @@ fn channel_stream_between_processes() {
         match rx.recv_timeout(DEADLINE) {
             Ok(msg) => {
                 let want = stream_message(received);
-                assert_eq!(&*msg, &want[..], "message {received}: lost, duplicated or reordered");
+                let msg = msg.to_vec().unwrap();
+                assert_eq!(msg, want, "message {received}: lost, duplicated or reordered");
                 checksum = checksum.wrapping_add(msg.iter().map(|&b| u64::from(b)).sum::<u64>());
                 expected_sum =
                     expected_sum.wrapping_add(want.iter().map(|&b| u64::from(b)).sum::<u64>());
@@ -259,7 +260,7 @@ fn channel_producer_killed_mid_stream() {
     let mut received = 0u64;
     while received < 10_000 {
         let msg = rx.recv_timeout(DEADLINE).unwrap();
-        assert_eq!(&*msg, &stream_message(received)[..]);
+        assert_eq!(msg.to_vec().unwrap(), stream_message(received));
         received += 1;
     }
     child.kill().unwrap();
@@ -268,8 +269,8 @@ fn channel_producer_killed_mid_stream() {
         match rx.recv_timeout(DEADLINE) {
             Ok(msg) => {
                 assert_eq!(
-                    &*msg,
-                    &stream_message(received)[..],
+                    msg.to_vec().unwrap(),
+                    stream_message(received),
                     "published messages come in order"
                 );
                 received += 1;

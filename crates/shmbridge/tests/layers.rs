@@ -22,7 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("view", &["error", "segment", "shared_slice"]),
     ("array", &["error", "segment", "options", "shared_slice"]),
     ("sync", &["error", "sys", "owner", "segment"]),
-    ("channel", &["error", "sys", "owner", "segment", "sync"]),
+    ("channel", &["error", "sys", "owner", "segment", "shared_slice", "sync"]),
     ("worker", &["error", "sys", "name", "segment", "options", "array", "channel"]),
 ];
 
