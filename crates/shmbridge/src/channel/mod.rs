@@ -21,7 +21,7 @@
 //! ```
 //!
 //! Messages and loans are read and written in place through
-//! [`SharedSlice`](crate::SharedSlice)s, or copied: the channel's protocol keeps a
+//! [`SharedSlice`]s, or copied: the channel's protocol keeps a
 //! held message's room and an unpublished loan's room for their owner, but only
 //! code that follows it, while safe code must stay sound whatever writes the
 //! segment. Plain slices (`Message::as_slice`, `Loan::as_mut_slice`) are `unsafe`
