@@ -52,7 +52,9 @@ fn memcpy(size: usize, samples: usize) -> Result<(), BoxError> {
 
 fn ring_copy(size: usize, count: u64, capacity: usize) -> Result<(), BoxError> {
     let mut region = SharedMemory::create_unique("bench_ring_copy", capacity)?;
-    let ring = region.as_mut_slice()?;
+    // SAFETY: the segment was just made under a unique name that nobody else knows,
+    // and this is its only handle: nothing else writes it while the slice lives.
+    let ring = unsafe { region.as_mut_slice()? };
     ring.fill(1); // fault the pages in, as the ring's are after its first lap
     let mut frame = vec![7u8; size];
     let record = RECORD_HEADER + size.next_multiple_of(8);

@@ -56,7 +56,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::channel::{Channel, ChannelError, Receiver};
+use crate::channel::{Channel, ChannelError, Message, Receiver};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -714,14 +714,17 @@ impl Shared {
                 // In slices: a worker that died before it opened its end of the
                 // channel cannot be seen in the channel, only as a process.
                 let slice = deadline.min(now + LIVENESS_CHECK);
-                let text = |message: &[u8]| String::from_utf8_lossy(message).into_owned();
-                match receiver.recv_deadline(Some(slice)).map(|m| text(&m)) {
+                // A guarded copy: the worker may write its ring at any moment.
+                let text = |message: Message<'_>| {
+                    message.to_vec().map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                };
+                match receiver.recv_deadline(Some(slice)).and_then(text) {
                     Ok(line) => return Some(Ok(line)),
                     Err(ChannelError::Timeout) if !self.has_exited() => {}
                     Err(ChannelError::Timeout) => {
                         // An answer it published before it died is still delivered.
                         let now = Some(Instant::now());
-                        if let Ok(line) = receiver.recv_deadline(now).map(|m| text(&m)) {
+                        if let Ok(line) = receiver.recv_deadline(now).and_then(text) {
                             return Some(Ok(line));
                         }
                         self.end();
