@@ -76,7 +76,7 @@ fn main() -> Result<(), BoxError> {
     let python = args.text(2)?;
     let (server, jsonl_server, mp_pipe) = (args.text(3)?, args.text(4)?, args.text(5)?);
 
-    let pipe_worker = Worker::script(server).python(python).spawn()?;
+    let pipe_worker = Worker::script(server).python(python).transport(Transport::Pipe).spawn()?;
     let shm_worker = Worker::script(server)
         .python(python)
         .transport(Transport::SharedMemory { capacity: 1 << 20 })
