@@ -13,6 +13,7 @@ import threading
 
 import pytest
 from conftest import DEADLINE, Peer, readline
+from test_lifetimes import run_classified
 
 import shmbridge
 from shmbridge import Event, Mutex, Semaphore, SeqLock, SharedMemory
@@ -287,3 +288,20 @@ def test_every_waiter_keeps_its_own_deadline_behind_other_threads(name: str) -> 
         mutex.acquire(timeout=0.01)  # the holding thread itself
     raw.write_at((2).to_bytes(4, sys.byteorder), 0)
     mutex.release()
+
+
+def test_an_auto_reset_event_takes_any_set_value_a_peer_wrote() -> None:
+    # Issue: a state word holding 2 (written by a peer, or left in memory that was not
+    # zero) made wait(timeout) spin for ever, since only 1 was taken.
+    run_classified(
+        """
+import shmbridge, time
+shm = shmbridge.SharedMemory(shmbridge.unique_name("t_ev2"), 64, create=True)
+ev = shmbridge.Event(shm, 0, auto_reset=True)
+shm.write_at((2).to_bytes(4, "little"), 0)
+assert ev.wait(timeout=5) is True
+assert ev.wait(timeout=0.05) is False, "taken twice"
+print("survived")
+""",
+        60,
+    )

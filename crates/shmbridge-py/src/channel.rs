@@ -10,7 +10,7 @@
 //! discarded loan's room is pinned the same way on the sending side.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use pyo3::exceptions::{
@@ -25,6 +25,7 @@ use shmbridge::channel::{self, ChannelError, RawLoan, RawMessage};
 use crate::buffer;
 use crate::errors::to_py;
 use crate::input::{InputBytes, SendPtr, bytes_at};
+use crate::sole_reference::{Site, only_the_caller_holds};
 use crate::sync::{deadline, wait_interruptibly};
 use crate::threads::thread_key;
 
@@ -84,8 +85,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[pyclass(module = "shmbridge", name = "Channel", frozen)]
 pub(crate) struct Channel {
     channel: channel::Channel,
-    sender: Mutex<Option<Arc<channel::Sender>>>,
-    receiver: Mutex<Option<Arc<channel::Receiver>>>,
+    /// Each end, once claimed (lock-free to read: every send and receive does).
+    sender: OnceLock<Arc<channel::Sender>>,
+    receiver: OnceLock<Arc<channel::Receiver>>,
+    /// Held while an end is claimed, and by `close`, so a claim never follows it.
+    claiming: Mutex<()>,
     closed: AtomicBool,
     /// The thread holding an open `Loan` of this channel (0: none): its own sends
     /// would wait for itself.
@@ -96,8 +100,9 @@ impl Channel {
     fn wrap(channel: channel::Channel) -> Self {
         Self {
             channel,
-            sender: Mutex::new(None),
-            receiver: Mutex::new(None),
+            sender: OnceLock::new(),
+            receiver: OnceLock::new(),
+            claiming: Mutex::new(()),
             closed: AtomicBool::new(false),
             loan_thread: AtomicU64::new(0),
         }
@@ -111,32 +116,42 @@ impl Channel {
     }
 
     /// The sending end, claimed at first use.
-    pub(crate) fn sender(&self) -> PyResult<Arc<channel::Sender>> {
+    pub(crate) fn sender(&self) -> PyResult<&Arc<channel::Sender>> {
         self.check_open()?;
-        if self.loan_thread.load(Ordering::Acquire) == thread_key() {
+        let loan_thread = self.loan_thread.load(Ordering::Acquire);
+        if loan_thread != 0 && loan_thread == thread_key() {
             return Err(PyBufferError::new_err(
                 "this thread holds an open Loan of this channel: publish or discard it first",
             ));
         }
-        let mut sender = lock(&self.sender);
-        if let Some(sender) = sender.as_ref() {
-            return Ok(Arc::clone(sender));
+        match self.sender.get() {
+            Some(sender) => Ok(sender),
+            None => self.claim(&self.sender, || self.channel.sender()),
         }
-        let claimed = Arc::new(self.channel.sender().map_err(to_py)?);
-        *sender = Some(Arc::clone(&claimed));
-        Ok(claimed)
     }
 
     /// The receiving end, claimed at first use.
-    pub(crate) fn receiver(&self) -> PyResult<Arc<channel::Receiver>> {
+    pub(crate) fn receiver(&self) -> PyResult<&Arc<channel::Receiver>> {
         self.check_open()?;
-        let mut receiver = lock(&self.receiver);
-        if let Some(receiver) = receiver.as_ref() {
-            return Ok(Arc::clone(receiver));
+        match self.receiver.get() {
+            Some(receiver) => Ok(receiver),
+            None => self.claim(&self.receiver, || self.channel.receiver()),
         }
-        let claimed = Arc::new(self.channel.receiver().map_err(to_py)?);
-        *receiver = Some(Arc::clone(&claimed));
-        Ok(claimed)
+    }
+
+    /// Claims an end for this object (once, even with threads racing).
+    fn claim<'a, E>(
+        &self,
+        end: &'a OnceLock<Arc<E>>,
+        make: impl FnOnce() -> shmbridge::Result<E>,
+    ) -> PyResult<&'a Arc<E>> {
+        let _claiming = lock(&self.claiming);
+        self.check_open()?; // not after close()
+        if let Some(claimed) = end.get() {
+            return Ok(claimed);
+        }
+        let claimed = Arc::new(make().map_err(to_py)?);
+        Ok(end.get_or_init(|| claimed))
     }
 
     /// Takes the next message (held until released), waiting at most `timeout`.
@@ -147,7 +162,7 @@ impl Channel {
     ) -> PyResult<(Arc<channel::Receiver>, RawMessage)> {
         let receiver = self.receiver()?;
         let raw = attempt_until(py, deadline(timeout)?, |until| receiver.recv_raw(Some(until)))?;
-        Ok((receiver, raw))
+        Ok((Arc::clone(receiver), raw))
     }
 }
 
@@ -157,7 +172,9 @@ struct Held<'a>(&'a channel::Receiver, Option<u64>);
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if let Some(position) = self.1 {
-            self.0.release_raw(position);
+            // SAFETY: the key of a message taken with recv_raw for this guard, which
+            // releases it once, here; the message was only copied, never viewed.
+            unsafe { self.0.release_raw(position) };
         }
     }
 }
@@ -304,7 +321,7 @@ impl Channel {
         this.loan_thread.store(thread_key(), Ordering::Release);
         Ok(Loan {
             channel: slf.clone().unbind(),
-            sender,
+            sender: Arc::clone(sender),
             position: raw.position(),
             ptr: raw.as_mut_ptr() as usize,
             len: raw.len(),
@@ -371,6 +388,7 @@ impl Channel {
             receiver,
             released: AtomicBool::new(false),
             exports: AtomicUsize::new(0),
+            room_returned: AtomicBool::new(false),
         })
     }
 
@@ -380,10 +398,11 @@ impl Channel {
     /// Idempotent.
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        if let Some(sender) = lock(&self.sender).take() {
+        let _no_claim_under_way = lock(&self.claiming);
+        if let Some(sender) = self.sender.get() {
             sender.close();
         }
-        if let Some(receiver) = lock(&self.receiver).take() {
+        if let Some(receiver) = self.receiver.get() {
             receiver.close();
         }
     }
@@ -433,10 +452,14 @@ fn copy_lent<'py>(py: Python<'py>, lent: &channel::Lent<'_>) -> PyResult<Bound<'
 /// protocol: ``memoryview(msg)``, ``numpy.frombuffer(msg, ...)``).
 ///
 /// ``release()`` (or the end of a ``with`` block) says you are done: the object can
-/// no longer be read or viewed anew, and its room in the ring is freed as soon as
-/// nothing can reach the object any more (at once in CPython, when the last
-/// reference goes). Views made before stay valid until then; release() with live
-/// memoryviews raises BufferError, as ``memoryview.release()`` does.
+/// no longer be read or viewed anew, and its room in the ring is given back at once
+/// if nothing but your own name for it can still reach it (no array, memoryview,
+/// list or second name), else as soon as nothing can (at once in CPython, when the
+/// last reference goes). So ``with rx.recv_view() as m:`` frees the room at the
+/// end of the block, and an array made from the message keeps it, and its bytes,
+/// for as long as the array lives. release() with live memoryviews raises
+/// BufferError, as ``memoryview.release()`` does. In a ``fork``ed child a message
+/// received by the parent cannot be read (RuntimeError): its room is the parent's.
 #[pyclass(module = "shmbridge", name = "Message", frozen)]
 pub(crate) struct Message {
     receiver: Arc<channel::Receiver>,
@@ -446,12 +469,43 @@ pub(crate) struct Message {
     len: usize,
     released: AtomicBool,
     exports: AtomicUsize,
+    /// Set once the room was given back (before the object died).
+    room_returned: AtomicBool,
 }
 
 impl Message {
     fn check_live(&self) -> PyResult<()> {
+        if !self.receiver.is_owned_here() {
+            return Err(PyRuntimeError::new_err(
+                "this message was received by another process (this is a fork()ed child): \
+                 its room in the ring is that process's; receive in this process instead",
+            ));
+        }
         if self.released.load(Ordering::Acquire) {
             return Err(PyValueError::new_err("the message was released"));
+        }
+        Ok(())
+    }
+
+    /// Marks the message released; gives its room back now if nothing but the
+    /// caller's name can reach the object (see `sole_reference`).
+    fn release_at(slf: &Bound<'_, Self>, site: Site) -> PyResult<()> {
+        let this = slf.get();
+        if this.exports.load(Ordering::Acquire) > 0 {
+            return Err(PyBufferError::new_err(
+                "memoryviews of this message are still open; release them first",
+            ));
+        }
+        this.released.store(true, Ordering::Release);
+        if this.receiver.is_owned_here()
+            && only_the_caller_holds(slf, site)
+            && !this.room_returned.swap(true, Ordering::AcqRel)
+        {
+            // SAFETY: this message's key, released once (room_returned); no export is
+            // open and nothing but the caller's name reaches this object, which
+            // refuses new views and copies from now on (released), so nothing can
+            // view the room any more.
+            unsafe { this.receiver.release_raw(this.position) };
         }
         Ok(())
     }
@@ -495,15 +549,10 @@ impl Message {
     }
 
     /// Say you are done with the message (BufferError while memoryviews of it are
-    /// open). Its room is freed once nothing can reach the object.
-    fn release(&self) -> PyResult<()> {
-        if self.exports.load(Ordering::Acquire) > 0 {
-            return Err(PyBufferError::new_err(
-                "memoryviews of this message are still open; release them first",
-            ));
-        }
-        self.released.store(true, Ordering::Release);
-        Ok(())
+    /// open). Its room is given back now if only your name for it is left, else
+    /// once nothing can reach the object.
+    fn release(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::release_at(slf, Site::Call)
     }
 
     /// Use in a ``with`` block; ``__exit__`` ends it (see the class).
@@ -513,17 +562,17 @@ impl Message {
 
     /// Release the message (as ``release()``).
     fn __exit__(
-        &self,
+        slf: &Bound<'_, Self>,
         _t: &Bound<'_, PyAny>,
         _v: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        self.release()?;
+        Self::release_at(slf, Site::Exit)?;
         Ok(false)
     }
 
     fn __repr__(&self) -> String {
-        let released = if self.released() { ", released" } else { "" };
+        let released = if self.released.load(Ordering::Acquire) { ", released" } else { "" };
         format!("<shmbridge.Message len={}{released}>", self.len)
     }
 
@@ -535,9 +584,10 @@ impl Message {
         // SAFETY: view is the pointer Python passed to __getbuffer__.
         unsafe { buffer::begin(view)? };
         let this = slf.get();
-        if this.released.load(Ordering::Acquire) {
+        if this.released.load(Ordering::Acquire) && this.receiver.is_owned_here() {
             return Err(PyBufferError::new_err("the message was released"));
         }
+        this.check_live()?;
         if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
             return Err(PyBufferError::new_err("a received message is read-only"));
         }
@@ -558,7 +608,12 @@ impl Drop for Message {
     /// Nothing can reach the message any more: its room may be reused (in the
     /// process that received it; a `fork`ed child's copy frees nothing).
     fn drop(&mut self) {
-        self.receiver.release_raw(self.position);
+        if !*self.room_returned.get_mut() {
+            // SAFETY: this message's key, released once (room_returned says whether
+            // release_at did already); every view of its room holds this object, so
+            // none is left.
+            unsafe { self.receiver.release_raw(self.position) };
+        }
     }
 }
 
@@ -569,8 +624,10 @@ impl Drop for Message {
 /// if the receiver closed, ValueError if the channel was closed meanwhile: then
 /// nothing is sent). ``discard()``, an exception in a ``with`` block, or
 /// collection gives it up. Either way the room is not reused for another message
-/// while the Loan object can be reached, so a view kept by mistake can never write
-/// into a later message.
+/// while something other than your own name for the Loan can reach it (an array
+/// made from it, a second name), so a view kept by mistake can never write into a
+/// later message; ``with tx.loan(n) as loan:`` gives the room back at the end of
+/// the block. A ``fork``ed child cannot use its parent's loan (RuntimeError).
 #[pyclass(module = "shmbridge", name = "Loan", frozen)]
 pub(crate) struct Loan {
     channel: Py<Channel>,
@@ -587,6 +644,7 @@ pub(crate) struct Loan {
 
 impl Loan {
     fn finish(&self, py: Python<'_>, publish: bool) -> PyResult<()> {
+        self.check_owned()?;
         if publish && self.exports.load(Ordering::Acquire) > 0 {
             return Err(PyBufferError::new_err(
                 "memoryviews of this loan are still open; release them first",
@@ -600,16 +658,50 @@ impl Loan {
         if publish {
             // SAFETY: `raw` came from reserve_raw on this sender and is used once (taken
             // out of the Option above).
+            // A refused publish keeps the room pinned too: views of it may live on.
             let published = unsafe { self.sender.publish_raw(raw, true) };
-            if let Err(e) = published {
-                self.pinned.store(false, Ordering::Release);
-                return Err(channel_error(e));
-            }
+            published.map_err(channel_error)?;
         } else {
             // SAFETY: as above.
             unsafe { self.sender.discard_raw(raw, true) };
         }
         Ok(())
+    }
+
+    fn check_owned(&self) -> PyResult<()> {
+        if self.sender.is_owned_here() {
+            Ok(())
+        } else {
+            Err(PyRuntimeError::new_err(
+                "this loan belongs to another process's sender (this is a fork()ed child): \
+                 only that process can write, publish or discard it",
+            ))
+        }
+    }
+
+    /// Finishes the loan (if it is not) and gives the room back now if nothing but
+    /// the caller's name can reach the object.
+    fn finish_at(slf: &Bound<'_, Self>, publish: bool, site: Site) -> PyResult<()> {
+        let finished = slf.get().finish(slf.py(), publish);
+        Self::return_room_if_unreachable(slf, site);
+        finished
+    }
+
+    /// Unpins the room of a finished loan that nothing but the caller's name can
+    /// reach.
+    fn return_room_if_unreachable(slf: &Bound<'_, Self>, site: Site) {
+        let this = slf.get();
+        if this.sender.is_owned_here()
+            && this.exports.load(Ordering::Acquire) == 0
+            && this.finished()
+            && only_the_caller_holds(slf, site)
+            && this.pinned.swap(false, Ordering::AcqRel)
+        {
+            // SAFETY: pinned once at finish and unpinned once (the swap); no export is
+            // open and nothing but the caller's name reaches this finished loan,
+            // which makes no new views, so nothing can view the room any more.
+            unsafe { this.sender.unpin(this.position) };
+        }
     }
 }
 
@@ -620,13 +712,13 @@ impl Loan {
     }
 
     /// Send the message written into the loan.
-    fn publish(&self, py: Python<'_>) -> PyResult<()> {
-        self.finish(py, true)
+    fn publish(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::finish_at(slf, true, Site::Call)
     }
 
     /// Give the loan up without sending anything.
-    fn discard(&self, py: Python<'_>) -> PyResult<()> {
-        self.finish(py, false)
+    fn discard(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::finish_at(slf, false, Site::Call)
     }
 
     /// True once published or discarded.
@@ -642,14 +734,19 @@ impl Loan {
 
     /// Publish the loan, or discard it if the block raised (unless already finished).
     fn __exit__(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         t: &Bound<'_, PyAny>,
         _v: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        if !self.finished() {
-            self.finish(py, t.is_none())?;
+        if slf.get().finished() {
+            // Finished in the block: the room may still be given back now.
+            Self::return_room_if_unreachable(slf, Site::Exit);
+        } else if !t.is_none() && !slf.get().sender.is_owned_here() {
+            // A fork()ed child's block raised: let its exception through untouched
+            // (the loan is the parent's to end).
+        } else {
+            Self::finish_at(slf, t.is_none(), Site::Exit)?;
         }
         Ok(false)
     }
@@ -667,6 +764,7 @@ impl Loan {
         // SAFETY: view is the pointer Python passed to __getbuffer__.
         unsafe { buffer::begin(view)? };
         let this = slf.get();
+        this.check_owned()?;
         if this.finished() {
             return Err(PyBufferError::new_err("the loan was already published or discarded"));
         }
@@ -697,7 +795,9 @@ impl Drop for Loan {
             });
         }
         if *self.pinned.get_mut() {
-            self.sender.unpin(self.position);
+            // SAFETY: this loan's pin, dropped once, here; every view of its room
+            // holds this object, so none is left.
+            unsafe { self.sender.unpin(self.position) };
         }
     }
 }

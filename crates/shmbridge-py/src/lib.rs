@@ -17,6 +17,7 @@ mod errors;
 mod input;
 mod mode;
 mod segment;
+mod sole_reference;
 mod sync;
 mod threads;
 mod typed_view;

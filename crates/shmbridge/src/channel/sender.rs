@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::owner::Owner;
+use crate::shared_slice::SharedSlice;
 use crate::sync::Readiness;
 use crate::sync::local_lock::{Acquired, LocalLock};
 use crate::sync::wait::wake_after_rmw;
@@ -345,23 +345,32 @@ impl Sender {
 
     /// Publishes a message reserved with [`reserve_raw`](Self::reserve_raw), and
     /// ends this end's turn. With `pin`, the record's room is not reused until
-    /// [`unpin`](Self::unpin) is called with the loan's [`RawLoan::position`]: for
-    /// a binding whose users may still hold views of the loan's memory.
+    /// [`unpin`](Self::unpin) (`unsafe`) is called with the loan's
+    /// [`RawLoan::position`]: for a binding whose users may still hold views of the
+    /// loan's memory.
     ///
     /// # Errors
     ///
     /// [`ChannelError::Closed`] if the receiver closed, [`ChannelError::ClosedHere`]
-    /// if this end was closed meanwhile: the message is not published (and nothing
-    /// is pinned).
+    /// if this end was closed meanwhile: the message is not published (with `pin`,
+    /// its room is still kept out of use until `unpin`, as a discarded loan's);
+    /// [`ChannelError::WrongProcess`] in a `fork`ed child, which changes nothing.
     ///
     /// # Safety
     ///
     /// `loan` must come from `reserve_raw` on this sender, and be published or
     /// discarded once.
     pub unsafe fn publish_raw(&self, loan: RawLoan, pin: bool) -> Result<(), ChannelError> {
+        if !self.owner.is_current() {
+            // A fork()ed child's copy of a loan: the turn and the room are the parent's.
+            return Err(ChannelError::WrongProcess { owner: self.owner.pid() });
+        }
         let published = self.write_header_of(&loan, 0).and_then(|head| self.publish_to(head));
-        if published.is_ok() && pin {
-            self.pin(loan.head);
+        if pin {
+            match published {
+                Ok(()) => self.pin(loan.head),
+                Err(_) => self.skip_and_pin(&loan),
+            }
         }
         self.end_turn();
         published
@@ -376,21 +385,49 @@ impl Sender {
     ///
     /// As [`publish_raw`](Self::publish_raw).
     pub unsafe fn discard_raw(&self, loan: RawLoan, pin: bool) {
+        if !self.owner.is_current() {
+            return; // a fork()ed child's copy: the parent's loan is not ours to end
+        }
         if pin {
-            let published =
-                self.write_header_of(&loan, FLAG_SKIP).and_then(|head| self.publish_to(head));
-            // If the channel is closed (or its ring gone), nobody reads the record:
-            // nothing to keep.
-            if published.is_ok() {
-                self.pin(loan.head);
-            }
+            self.skip_and_pin(&loan);
         }
         self.end_turn();
     }
 
+    /// Puts a record the receiver steps over in a reservation's room, moves the head
+    /// past it even if the channel was closed (a receiver that attaches later, and
+    /// this end's later sends, must not use the room), and pins it: views of the
+    /// room that a binding's users still hold can then never write into another
+    /// message. If the ring is gone, there is nothing to protect.
+    fn skip_and_pin(&self, loan: &RawLoan) {
+        if let Ok(head) = self.write_header_of(loan, FLAG_SKIP) {
+            let c = &self.channel;
+            self.head.store(head, Ordering::Relaxed);
+            c.counter(HEAD).store(head, Ordering::Release);
+            c.word(HEAD_SIGNAL).fetch_add(1, Ordering::SeqCst);
+            wake_after_rmw(c.word(HEAD_SIGNAL), c.word(super::CONSUMER_SLEEPERS), 1);
+            self.pin(loan.head);
+        }
+    }
+
+    /// Whether this process owns this end (false in a `fork`ed child's copy, which
+    /// can do nothing with it).
+    pub fn is_owned_here(&self) -> bool {
+        self.owner.is_current()
+    }
+
     /// Lets the room of a pinned record (published or discarded with `pin`) be
     /// reused.
-    pub fn unpin(&self, position: u64) {
+    ///
+    /// # Safety
+    ///
+    /// Nothing may use a view of the record's room through a reference after this
+    /// call: the next messages may be written there. A pin exists because some
+    /// code (a binding) still hands out views of the room, and keys are stream
+    /// positions, easy to guess, so a safe call could pull the room from under
+    /// them; hence `unsafe`. Unpin each record pinned with `publish_raw` or
+    /// `discard_raw` once, when nothing views it any more.
+    pub unsafe fn unpin(&self, position: u64) {
         let mut pins = self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(i) = pins.iter().position(|&p| p == position) {
             pins.remove(i);
@@ -641,6 +678,13 @@ unsafe impl Sync for RawLoan {}
 /// Room for one message in the ring, written in place; [`publish`](Self::publish)
 /// hands it to the receiver, dropping it sends nothing.
 ///
+/// Until it is published the room is this loan's alone under the channel's
+/// protocol (the receiver does not read it, other threads' sends wait). Code that
+/// ignores the protocol could still touch it (another handle to the segment, a
+/// misbehaving peer), so safe code writes through a [`SharedSlice`]
+/// ([`bytes`](Self::bytes): one write per byte or a guarded bulk copy); a plain
+/// `&mut [u8]` is [`as_mut_slice`](Self::as_mut_slice), `unsafe`.
+///
 /// # Example
 ///
 /// ```
@@ -648,11 +692,11 @@ unsafe impl Sync for RawLoan {}
 ///
 /// let channel = Channel::create(&shmbridge::unique_name("doc_loan")?, 4096)?;
 /// let (tx, rx) = (channel.sender()?, channel.receiver()?);
-/// let mut loan = tx.loan(4)?;
-/// loan.copy_from_slice(&7u32.to_le_bytes()); // written straight into the ring
+/// let loan = tx.loan(4)?;
+/// loan.bytes().copy_from_slice(&7u32.to_le_bytes())?; // straight into the ring
 /// loan.publish()?;
 /// drop(tx.loan(16)?); // dropped unpublished: nothing is sent
-/// assert_eq!(&*rx.recv()?, &7u32.to_le_bytes());
+/// assert_eq!(rx.recv()?.to_vec()?, 7u32.to_le_bytes());
 /// assert!(rx.try_recv().is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -680,21 +724,41 @@ impl Loan<'_> {
     }
 }
 
-impl Deref for Loan<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        let raw = self.raw();
-        // SAFETY: the loan owns [ptr, ptr + len) of the ring (reserved, not yet
-        // published, so the receiver does not read it, and this end's turn keeps
-        // other threads' sends out); it borrows the sender, which keeps the mapping.
-        unsafe { std::slice::from_raw_parts(raw.ptr, raw.len) }
+impl Loan<'_> {
+    /// The payload's length.
+    pub fn len(&self) -> usize {
+        self.raw().len
     }
-}
 
-impl DerefMut for Loan<'_> {
-    fn deref_mut(&mut self) -> &mut [u8] {
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.raw().len == 0
+    }
+
+    /// The payload's room, as a [`SharedSlice`] of bytes: written in place one byte
+    /// at a time or by a guarded bulk copy ([`SharedSlice::copy_from_slice`]).
+    pub fn bytes(&self) -> SharedSlice<'_, u8> {
         let raw = self.raw();
-        // SAFETY: as in deref (the address is in the ring, so non-null, even for len 0); &mut self makes this the only reference to the range.
+        let c = &self.sender.channel;
+        c.ring_slice(raw.ptr as usize - c.ring_ptr(0) as usize, raw.len)
+    }
+
+    /// The payload's room, as a plain mutable slice (to serialize into in place).
+    ///
+    /// # Safety
+    ///
+    /// Nothing else may read or write the room while the slice lives: no other
+    /// handle to the channel's segment in this process, and no other process (the
+    /// channel's receiver follows the protocol and does not; a peer that ignores it
+    /// could, so only use this with peers you trust). `docs/SAFETY.md`.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        let raw = self.raw();
+        // SAFETY: the loan owns [ptr, ptr + len) of the ring under the protocol
+        // (reserved, not yet published, so the receiver does not read it, and this
+        // end's turn keeps other threads' sends out); it borrows the sender, which
+        // keeps the mapping; the address is in the ring, so non-null even for len 0;
+        // &mut self makes this the only reference through the loan, and the caller
+        // vouches for everyone else.
         unsafe { std::slice::from_raw_parts_mut(raw.ptr, raw.len) }
     }
 }

@@ -135,12 +135,19 @@ impl Event {
             if !wait_until(state, sleepers, &self.spinner, deadline, |v| v != 0) {
                 return false;
             }
-            if !self.auto_reset
-                || state.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            if !self.auto_reset {
+                return true;
+            }
+            // Take whatever non-zero value is there (a hostile peer may store 2): a
+            // compare with 1 alone would spin forever on such a value.
+            let seen = state.load(Ordering::Acquire);
+            if seen != 0
+                && state.compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
                 return true;
             }
-            // Another waiter took this set; wait for the next.
+            // Another waiter took this set; wait for the next (wait_until checks the
+            // deadline again).
         }
     }
 
