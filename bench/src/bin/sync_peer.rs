@@ -25,10 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let spin = Duration::from_micros(arg(3).parse()?); // microseconds
             ping.set_spin_limit(spin);
             for _ in 0..arg(2).parse::<u64>()? {
-                if !ping.wait_timeout(T) {
+                if !ping.wait_timeout(T)? {
                     return Err("no ping".into());
                 }
-                pong.set();
+                pong.set()?;
             }
         }
         "channel" => {
@@ -89,8 +89,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut times = Vec::with_capacity(rounds);
             for i in 0..rounds + 1000 {
                 let start = Instant::now();
-                ping.set();
-                if !pong.wait_timeout(T) {
+                ping.set()?;
+                if !pong.wait_timeout(T)? {
                     return Err("no pong".into());
                 }
                 if i >= 1000 {
