@@ -19,10 +19,10 @@
 //! let ready = Event::in_segment(Arc::clone(&shm), 0, Some(false))?;
 //! let lock = Mutex::in_segment(Arc::clone(&shm), 64)?;
 //! {
-//!     let _guard = lock.lock().unwrap_or_else(|died| died.into_guard());
-//!     ready.set();
+//!     let _guard = lock.lock()?.unwrap_or_else(|died| died.into_guard());
+//!     ready.set()?;
 //! }
-//! assert!(ready.wait_timeout(Duration::from_secs(1)));
+//! assert!(ready.wait_timeout(Duration::from_secs(1))?);
 //! # Ok::<(), shmbridge::Error>(())
 //! ```
 

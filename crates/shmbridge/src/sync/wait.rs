@@ -33,7 +33,7 @@ thread_local! {
 /// let event = shmbridge::sync::Event::create(&shmbridge::unique_name("doc_sig")?, false)?;
 /// // A wait that a signal (say SIGINT, with a handler installed) would cut short:
 /// let set = shmbridge::sync::return_on_signal(|| event.wait_timeout(Duration::from_millis(10)));
-/// assert!(!set);
+/// assert!(!set?);
 /// # Ok::<(), shmbridge::Error>(())
 /// ```
 pub fn return_on_signal<R>(f: impl FnOnce() -> R) -> R {
