@@ -429,9 +429,11 @@ class Message:
     """A received message viewed in place (read-only buffer protocol).
 
     ``release()`` (or the end of a ``with`` block) says you are done: no new views
-    or copies; its room in the ring is freed as soon as nothing can reach the object
-    (at once in CPython when the last reference goes). Views made before stay valid
-    until then."""
+    or copies. Its room in the ring is given back at once if nothing but your own
+    name for the message can reach it (so ``with rx.recv_view() as m:`` frees it at
+    the end of the block), else as soon as nothing can: an array made from the
+    message keeps its bytes for as long as it lives. In a ``fork``ed child, the
+    parent's messages raise RuntimeError."""
 
     def __len__(self) -> int: ...
     def tobytes(self) -> bytes: ...
@@ -453,8 +455,11 @@ class Loan:
     """Room for one message in a channel's ring, written in place (writable buffer
     protocol). ``publish()`` sends it; ``discard()``, an exception in a ``with``
     block, or collection gives it up. Publishing with open memoryviews raises
-    BufferError. The room is never reused for another message while the Loan
-    object can be reached, so a view kept by mistake cannot corrupt later messages."""
+    BufferError. The room is never reused for another message while something other
+    than your own name for the Loan can reach it (even after a refused publish), so
+    a view kept by mistake cannot corrupt later messages; ``with tx.loan(n) as
+    loan:`` gives it back at the end of the block. A ``fork``ed child cannot use
+    its parent's loans (RuntimeError)."""
 
     def __len__(self) -> int: ...
     @property

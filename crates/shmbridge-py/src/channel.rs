@@ -158,7 +158,9 @@ struct Held<'a>(&'a channel::Receiver, Option<u64>);
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if let Some(position) = self.1 {
-            self.0.release_raw(position);
+            // SAFETY: the key of a message taken with recv_raw for this guard, which
+            // releases it once, here; the message was only copied, never viewed.
+            unsafe { self.0.release_raw(position) };
         }
     }
 }
@@ -484,7 +486,11 @@ impl Message {
             && only_the_caller_holds(slf, site)
             && !this.room_returned.swap(true, Ordering::AcqRel)
         {
-            this.receiver.release_raw(this.position);
+            // SAFETY: this message's key, released once (room_returned); no export is
+            // open and nothing but the caller's name reaches this object, which
+            // refuses new views and copies from now on (released), so nothing can
+            // view the room any more.
+            unsafe { this.receiver.release_raw(this.position) };
         }
         Ok(())
     }
@@ -588,7 +594,10 @@ impl Drop for Message {
     /// process that received it; a `fork`ed child's copy frees nothing).
     fn drop(&mut self) {
         if !*self.room_returned.get_mut() {
-            self.receiver.release_raw(self.position);
+            // SAFETY: this message's key, released once (room_returned says whether
+            // release_at did already); every view of its room holds this object, so
+            // none is left.
+            unsafe { self.receiver.release_raw(self.position) };
         }
     }
 }
@@ -673,7 +682,10 @@ impl Loan {
             && only_the_caller_holds(slf, site)
             && this.pinned.swap(false, Ordering::AcqRel)
         {
-            this.sender.unpin(this.position);
+            // SAFETY: pinned once at finish and unpinned once (the swap); no export is
+            // open and nothing but the caller's name reaches this finished loan,
+            // which makes no new views, so nothing can view the room any more.
+            unsafe { this.sender.unpin(this.position) };
         }
     }
 }
@@ -768,7 +780,9 @@ impl Drop for Loan {
             });
         }
         if *self.pinned.get_mut() {
-            self.sender.unpin(self.position);
+            // SAFETY: this loan's pin, dropped once, here; every view of its room
+            // holds this object, so none is left.
+            unsafe { self.sender.unpin(self.position) };
         }
     }
 }

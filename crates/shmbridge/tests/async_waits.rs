@@ -47,7 +47,7 @@ async fn timed_out_receives_lose_nothing_async() {
         if let Ok(msg) = early {
             // Sends from the last round may arrive here: still in order.
             let msg = msg.unwrap();
-            assert_eq!(u64::from_le_bytes(msg[..8].try_into().unwrap()), next);
+            assert_eq!(u64::from_le_bytes(msg.to_vec().unwrap()[..8].try_into().unwrap()), next);
             next += 1;
         }
         tx.send(&i.to_le_bytes()).unwrap();
@@ -56,13 +56,17 @@ async fn timed_out_receives_lose_nothing_async() {
                 .await
                 .expect("a message")
                 .unwrap();
-            assert_eq!(u64::from_le_bytes(msg[..8].try_into().unwrap()), next, "lost or reordered");
+            assert_eq!(
+                u64::from_le_bytes(msg.to_vec().unwrap()[..8].try_into().unwrap()),
+                next,
+                "lost or reordered"
+            );
             next += 1;
         }
     }
     while next < 10_000 {
         let msg = rx.recv_async().await.unwrap();
-        assert_eq!(u64::from_le_bytes(msg[..8].try_into().unwrap()), next);
+        assert_eq!(u64::from_le_bytes(msg.to_vec().unwrap()[..8].try_into().unwrap()), next);
         next += 1;
     }
     assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty, "nothing twice");
@@ -155,13 +159,13 @@ fn async_send_waits_for_room_and_cancels_cleanly() {
     std::thread::scope(|s| {
         s.spawn(|| {
             let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-            assert_eq!(&*m, &[1; 40]);
+            assert_eq!(m.to_vec().unwrap(), [1; 40]);
         });
         block_on(tx.send_async(&[2; 40])).unwrap();
     });
     let mut got = Vec::new();
     while let Ok(m) = rx.try_recv() {
-        got.push(m[0]);
+        got.push(m.bytes().get(0).unwrap());
     }
     assert_eq!(got.last(), Some(&2));
     assert!(!got.contains(&9), "the cancelled send sent nothing");

@@ -75,10 +75,10 @@ fn child(scenario: &str, name: &str) {
             shm.write_all_at(b"Hello from the child", 0).unwrap();
         }
         "typed" => {
-            let mut shm = SharedMemory::open(name).unwrap();
-            let v = shm.view_from_mut::<f64>(0).unwrap();
-            assert_eq!(v[1000], 1000.0);
-            v.iter_mut().for_each(|x| *x *= 2.0);
+            let shm = SharedMemory::open(name).unwrap();
+            let v = shm.slice_from::<f64>(0).unwrap();
+            assert_eq!(v.get(1000), Some(1000.0));
+            (0..v.len()).for_each(|i| v.set(i, v.get(i).unwrap() * 2.0).unwrap());
         }
         "create" => {
             let mut shm = SharedMemory::options().persist(true).create(name, 4096).unwrap();
@@ -133,13 +133,12 @@ fn bytes_both_ways() {
 }
 
 fn typed_slices_both_ways() {
-    let mut shm = SharedMemory::create_unique("xp_typed", 8 * 4096).unwrap();
-    for (i, x) in shm.view_from_mut::<f64>(0).unwrap().iter_mut().enumerate() {
-        *x = i as f64;
-    }
+    let shm = SharedMemory::create_unique("xp_typed", 8 * 4096).unwrap();
+    let v = shm.slice_from::<f64>(0).unwrap();
+    (0..v.len()).for_each(|i| v.set(i, i as f64).unwrap());
     assert!(wait(spawn("typed", shm.name())).success());
-    let v = shm.view_from::<f64>(0).unwrap();
-    assert!(v.iter().enumerate().all(|(i, &x)| x == 2.0 * i as f64));
+    assert!(v.iter().enumerate().all(|(i, x)| x == 2.0 * i as f64));
+    assert!(v.to_vec().unwrap().iter().enumerate().all(|(i, &x)| x == 2.0 * i as f64));
 }
 
 fn child_creates_parent_opens() {
@@ -147,7 +146,7 @@ fn child_creates_parent_opens() {
     assert!(wait(spawn("create", &name)).success());
     let mut shm = SharedMemory::open(&name).unwrap();
     assert_eq!(shm.len(), 4096);
-    assert_eq!(&shm.as_slice()[..17], b"made by the child");
+    assert_eq!(&shm.read_value::<[u8; 17]>(0).unwrap(), b"made by the child");
     shm.unlink().unwrap();
 }
 
@@ -238,7 +237,8 @@ fn channel_stream_between_processes() {
         match rx.recv_timeout(DEADLINE) {
             Ok(msg) => {
                 let want = stream_message(received);
-                assert_eq!(&*msg, &want[..], "message {received}: lost, duplicated or reordered");
+                let msg = msg.to_vec().unwrap();
+                assert_eq!(msg, want, "message {received}: lost, duplicated or reordered");
                 checksum = checksum.wrapping_add(msg.iter().map(|&b| u64::from(b)).sum::<u64>());
                 expected_sum =
                     expected_sum.wrapping_add(want.iter().map(|&b| u64::from(b)).sum::<u64>());
@@ -260,7 +260,7 @@ fn channel_producer_killed_mid_stream() {
     let mut received = 0u64;
     while received < 10_000 {
         let msg = rx.recv_timeout(DEADLINE).unwrap();
-        assert_eq!(&*msg, &stream_message(received)[..]);
+        assert_eq!(msg.to_vec().unwrap(), stream_message(received));
         received += 1;
     }
     child.kill().unwrap();
@@ -269,8 +269,8 @@ fn channel_producer_killed_mid_stream() {
         match rx.recv_timeout(DEADLINE) {
             Ok(msg) => {
                 assert_eq!(
-                    &*msg,
-                    &stream_message(received)[..],
+                    msg.to_vec().unwrap(),
+                    stream_message(received),
                     "published messages come in order"
                 );
                 received += 1;

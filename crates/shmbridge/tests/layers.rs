@@ -17,10 +17,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("name", &["error", "sys"]),
     ("segment", &["error", "sys", "owner", "name"]),
     ("options", &["error", "sys", "owner", "name", "segment"]),
-    ("view", &["error", "segment"]),
-    ("array", &["error", "segment", "options"]),
+    // Typed access that no reference spans; the views and arrays hand it out.
+    ("shared_slice", &["error", "segment"]),
+    ("view", &["error", "segment", "shared_slice"]),
+    ("array", &["error", "segment", "options", "shared_slice"]),
     ("sync", &["error", "sys", "owner", "segment"]),
-    ("channel", &["error", "sys", "owner", "segment", "sync"]),
+    ("channel", &["error", "sys", "owner", "segment", "shared_slice", "sync"]),
     ("worker", &["error", "sys", "name", "segment", "options", "array", "channel"]),
 ];
 

@@ -242,6 +242,41 @@ fn a_writer_that_died_mid_write_is_reported_then_replaced() {
     assert!(lock.sequence().unwrap().is_multiple_of(2));
 }
 
+/// Issue: a writer stored its pid only after making the sequence odd, so a second
+/// writer arriving in between saw the previous writer's pid (dead, here) and "took
+/// over" a live write: two writes at once, one sequence step lost, a torn record
+/// accepted. Every round starts from a record whose last writer died.
+#[cfg(unix)]
+#[test]
+fn a_dead_previous_writer_never_lets_two_writes_overlap() {
+    let shm = segment(4096);
+    let lock = SeqLock::in_segment(Arc::clone(&shm), 0, Some(512)).unwrap();
+    let mut raw = SharedMemory::open(shm.name()).unwrap();
+    let dead = dead_pid();
+    for round in 0..2_000u32 {
+        raw.write_all_at(&dead.to_ne_bytes(), 4).unwrap();
+        let before = lock.sequence().unwrap();
+        let gate = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for byte in [0xAAu8, 0x55] {
+                let (lock, gate) = (&lock, &gate);
+                s.spawn(move || {
+                    gate.wait();
+                    lock.write(&[byte; 512]).unwrap();
+                });
+            }
+        });
+        assert_eq!(
+            lock.sequence().unwrap(),
+            before.wrapping_add(4),
+            "round {round}: writes overlapped"
+        );
+        let mut record = [0u8; 512];
+        lock.read(&mut record).unwrap();
+        assert!(record.iter().all(|&b| b == record[0]), "round {round}: torn record");
+    }
+}
+
 /// A sequence left odd by a writer that is alive but stopped (or a corrupted word)
 /// makes timed reads and writes give up with `Busy`, on time, and changes nothing.
 #[test]

@@ -9,13 +9,36 @@
 //! let channel = Channel::create(&name, 1 << 16)?;
 //! let tx = channel.sender()?;
 //! tx.send(b"frame 1")?;
-//! let mut loan = tx.loan(5)?; // write in place, no copy
-//! loan.copy_from_slice(b"hello");
+//! let loan = tx.loan(5)?; // room in the ring: write in place, no copy
+//! loan.bytes().copy_from_slice(b"hello")?;
 //! loan.publish()?;
 //!
 //! let rx = Channel::open(&name)?.receiver()?; // in another process, usually
-//! assert_eq!(&*rx.recv()?, b"frame 1");
-//! assert_eq!(&*rx.recv_timeout(Duration::from_secs(1))?, b"hello");
+//! assert_eq!(rx.recv()?.to_vec()?, b"frame 1");
+//! let held = rx.recv_timeout(Duration::from_secs(1))?; // in the ring until dropped
+//! assert_eq!(held.bytes().get(0), Some(b'h')); // read in place
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Messages and loans are read and written in place through
+//! [`SharedSlice`]s, or copied: the channel's protocol keeps a
+//! held message's room and an unpublished loan's room for their owner, but only
+//! code that follows it, while safe code must stay sound whatever writes the
+//! segment. Plain slices (`Message::as_slice`, `Loan::as_mut_slice`) are `unsafe`
+//! (see `docs/SAFETY.md`).
+//!
+//! ```
+//! # use shmbridge::channel::Channel;
+//! # let name = shmbridge::unique_name("doc_channel_typed")?;
+//! # let channel = Channel::create(&name, 1 << 16)?;
+//! # let (tx, rx) = (channel.sender()?, channel.receiver()?);
+//! // Typed values in place: payloads start 8-aligned in the ring.
+//! let loan = tx.loan(3 * 8)?;
+//! let values = loan.bytes().cast::<f64>().expect("8-aligned");
+//! (0..3).try_for_each(|i| values.set(i, i as f64 / 2.0))?;
+//! loan.publish()?;
+//! let message = rx.recv()?;
+//! assert_eq!(message.bytes().cast::<f64>().unwrap().get(2), Some(1.0));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -55,6 +78,7 @@ pub use sender::{Loan, RawLoan, Sender};
 use crate::error::{Error, Result};
 use crate::owner::Owner;
 use crate::segment::SharedMemory;
+use crate::shared_slice::SharedSlice;
 use crate::sync::Readiness;
 use crate::sync::wait::{Spinner, wait_until_or};
 use crate::sys;
@@ -101,7 +125,7 @@ const CONSUMER_CLOSED: usize = 148;
 /// assert_eq!(rx.recv_timeout(Duration::from_millis(1)).unwrap_err(), ChannelError::Timeout);
 /// tx.send(b"last")?;
 /// drop(tx); // the sender closes: the receiver gets everything, then Closed
-/// assert_eq!(&*rx.recv()?, b"last");
+/// assert_eq!(rx.recv()?.to_vec()?, b"last");
 /// assert_eq!(rx.recv().unwrap_err(), ChannelError::Closed);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -432,6 +456,13 @@ impl Channel {
     fn ring_ptr(&self, at: usize) -> *mut u8 {
         debug_assert!(at <= self.capacity);
         self.shm.as_mut_ptr().wrapping_add(RING + at)
+    }
+
+    /// `len` bytes of the ring at `at`, as a [`SharedSlice`]; the caller checked
+    /// that they lie in the ring.
+    fn ring_slice(&self, at: usize, len: usize) -> SharedSlice<'_, u8> {
+        debug_assert!(at + len <= self.capacity);
+        SharedSlice::new(&self.shm, RING + at, len)
     }
 
     /// Reads the record header (length, flags) at ring offset `place`.

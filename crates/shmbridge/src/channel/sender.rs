@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::owner::Owner;
+use crate::shared_slice::SharedSlice;
 use crate::sync::Readiness;
 use crate::sync::local_lock::{Acquired, LocalLock};
 use crate::sync::wait::wake_after_rmw;
@@ -400,8 +400,9 @@ impl Sender {
 
     /// Publishes a message reserved with [`reserve_raw`](Self::reserve_raw), and
     /// ends this end's turn. With `pin`, the record's room is not reused until
-    /// [`unpin`](Self::unpin) is called with the loan's [`RawLoan::position`]: for
-    /// a binding whose users may still hold views of the loan's memory.
+    /// [`unpin`](Self::unpin) (`unsafe`) is called with the loan's
+    /// [`RawLoan::position`]: for a binding whose users may still hold views of the
+    /// loan's memory.
     ///
     /// # Errors
     ///
@@ -505,7 +506,16 @@ impl Sender {
 
     /// Lets the room of a pinned record (published or discarded with `pin`) be
     /// reused.
-    pub fn unpin(&self, position: u64) {
+    ///
+    /// # Safety
+    ///
+    /// Nothing may use a view of the record's room through a reference after this
+    /// call: the next messages may be written there. A pin exists because some
+    /// code (a binding) still hands out views of the room, and keys are stream
+    /// positions, easy to guess, so a safe call could pull the room from under
+    /// them; hence `unsafe`. Unpin each record pinned with `publish_raw` or
+    /// `discard_raw` once, when nothing views it any more.
+    pub unsafe fn unpin(&self, position: u64) {
         self.channel.guarded_quietly(|| self.unpin_unguarded(position));
     }
 
@@ -770,6 +780,13 @@ unsafe impl Sync for RawLoan {}
 /// Room for one message in the ring, written in place; [`publish`](Self::publish)
 /// hands it to the receiver, dropping it sends nothing.
 ///
+/// Until it is published the room is this loan's alone under the channel's
+/// protocol (the receiver does not read it, other threads' sends wait). Code that
+/// ignores the protocol could still touch it (another handle to the segment, a
+/// misbehaving peer), so safe code writes through a [`SharedSlice`]
+/// ([`bytes`](Self::bytes): one write per byte or a guarded bulk copy); a plain
+/// `&mut [u8]` is [`as_mut_slice`](Self::as_mut_slice), `unsafe`.
+///
 /// # Example
 ///
 /// ```
@@ -777,11 +794,11 @@ unsafe impl Sync for RawLoan {}
 ///
 /// let channel = Channel::create(&shmbridge::unique_name("doc_loan")?, 4096)?;
 /// let (tx, rx) = (channel.sender()?, channel.receiver()?);
-/// let mut loan = tx.loan(4)?;
-/// loan.copy_from_slice(&7u32.to_le_bytes()); // written straight into the ring
+/// let loan = tx.loan(4)?;
+/// loan.bytes().copy_from_slice(&7u32.to_le_bytes())?; // straight into the ring
 /// loan.publish()?;
 /// drop(tx.loan(16)?); // dropped unpublished: nothing is sent
-/// assert_eq!(&*rx.recv()?, &7u32.to_le_bytes());
+/// assert_eq!(rx.recv()?.to_vec()?, 7u32.to_le_bytes());
 /// assert!(rx.try_recv().is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -809,21 +826,41 @@ impl Loan<'_> {
     }
 }
 
-impl Deref for Loan<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        let raw = self.raw();
-        // SAFETY: the loan owns [ptr, ptr + len) of the ring (reserved, not yet
-        // published, so the receiver does not read it, and this end's turn keeps
-        // other threads' sends out); it borrows the sender, which keeps the mapping.
-        unsafe { std::slice::from_raw_parts(raw.ptr, raw.len) }
+impl Loan<'_> {
+    /// The payload's length.
+    pub fn len(&self) -> usize {
+        self.raw().len
     }
-}
 
-impl DerefMut for Loan<'_> {
-    fn deref_mut(&mut self) -> &mut [u8] {
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.raw().len == 0
+    }
+
+    /// The payload's room, as a [`SharedSlice`] of bytes: written in place one byte
+    /// at a time or by a guarded bulk copy ([`SharedSlice::copy_from_slice`]).
+    pub fn bytes(&self) -> SharedSlice<'_, u8> {
         let raw = self.raw();
-        // SAFETY: as in deref (the address is in the ring, so non-null, even for len 0); &mut self makes this the only reference to the range.
+        let c = &self.sender.channel;
+        c.ring_slice(raw.ptr as usize - c.ring_ptr(0) as usize, raw.len)
+    }
+
+    /// The payload's room, as a plain mutable slice (to serialize into in place).
+    ///
+    /// # Safety
+    ///
+    /// Nothing else may read or write the room while the slice lives: no other
+    /// handle to the channel's segment in this process, and no other process (the
+    /// channel's receiver follows the protocol and does not; a peer that ignores it
+    /// could, so only use this with peers you trust). `docs/SAFETY.md`.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        let raw = self.raw();
+        // SAFETY: the loan owns [ptr, ptr + len) of the ring under the protocol
+        // (reserved, not yet published, so the receiver does not read it, and this
+        // end's turn keeps other threads' sends out); it borrows the sender, which
+        // keeps the mapping; the address is in the ring, so non-null even for len 0;
+        // &mut self makes this the only reference through the loan, and the caller
+        // vouches for everyone else.
         unsafe { std::slice::from_raw_parts_mut(raw.ptr, raw.len) }
     }
 }

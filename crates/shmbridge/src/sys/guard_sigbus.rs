@@ -230,7 +230,7 @@ impl Guard {
     ///
     /// Cost: a thread-local's address, two loads and two stores of it, and two
     /// loads of the lost flag; a few nanoseconds per call (see
-    /// `bench/benches/channel.rs`).
+    /// `bench/src/bin/channel_costs.rs`).
     #[inline]
     pub(crate) fn guarded<R>(&self, f: impl FnOnce() -> R) -> Result<R, PagesLost> {
         debug_assert!(self.registered, "a scope on a mapping being unmapped");
