@@ -24,7 +24,7 @@ pub fn run() -> Result {
     let tx = frames.sender()?;
     let rx = means.receiver()?;
     let mut python = run_python_async("channel_frames", &[&name, &FRAMES.to_string()])?;
-    if !ready.wait_timeout(Duration::from_secs(60)) {
+    if !ready.wait_timeout(Duration::from_secs(60))? {
         return Err("the Python side did not get ready".into());
     }
     say!("streaming {FRAMES} frames of 480x640 float32 through {name}");

@@ -22,14 +22,14 @@ pub fn run() -> Result {
         "created {name}: shape {:?}, dtype {}, generation {}",
         frame.shape(),
         "float64",
-        frame.generation()
+        frame.generation()?
     );
 
     let answer = shmbridge::unique_name("fortran")?;
     run_python("shared_array", &[&name, &answer])?;
 
     let doubled = values.iter().enumerate().all(|(i, x)| x == 2.0 * i as f64);
-    say!("every element doubled: {doubled}; generation now {}", frame.generation());
+    say!("every element doubled: {doubled}; generation now {}", frame.generation()?);
     let from_python = SharedArray::<i32>::open(&answer)?;
     say!(
         "opened {answer} by name: shape {:?}, order {:?}, strides {:?}, memory {:?}",
@@ -40,7 +40,7 @@ pub fn run() -> Result {
     );
     let mut from_python = from_python.into_untyped().into_segment();
     from_python.unlink()?; // Python persisted it for us
-    if !doubled || frame.generation() != 1 {
+    if !doubled || frame.generation()? != 1 {
         return Err("Python's changes are not visible".into());
     }
     Ok(())

@@ -48,7 +48,7 @@ fn main() -> Result<(), BoxError> {
                 (open_event(args.text(1)?, "ping")?, open_event(args.text(1)?, "pong")?);
             set_spin(&pong, args.text(6)?)?;
             blocks.run(|| {
-                ping.set();
+                ping.set()?;
                 waited(pong.wait_timeout(PATIENCE), "pong")
             })
         }
@@ -90,7 +90,7 @@ fn main() -> Result<(), BoxError> {
             let _tx = Channel::open(args.text(1)?)?.sender()?;
             let quit = Event::open(args.text(2)?)?;
             quit.set_spin_limit(Duration::ZERO);
-            while !quit.wait_timeout(PATIENCE) {}
+            while !quit.wait_timeout(PATIENCE)? {}
             Ok(())
         }
         other => Err(format!("unknown mode {other:?}").into()),
@@ -101,8 +101,8 @@ fn open_event(name: &str, end: &str) -> shmbridge::Result<Event> {
     Event::open(&format!("{name}_{end}"))
 }
 
-fn waited(set: bool, what: &str) -> Result<(), BoxError> {
-    if set { Ok(()) } else { Err(format!("no {what} within {PATIENCE:?}").into()) }
+fn waited(set: shmbridge::Result<bool>, what: &str) -> Result<(), BoxError> {
+    if set? { Ok(()) } else { Err(format!("no {what} within {PATIENCE:?}").into()) }
 }
 
 /// Applies a spin limit given on the command line in microseconds (`default`
@@ -145,7 +145,7 @@ fn event_echo(name: &str, count: u64, spin: &str) -> Result<(), BoxError> {
     set_spin(&ping, spin)?;
     for _ in 0..count {
         waited(ping.wait_timeout(PATIENCE), "ping")?;
-        pong.set();
+        pong.set()?;
     }
     Ok(())
 }
@@ -254,7 +254,7 @@ fn consume(args: &Args) -> Result<(), BoxError> {
                 Err(e) => return Err(e.into()),
             }
         }
-        ack.set();
+        ack.set()?;
     }
     Ok(())
 }

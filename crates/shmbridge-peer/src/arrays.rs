@@ -195,7 +195,7 @@ pub(crate) fn run(current: &mut Option<ArraySegment>, words: &[&str]) -> Reply {
                 layout.dtype(),
                 join(layout.shape()),
                 join(layout.strides()),
-                array.generation()
+                array.generation().map_err(crate::core_err)?
             );
             *current = Some(array);
             Ok(reply)

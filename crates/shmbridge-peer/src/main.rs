@@ -132,23 +132,23 @@ fn run(current: &mut Option<SharedMemory>, words: &[&str]) -> Reply {
         let ping = Event::open(&format!("{name}_ping")).map_err(core_err)?;
         let pong = Event::open(&format!("{name}_pong")).map_err(core_err)?;
         for round in 0..rounds {
-            if !ping.wait_timeout(std::time::Duration::from_secs(30)) {
+            if !ping.wait_timeout(std::time::Duration::from_secs(30)).map_err(core_err)? {
                 return Err(("Timeout".into(), format!("no ping in round {round}")));
             }
-            pong.set();
+            pong.set().map_err(core_err)?;
         }
         return Ok(String::new());
     }
     if cmd == "take" {
         let semaphore = Semaphore::open(&arg::<String>(words, 1)?).map_err(core_err)?;
-        if !semaphore.acquire_timeout(std::time::Duration::from_secs(30)) {
+        if !semaphore.acquire_timeout(std::time::Duration::from_secs(30)).map_err(core_err)? {
             return Err(("Timeout".into(), "no permit within 30 s".into()));
         }
         return Ok(String::new());
     }
     if cmd == "hold" {
         let mutex = Mutex::open(&arg::<String>(words, 1)?).map_err(core_err)?;
-        std::mem::forget(mutex.lock().unwrap_or_else(OwnerDied::into_guard));
+        std::mem::forget(mutex.lock().map_err(core_err)?.unwrap_or_else(OwnerDied::into_guard));
         std::mem::forget(mutex); // held until this process dies
         return Ok(String::new());
     }

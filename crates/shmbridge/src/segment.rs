@@ -73,6 +73,14 @@ pub(crate) const ANONYMOUS: &str = "(anonymous)";
 ///   and their `_exact`/`_all`/`_raw` forms, [`Read`], [`Write`]) are guarded: such
 ///   a fault makes them return [`Error::PagesLost`] instead, and the value refuses
 ///   every later copy, since parts of its mapping are then private zero pages.
+/// - So is every operation of what this crate builds in a segment: the
+///   [`channel`](crate::channel)'s sends, receives, loans, releases and closes
+///   ([`ChannelError::PagesLost`](crate::channel::ChannelError::PagesLost)), the
+///   [`sync`](crate::sync) primitives' state changes, waits and reads (a wait
+///   whose page vanishes ends with the error within half a second), a
+///   [`SeqLock`](crate::sync::SeqLock)'s reads and writes, an array's generation
+///   counter. Calls that cannot return an error (drops, `close`, releasing a
+///   message) just stop early.
 /// - Zero-copy accesses ([`SharedSlice`](crate::SharedSlice) element accesses,
 ///   atomics, [`as_slice`](Self::as_slice), [`view`](Self::view), raw pointers, and
 ///   whatever is built on them) cannot be guarded: a fault through them kills the
@@ -516,6 +524,32 @@ impl SharedMemory {
             len: len as u64,
             size: self.len() as u64,
         }
+    }
+
+    /// Runs `f`, which touches this segment's memory other than through the
+    /// guarded copies (atomic words, waits: the channel's and the primitives'
+    /// operations), so that a page another process removed is repaired instead of
+    /// killing the process: the result is then `Err(PagesLost)`, whatever `f`
+    /// returned, and every later scope or copy of this value fails at once. See
+    /// `sys::Mapping::guarded`.
+    #[inline]
+    pub(crate) fn guarded<R>(&self, f: impl FnOnce() -> R) -> Result<R, sys::PagesLost> {
+        self.mapping.guarded(f)
+    }
+
+    /// Whether pages of this segment vanished under a copy or a scope of this
+    /// process: for wait loops inside [`guarded`](Self::guarded), which must not
+    /// sleep on a word that is no longer shared.
+    #[inline]
+    pub(crate) fn pages_lost(&self) -> bool {
+        self.mapping.pages_lost()
+    }
+
+    /// [`Error::PagesLost`] for this segment.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn pages_lost_error(&self) -> Error {
+        Error::PagesLost { name: self.name.clone() }
     }
 
     pub(crate) fn mapping_ptr(&self) -> *mut u8 {

@@ -334,7 +334,7 @@ fn a_process_holding_the_workers_stderr_delays_nothing() {
         errors
     });
     assert!(calls.iter().all(|e| matches!(e, Error::WorkerExited { .. })), "{calls:?}");
-    hold.set();
+    hold.set().unwrap();
 }
 
 #[test]
@@ -475,9 +475,9 @@ fn blocked_requests_keep_their_deadlines(transport: Transport, request_bytes: us
     let hold = Hold::new(None);
     std::thread::scope(|scope| {
         let holder = scope.spawn(|| worker.call::<Value>("hold", &hold.args, T));
-        assert!(hold.started.wait_timeout(T), "the worker never started holding");
+        assert!(hold.started.wait_timeout(T).unwrap(), "the worker never started holding");
         let outcomes = call_from_threads(&worker, &big, &timeouts, || {});
-        hold.release.set();
+        hold.release.set().unwrap();
         let wrong: Vec<_> = outcomes
             .iter()
             .filter(|(timeout, took, result)| {
@@ -509,7 +509,7 @@ fn death_while_requests_wait(transport: Transport, request_bytes: usize) {
     let hold = Hold::new(Some(7));
     std::thread::scope(|scope| {
         let holder = scope.spawn(|| worker.call::<Value>("hold", &hold.args, T));
-        assert!(hold.started.wait_timeout(T), "the worker never started holding");
+        assert!(hold.started.wait_timeout(T).unwrap(), "the worker never started holding");
         // Fill the pipe or ring: these time out, and what they wrote stays unread.
         let fill = [Duration::from_millis(300); 8];
         let filled = call_from_threads(&worker, &big, &fill, || {});
@@ -521,7 +521,8 @@ fn death_while_requests_wait(transport: Transport, request_bytes: usize) {
             describe(&wrong)
         );
         // The worker exits as soon as these are on their way.
-        let mut outcomes = call_from_threads(&worker, &big, &[T; 40], || hold.release.set());
+        let mut outcomes =
+            call_from_threads(&worker, &big, &[T; 40], || hold.release.set().unwrap());
         outcomes.push((T, Duration::ZERO, holder.join().unwrap())); // the held call too
         let wrong: Vec<_> = outcomes
             .iter()

@@ -87,7 +87,8 @@ impl ArraySegment {
         // The magic value goes in last, with release ordering: a reader that sees it
         // (with acquire ordering) sees the whole header.
         fence(Ordering::Release);
-        magic(&shm).store(u64::from_ne_bytes(MAGIC), Ordering::Release);
+        shm.guarded(|| magic(&shm).store(u64::from_ne_bytes(MAGIC), Ordering::Release))
+            .map_err(|_| shm.pages_lost_error())?;
         Ok(Self { shm, layout })
     }
 
@@ -115,7 +116,9 @@ impl ArraySegment {
         if shm.len() < layout::FIXED_LEN {
             return Err(bad(format!("{} bytes is too small to hold an array header", shm.len())));
         }
-        let found = magic(&shm).load(Ordering::Acquire).to_ne_bytes();
+        let found = shm
+            .guarded(|| magic(&shm).load(Ordering::Acquire).to_ne_bytes())
+            .map_err(|_| shm.pages_lost_error())?;
         if found != MAGIC {
             return Err(bad(format!(
                 "not a shmbridge array (magic {found:02x?}); it may be a raw segment, or its \
@@ -190,8 +193,14 @@ impl ArraySegment {
     }
 
     /// The generation counter, which writers bump to say the contents changed.
-    pub fn generation(&self) -> u64 {
-        generation(&self.shm).load(Ordering::Acquire)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagesLost`] if another process shrank the segment, taking the
+    /// header's page (now or before).
+    pub fn generation(&self) -> Result<u64> {
+        let shm = &self.shm;
+        shm.guarded(|| generation(shm).load(Ordering::Acquire)).map_err(|_| shm.pages_lost_error())
     }
 
     /// Adds one to the generation counter (with release ordering: a reader that
@@ -199,12 +208,15 @@ impl ArraySegment {
     ///
     /// # Errors
     ///
-    /// [`Error::ReadOnly`] on a read-only open.
+    /// [`Error::ReadOnly`] on a read-only open; [`Error::PagesLost`] as in
+    /// [`generation`](Self::generation) (the bump may not reach other processes).
     pub fn bump_generation(&self) -> Result<u64> {
         if !self.is_writable() {
             return Err(Error::ReadOnly { name: self.name().to_owned() });
         }
-        Ok(generation(&self.shm).fetch_add(1, Ordering::AcqRel).wrapping_add(1))
+        let shm = &self.shm;
+        shm.guarded(|| generation(shm).fetch_add(1, Ordering::AcqRel).wrapping_add(1))
+            .map_err(|_| shm.pages_lost_error())
     }
 
     /// The typed array, if its elements are `T`.
@@ -432,7 +444,11 @@ impl<T: Element> SharedArray<T> {
     }
 
     /// The generation counter (see [`ArraySegment::generation`]).
-    pub fn generation(&self) -> u64 {
+    ///
+    /// # Errors
+    ///
+    /// As [`ArraySegment::generation`].
+    pub fn generation(&self) -> Result<u64> {
         self.inner.generation()
     }
 
@@ -440,7 +456,7 @@ impl<T: Element> SharedArray<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::ReadOnly`] on a read-only open.
+    /// As [`ArraySegment::bump_generation`].
     pub fn bump_generation(&self) -> Result<u64> {
         self.inner.bump_generation()
     }

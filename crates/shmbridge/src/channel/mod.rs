@@ -262,9 +262,12 @@ impl Channel {
             });
         }
         let shm = SharedMemory::create(name, RING + capacity)?;
-        shm.atomic_u64(CAPACITY).store(capacity as u64, Ordering::Relaxed);
-        shm.atomic_u32(8).store(VERSION, Ordering::Relaxed);
-        shm.atomic_u64(0).store(u64::from_ne_bytes(MAGIC), Ordering::Release);
+        shm.guarded(|| {
+            shm.atomic_u64(CAPACITY).store(capacity as u64, Ordering::Relaxed);
+            shm.atomic_u32(8).store(VERSION, Ordering::Relaxed);
+            shm.atomic_u64(0).store(u64::from_ne_bytes(MAGIC), Ordering::Release);
+        })
+        .map_err(|_| shm.pages_lost_error())?;
         Ok(Self { shm: Arc::new(shm), capacity })
     }
 
@@ -281,14 +284,19 @@ impl Channel {
             what: "channel",
             reason,
         };
-        if shm.atomic_u64(0).load(Ordering::Acquire).to_ne_bytes() != MAGIC {
+        let (magic, version, capacity) = shm
+            .guarded(|| {
+                let magic = shm.atomic_u64(0).load(Ordering::Acquire).to_ne_bytes();
+                let version = shm.atomic_u32(8).load(Ordering::Relaxed);
+                (magic, version, shm.atomic_u64(CAPACITY).load(Ordering::Relaxed))
+            })
+            .map_err(|_| shm.pages_lost_error())?;
+        if magic != MAGIC {
             return Err(bad("not a shmbridge channel".into()));
         }
-        let version = shm.atomic_u32(8).load(Ordering::Relaxed);
         if version != VERSION {
             return Err(bad(format!("channel version {version}; this build reads {VERSION}")));
         }
-        let capacity = shm.atomic_u64(CAPACITY).load(Ordering::Relaxed);
         match usize::try_from(capacity) {
             Ok(c)
                 if c >= 64
@@ -331,8 +339,12 @@ impl Channel {
     /// closed it but still holds loans from it; [`Error::BadHeader`] if the ring's
     /// positions are corrupt.
     pub fn sender(&self) -> Result<Sender> {
-        let owner = self.claim(PRODUCER)?;
-        Sender::start(self.clone(), owner)
+        self.shm
+            .guarded(|| {
+                let owner = self.claim(PRODUCER)?;
+                Sender::start(self.clone(), owner)
+            })
+            .map_err(|_| self.shm.pages_lost_error())?
     }
 
     /// Claims the consuming end for this process.
@@ -343,8 +355,12 @@ impl Channel {
     /// closed it but still holds messages from it; [`Error::BadHeader`] if the
     /// ring's positions are corrupt.
     pub fn receiver(&self) -> Result<Receiver> {
-        let owner = self.claim(CONSUMER)?;
-        Receiver::start(self.clone(), owner)
+        self.shm
+            .guarded(|| {
+                let owner = self.claim(CONSUMER)?;
+                Receiver::start(self.clone(), owner)
+            })
+            .map_err(|_| self.shm.pages_lost_error())?
     }
 
     fn claim(&self, end: End) -> Result<Owner> {
@@ -395,6 +411,35 @@ impl Channel {
 
     fn word(&self, offset: usize) -> &AtomicU32 {
         self.shm.atomic_u32(offset)
+    }
+
+    /// Runs `f`, which touches the header's words or the ring, in a guarded scope
+    /// of the segment: a page another process removed (by shrinking the segment)
+    /// is [`ChannelError::PagesLost`], never a SIGBUS, whatever `f` returned. Every
+    /// public operation of the ends runs this way; no caller's code runs inside
+    /// (a callback reading a message in place must fault as any view does, not
+    /// read zeros).
+    #[inline]
+    fn guarded<R>(&self, f: impl FnOnce() -> Result<R, ChannelError>) -> Result<R, ChannelError> {
+        self.shm.guarded(f).unwrap_or(Err(ChannelError::PagesLost))
+    }
+
+    /// As [`guarded`](Self::guarded), for bodies that take or give back the
+    /// sender's turn: `f`'s result if it ran (it does not when pages were lost
+    /// before), and whether pages were lost, so that the caller can end a turn
+    /// that `f` took, or would have ended, before reporting the error.
+    #[inline]
+    fn guarded_keeping<R>(&self, f: impl FnOnce() -> R) -> (Option<R>, bool) {
+        let mut result = None;
+        let lost = self.shm.guarded(|| result = Some(f())).is_err();
+        (result, lost)
+    }
+
+    /// As [`guarded`](Self::guarded), for what cannot report an error (closing,
+    /// releasing, dropping): a lost page only ends it early.
+    #[inline]
+    fn guarded_quietly(&self, f: impl FnOnce()) {
+        let _ = self.shm.guarded(f);
     }
 
     fn counter(&self, offset: usize) -> &AtomicU64 {
@@ -543,6 +588,7 @@ impl Waiting {
         let slice = Instant::now() + LIVENESS_CHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
         wait_until_or(
+            &channel.shm,
             channel.word(signal),
             channel.word(sleepers),
             &self.spinner,
@@ -553,6 +599,10 @@ impl Waiting {
                 gone.is_none()
             },
         );
+        if channel.shm.pages_lost() {
+            // The signal word may be a private page now, which the peer never moves.
+            return Err(ChannelError::PagesLost);
+        }
         if crate::sync::wait::interrupted() {
             return Err(ChannelError::Timeout);
         }

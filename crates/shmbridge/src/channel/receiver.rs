@@ -177,6 +177,11 @@ impl Receiver {
     ///
     /// As [`recv_timeout`](Self::recv_timeout).
     pub fn recv_raw(&self, deadline: Option<Instant>) -> Result<RawMessage, ChannelError> {
+        self.channel.guarded(|| self.recv_unguarded(deadline))
+    }
+
+    /// The body of [`recv_raw`](Self::recv_raw), in its guarded scope.
+    fn recv_unguarded(&self, deadline: Option<Instant>) -> Result<RawMessage, ChannelError> {
         self.wait_for(deadline, || {
             let mut state = self.lock();
             let taken = self.take(&mut state);
@@ -208,6 +213,12 @@ impl Receiver {
     /// ended: receive then), for bindings that wait their own way (see
     /// [`Readiness`]). Takes nothing.
     pub fn recv_readiness(&self) -> Option<Readiness> {
+        // A lost page gives None: the caller then receives, and gets the error.
+        self.channel.guarded(|| Ok(self.recv_readiness_unguarded())).unwrap_or(None)
+    }
+
+    /// The body of [`recv_readiness`](Self::recv_readiness), in its guarded scope.
+    fn recv_readiness_unguarded(&self) -> Option<Readiness> {
         let c = &self.channel;
         let seen = c.word(HEAD_SIGNAL).load(Ordering::Acquire);
         if self.usable().is_err()
@@ -222,6 +233,17 @@ impl Receiver {
     /// One step of [`recv_async`](Self::recv_async): a message, why the channel
     /// ended, or what to wait for.
     fn try_take_or_readiness(&self) -> Result<Result<RawMessage, ChannelError>, Readiness> {
+        match self.channel.guarded(|| Ok(self.try_take_or_readiness_unguarded())) {
+            Ok(step) => step,
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// The body of [`try_take_or_readiness`](Self::try_take_or_readiness), in its
+    /// guarded scope.
+    fn try_take_or_readiness_unguarded(
+        &self,
+    ) -> Result<Result<RawMessage, ChannelError>, Readiness> {
         let c = &self.channel;
         let seen = c.word(HEAD_SIGNAL).load(Ordering::Acquire);
         let take = || -> Result<Option<RawMessage>, ChannelError> {
@@ -266,6 +288,12 @@ impl Receiver {
         if !self.owner.is_current() {
             return;
         }
+        // A lost page: the ring is gone, there is no room left to give back.
+        self.channel.guarded_quietly(|| self.release_unguarded(position));
+    }
+
+    /// The rest of [`release_raw`](Self::release_raw), in its guarded scope.
+    fn release_unguarded(&self, position: u64) {
         let mut state = self.lock();
         if let Some(held) = state.held.iter_mut().find(|h| h.start == position) {
             held.released = true;
@@ -342,7 +370,8 @@ impl Receiver {
         if drained.0 > 0 {
             return Ok(drained);
         }
-        let Some(gone) = self.waiting.peer_gone_cheaply(&self.channel, PRODUCER) else {
+        let c = &self.channel;
+        let Some(gone) = c.guarded(|| Ok(self.waiting.peer_gone_cheaply(c, PRODUCER)))? else {
             return Err(ChannelError::Empty);
         };
         // Everything published before the end is delivered before the end is told.
@@ -350,7 +379,10 @@ impl Receiver {
         if drained.0 > 0 { Ok(drained) } else { Err(gone) }
     }
 
-    /// The body of [`drain_with`](Self::drain_with): what is there now.
+    /// The body of [`drain_with`](Self::drain_with): what is there now. Each
+    /// record is taken in a guarded scope, and `f` runs outside it: a view of
+    /// the message that `f` reads in place faults as any view does, instead of
+    /// reading zeros.
     fn drain_now<R>(
         &self,
         max: usize,
@@ -359,7 +391,7 @@ impl Receiver {
         let mut state = self.lock();
         let (mut taken, mut last, mut failed) = (0, None, None);
         while taken < max {
-            match self.take(&mut state) {
+            match self.channel.guarded(|| self.take(&mut state)) {
                 Ok(Some((position, payload, len))) => {
                     last = Some(f(Lent { channel: &self.channel, payload, len }));
                     if let Some(held) = state.held.iter_mut().rev().find(|h| h.start == position) {
@@ -374,7 +406,9 @@ impl Receiver {
                 }
             }
         }
-        self.advance_tail(&mut state);
+        // What `f` got was whole (its copies are guarded themselves); a page lost
+        // here shows at the next call.
+        self.channel.guarded_quietly(|| self.advance_tail(&mut state));
         match failed {
             Some(e) if taken == 0 => Err(e),
             _ => Ok((taken, last)),
@@ -395,6 +429,12 @@ impl Receiver {
         if !self.owner.is_current() || self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
+        // A lost page ends the close early: nobody can see the channel any more.
+        self.channel.guarded_quietly(|| self.close_unguarded());
+    }
+
+    /// The rest of [`close`](Self::close), in its guarded scope.
+    fn close_unguarded(&self) {
         let c = &self.channel;
         c.word(CONSUMER.closed).store(1, Ordering::Release);
         c.word(TAIL_SIGNAL).fetch_add(1, Ordering::SeqCst);

@@ -149,6 +149,12 @@ impl Sender {
     /// if it can, or cannot ever: send then), for bindings that wait their own way
     /// (see [`Readiness`]). Sends nothing.
     pub fn send_readiness(&self, len: usize) -> Option<Readiness> {
+        // A lost page gives None: the caller then sends, and gets the error.
+        self.channel.guarded(|| Ok(self.send_readiness_unguarded(len))).unwrap_or(None)
+    }
+
+    /// The body of [`send_readiness`](Self::send_readiness), in its guarded scope.
+    fn send_readiness_unguarded(&self, len: usize) -> Option<Readiness> {
         let c = &self.channel;
         let seen = c.word(TAIL_SIGNAL).load(Ordering::Acquire);
         if self.usable().is_err() || len > self.max_message() {
@@ -170,6 +176,18 @@ impl Sender {
     /// One step of [`send_async`](Self::send_async): sent, failed, or what to wait
     /// for.
     fn try_send_or_readiness(&self, data: &[u8]) -> Result<Result<(), ChannelError>, Readiness> {
+        match self.channel.guarded(|| Ok(self.try_send_or_readiness_unguarded(data))) {
+            Ok(step) => step,
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// The body of [`try_send_or_readiness`](Self::try_send_or_readiness), in its
+    /// guarded scope.
+    fn try_send_or_readiness_unguarded(
+        &self,
+        data: &[u8],
+    ) -> Result<Result<(), ChannelError>, Readiness> {
         let c = &self.channel;
         let seen = c.word(TAIL_SIGNAL).load(Ordering::Acquire);
         let busy = self.turn.is_locked();
@@ -196,20 +214,28 @@ impl Sender {
         parts: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<(), ChannelError> {
+        self.channel.guarded(|| self.send_parts_unguarded(parts, deadline))
+    }
+
+    /// The body of [`send_parts_deadline`](Self::send_parts_deadline), in its
+    /// guarded scope.
+    fn send_parts_unguarded(
+        &self,
+        parts: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<(), ChannelError> {
         let len = parts.iter().map(|p| p.len()).sum();
-        let raw = self.reserve_raw(len, deadline)?;
+        let raw = self.reserve_unguarded(len, deadline)?;
         // Guarded copies (a peer shrinking the segment is an error, not a signal).
         let mut place = raw.ptr as usize - self.channel.ring_ptr(0) as usize;
         for part in parts {
             if let Err(e) = self.channel.copy_in(place, part) {
-                // SAFETY: raw came from reserve_raw on this sender and is used once.
-                unsafe { self.discard_raw(raw, false) };
+                self.discard_unguarded(raw, false);
                 return Err(e);
             }
             place += part.len();
         }
-        // SAFETY: raw came from reserve_raw on this sender and is used once.
-        unsafe { self.publish_raw(raw, false) }
+        self.publish_unguarded(raw, false)
     }
 
     /// Sends the messages of `batch` in order, waiting for room until `deadline`
@@ -222,6 +248,17 @@ impl Sender {
     /// be sent; a failure after some were sent ends the batch early, returning the
     /// count (the caller still has the rest).
     pub fn send_batch<'a>(
+        &self,
+        batch: impl IntoIterator<Item = &'a [u8]>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, ChannelError> {
+        // Messages published before a page vanished may never reach the receiver:
+        // the whole batch is reported lost.
+        self.channel.guarded(|| self.send_batch_unguarded(batch, deadline))
+    }
+
+    /// The body of [`send_batch`](Self::send_batch), in its guarded scope.
+    fn send_batch_unguarded<'a>(
         &self,
         batch: impl IntoIterator<Item = &'a [u8]>,
         deadline: Option<Instant>,
@@ -318,6 +355,24 @@ impl Sender {
         len: usize,
         deadline: Option<Instant>,
     ) -> Result<RawLoan, ChannelError> {
+        match self.channel.guarded_keeping(|| self.reserve_unguarded(len, deadline)) {
+            (Some(reserved), false) => reserved,
+            (Some(Ok(_)), true) => {
+                // Reserved on pages that vanished meanwhile: give the turn back, or
+                // this process's other threads would wait for it forever.
+                self.turn.unlock();
+                Err(ChannelError::PagesLost)
+            }
+            _ => Err(ChannelError::PagesLost),
+        }
+    }
+
+    /// The body of [`reserve_raw`](Self::reserve_raw), in the caller's guarded scope.
+    fn reserve_unguarded(
+        &self,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<RawLoan, ChannelError> {
         if len > self.max_message() {
             return Err(ChannelError::TooLarge { len, max: self.max_message() });
         }
@@ -361,6 +416,21 @@ impl Sender {
     /// `loan` must come from `reserve_raw` on this sender, and be published or
     /// discarded once.
     pub unsafe fn publish_raw(&self, loan: RawLoan, pin: bool) -> Result<(), ChannelError> {
+        match self.channel.guarded_keeping(|| self.publish_unguarded(loan, pin)) {
+            (Some(published), false) => published,
+            (None, _) => {
+                // Refused at once (the pages were already lost): the turn that the
+                // reservation holds goes back all the same.
+                self.give_turn_back();
+                Err(ChannelError::PagesLost)
+            }
+            (Some(_), true) => Err(ChannelError::PagesLost),
+        }
+    }
+
+    /// The body of [`publish_raw`](Self::publish_raw), in the caller's guarded
+    /// scope, with its contract.
+    fn publish_unguarded(&self, loan: RawLoan, pin: bool) -> Result<(), ChannelError> {
         if !self.owner.is_current() {
             // A fork()ed child's copy of a loan: the turn and the room are the parent's.
             return Err(ChannelError::WrongProcess { owner: self.owner.pid() });
@@ -385,6 +455,24 @@ impl Sender {
     ///
     /// As [`publish_raw`](Self::publish_raw).
     pub unsafe fn discard_raw(&self, loan: RawLoan, pin: bool) {
+        // A lost page: the ring is gone, there is no room left to keep; the turn
+        // goes back all the same.
+        if let (None, _) = self.channel.guarded_keeping(|| self.discard_unguarded(loan, pin)) {
+            self.give_turn_back();
+        }
+    }
+
+    /// Ends the turn of a reservation whose publish or discard was refused because
+    /// pages were lost (in the owning process only, as a publish would).
+    fn give_turn_back(&self) {
+        if self.owner.is_current() {
+            self.turn.unlock();
+        }
+    }
+
+    /// The body of [`discard_raw`](Self::discard_raw), in the caller's guarded
+    /// scope, with its contract.
+    fn discard_unguarded(&self, loan: RawLoan, pin: bool) {
         if !self.owner.is_current() {
             return; // a fork()ed child's copy: the parent's loan is not ours to end
         }
@@ -428,6 +516,11 @@ impl Sender {
     /// them; hence `unsafe`. Unpin each record pinned with `publish_raw` or
     /// `discard_raw` once, when nothing views it any more.
     pub unsafe fn unpin(&self, position: u64) {
+        self.channel.guarded_quietly(|| self.unpin_unguarded(position));
+    }
+
+    /// The body of [`unpin`](Self::unpin), in its guarded scope.
+    fn unpin_unguarded(&self, position: u64) {
         let mut pins = self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(i) = pins.iter().position(|&p| p == position) {
             pins.remove(i);
@@ -454,6 +547,12 @@ impl Sender {
         if !self.owner.is_current() || self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
+        // A lost page ends the close early: nobody can see the channel any more.
+        self.channel.guarded_quietly(|| self.close_unguarded());
+    }
+
+    /// The rest of [`close`](Self::close), in its guarded scope.
+    fn close_unguarded(&self) {
         // Our own waiters: for the turn, and for room (moving the room's signal, so
         // that async waiters, which look at its value, see it too).
         self.turn.wake_all();
@@ -517,7 +616,10 @@ impl Sender {
 
     fn acquire_turn(&self, deadline: Option<Instant>) -> Result<(), ChannelError> {
         self.usable()?;
-        match self.turn.lock_until(deadline, || self.closed.load(Ordering::Acquire)) {
+        // A lost page abandons too: whoever holds the turn may never give it back
+        // through the ring (the scope around this reports the loss).
+        let abandon = || self.closed.load(Ordering::Acquire) || self.channel.shm.pages_lost();
+        match self.turn.lock_until(deadline, abandon) {
             Acquired::Yes if self.closed.load(Ordering::Acquire) => {
                 self.end_turn();
                 Err(ChannelError::ClosedHere)
