@@ -108,16 +108,16 @@ fn child(scenario: &str, name: &str) {
             let opened = Event::open(&format!("{name}_took")).unwrap();
             let mut shm = SharedMemory::options().persist(true).create(name, 4096).unwrap();
             shm.write_all(b"made by the child").unwrap();
-            created.set();
+            created.set().unwrap();
             // On Windows a segment lives only while someone holds it: until the
             // parent has it too.
-            assert!(opened.wait_timeout(DEADLINE), "the parent did not open the segment");
+            assert!(opened.wait_timeout(DEADLINE).unwrap(), "the parent did not open the segment");
         }
         "array" => {
             let err = SharedArray::<f64>::open(name).unwrap_err();
             assert!(matches!(err, shmbridge::Error::DTypeMismatch { .. }), "{err:?}");
             let a = SharedArray::<i32>::open(name).unwrap();
-            assert_eq!((a.shape(), a.generation()), (&[300, 7][..], 1));
+            assert_eq!((a.shape(), a.generation().unwrap()), (&[300, 7][..], 1));
             let values = a.to_vec().unwrap();
             assert!(values.iter().enumerate().all(|(i, &x)| x == i as i32));
             let negated: Vec<i32> = values.iter().map(|x| -x).collect();
@@ -125,7 +125,7 @@ fn child(scenario: &str, name: &str) {
             a.bump_generation().unwrap();
         }
         "wait_forever" => {
-            Event::open(name).unwrap().wait();
+            Event::open(name).unwrap().wait().unwrap();
         }
         "pong" => {
             let ping = Event::open(&format!("{name}_ping")).unwrap();
@@ -189,9 +189,9 @@ fn child_creates_parent_opens() {
     let created = Event::create(&format!("{name}_made"), false).unwrap();
     let opened = Event::create(&format!("{name}_took"), false).unwrap();
     let child = spawn("create", &name);
-    assert!(created.wait_timeout(DEADLINE), "the child did not create the segment");
+    assert!(created.wait_timeout(DEADLINE).unwrap(), "the child did not create the segment");
     let shm = SharedMemory::open(&name).unwrap();
-    opened.set();
+    opened.set().unwrap();
     assert!(wait(child).success());
     assert_eq!(shm.len(), 4096);
     assert_eq!(&shm.read_value::<[u8; 17]>(0).unwrap(), b"made by the child");
@@ -212,7 +212,7 @@ fn array_by_name_alone_both_ways() {
     a.elements().copy_from_slice(&(0..2100).collect::<Vec<i32>>()).unwrap();
     a.bump_generation().unwrap();
     assert!(wait(spawn("array", &name)).success());
-    assert_eq!(a.generation(), 2);
+    assert_eq!(a.generation().unwrap(), 2);
     assert!(a.to_vec().unwrap().iter().enumerate().all(|(i, &x)| x == -(i as i32)));
 }
 
@@ -244,7 +244,7 @@ fn a_waiter_sleeps_in_the_kernel_until_set() {
         assert!(start.elapsed() < DEADLINE, "the child never slept on the event's word");
         std::thread::yield_now();
     }
-    event.set();
+    event.set().unwrap();
     assert!(wait(child).success());
 }
 
