@@ -47,9 +47,12 @@
 pub mod array;
 pub mod channel;
 mod error;
+pub mod inspect;
 mod name;
 mod options;
 mod owner;
+pub mod reclaim;
+pub mod record;
 mod segment;
 pub mod sync;
 mod sys;
@@ -60,7 +63,7 @@ pub mod worker;
 
 pub use error::{Error, Result};
 pub use name::{canonical_name, max_name_len, unique_name};
-pub use options::SharedMemoryOptions;
+pub use options::{Lifetime, SharedMemoryOptions};
 pub use owner::current_pid;
 pub use segment::{SharedMemory, unlink};
 

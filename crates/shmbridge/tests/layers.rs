@@ -14,14 +14,25 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Errors recognise a few OS errors by what sys says they mean.
     ("error", &["sys"]),
     ("owner", &["sys"]),
+    ("record", &["sys", "owner"]),
     ("name", &["error", "sys"]),
-    ("segment", &["error", "sys", "owner", "name"]),
-    ("options", &["error", "sys", "owner", "name", "segment"]),
+    // Reclaim knows records and names, never segments: segments call it.
+    ("reclaim", &["error", "sys", "owner", "record", "name"]),
+    ("segment", &["error", "sys", "owner", "name", "record", "reclaim"]),
+    ("options", &["error", "sys", "owner", "name", "record", "reclaim", "segment"]),
     ("view", &["error", "segment"]),
-    ("array", &["error", "segment", "options"]),
-    ("sync", &["error", "sys", "owner", "segment"]),
-    ("channel", &["error", "sys", "owner", "segment", "sync"]),
+    ("array", &["error", "segment", "options", "record"]),
+    ("sync", &["error", "sys", "owner", "record", "segment"]),
+    ("channel", &["error", "sys", "owner", "record", "segment", "sync"]),
     ("worker", &["error", "sys", "name", "segment", "options", "array", "channel"]),
+    // The operator's view reads every kind of segment.
+    (
+        "inspect",
+        &[
+            "error", "sys", "name", "record", "segment", "options", "view", "array", "sync",
+            "channel",
+        ],
+    ),
 ];
 
 fn src() -> PathBuf {

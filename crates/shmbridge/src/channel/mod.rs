@@ -44,6 +44,7 @@
 mod receiver;
 mod ring;
 mod sender;
+mod state;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -51,9 +52,11 @@ use std::time::{Duration, Instant};
 
 pub use receiver::{Lent, Message, RawMessage, Receiver};
 pub use sender::{Loan, RawLoan, Sender};
+pub use state::{ChannelState, EndState};
 
 use crate::error::{Error, Result};
 use crate::owner::Owner;
+use crate::record::SegmentKind;
 use crate::segment::SharedMemory;
 use crate::sync::wait::{Spinner, wait_until_or};
 use crate::sys;
@@ -200,7 +203,8 @@ impl Channel {
                 reason: "a channel's ring holds 64 bytes at least",
             });
         }
-        let shm = SharedMemory::create(name, RING + capacity)?;
+        let shm =
+            SharedMemory::options().kind(SegmentKind::Channel).create(name, RING + capacity)?;
         shm.atomic_u64(CAPACITY).store(capacity as u64, Ordering::Relaxed);
         shm.atomic_u32(8).store(VERSION, Ordering::Relaxed);
         shm.atomic_u64(0).store(u64::from_ne_bytes(MAGIC), Ordering::Release);

@@ -17,16 +17,79 @@ pub(crate) const CAN_UNLINK: bool = true;
 /// An open shared-memory object.
 pub(crate) struct Handle(OwnedFd);
 
-pub(crate) fn create(name: &str, size: usize, mode: u32, reserve: bool) -> io::Result<Handle> {
+/// Creates the segment `name`, exclusively, sized and reserved, with `record` as its
+/// ownership record.
+///
+/// On Linux the file is made without a name first (`O_TMPFILE` in `/dev/shm`), given
+/// its record, mode and size, and only then linked under `name` (failing if the name
+/// is taken): the name never shows a segment without its record or of the wrong
+/// size, and a creator killed at any moment leaves either nothing or a recorded
+/// segment. Where that is not possible (no `O_TMPFILE`, no `/proc` to link through)
+/// the name is created first and the record written at once after.
+pub(crate) fn create(
+    name: &str,
+    size: usize,
+    mode: u32,
+    reserve: bool,
+    record: &[u8],
+) -> io::Result<Handle> {
     let mode = Mode::from_bits_truncate(mode as _);
+    #[cfg(target_os = "linux")]
+    if let Some(created) = create_linked(name, size, mode, reserve, record) {
+        return created;
+    }
     let (fd, _) = open_object(name, Access::Create, mode)?;
-    let sized = set_mode_and_size(&fd, mode, size, reserve);
+    let handle = Handle(fd);
+    #[cfg(target_os = "linux")]
+    super::accounting::write_record(&handle, record);
+    #[cfg(not(target_os = "linux"))]
+    let _ = record;
+    let sized = set_mode_and_size(&handle.0, mode, size, reserve);
     if let Err(err) = sized {
         // The name is ours (O_EXCL): take it back rather than leave a broken segment.
         let _ = shm::unlink(name);
         return Err(err);
     }
-    Ok(Handle(fd))
+    Ok(handle)
+}
+
+/// [`create`] through an unnamed file linked into place once complete; `None` if
+/// this system cannot (the caller then creates the name directly).
+#[cfg(target_os = "linux")]
+fn create_linked(
+    name: &str,
+    size: usize,
+    mode: Mode,
+    reserve: bool,
+    record: &[u8],
+) -> Option<io::Result<Handle>> {
+    use rustix::io::Errno;
+    use std::os::fd::AsRawFd;
+    let flags = fs::OFlags::TMPFILE | fs::OFlags::RDWR | fs::OFlags::CLOEXEC;
+    let handle = match fs::open("/dev/shm", flags, mode) {
+        Ok(fd) => Handle(fd),
+        // No O_TMPFILE on this file system or kernel.
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => return None,
+        Err(e) => return Some(Err(e.into())),
+    };
+    super::accounting::write_record(&handle, record);
+    if let Err(e) = set_mode_and_size(&handle.0, mode, size, reserve) {
+        return Some(Err(e)); // the file has no name: it goes with the descriptor
+    }
+    let source = format!("/proc/self/fd/{}", handle.0.as_raw_fd());
+    let target = format!("/dev/shm/{}", name.trim_start_matches('/'));
+    match fs::linkat(
+        fs::CWD,
+        source.as_str(),
+        fs::CWD,
+        target.as_str(),
+        fs::AtFlags::SYMLINK_FOLLOW,
+    ) {
+        Ok(()) => Some(Ok(handle)),
+        // /proc is not mounted: the caller creates the name directly.
+        Err(Errno::NOENT) if !std::path::Path::new("/proc/self/fd").exists() => None,
+        Err(e) => Some(Err(e.into())),
+    }
 }
 
 /// How [`open_object`] opens.
@@ -331,6 +394,13 @@ pub(crate) fn wake(word: &std::sync::atomic::AtomicU32, count: u32) {
     let _ = (word, count); // waiters poll
 }
 
+/// Whether any process (a zombie, or another user's, included) has this id: one
+/// `kill(pid, 0)`.
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Some(id) = rustix::process::Pid::from_raw(pid as i32) else { return false };
+    !matches!(rustix::process::test_kill_process(id), Err(rustix::io::Errno::SRCH))
+}
+
 /// Whether a process with this id is running (a process of another user counts).
 ///
 /// A zombie (exited, not yet reaped by its parent) is not running: `kill(pid, 0)`
@@ -458,6 +528,14 @@ impl ProcessWatch {
     /// The watched process.
     pub(crate) fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// A descriptor that becomes readable when the process exits (its pidfd), for
+    /// waiting on many processes at once; `None` where there is none (then poll
+    /// [`is_alive`](Self::is_alive)).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(AsFd::as_fd)
     }
 
     /// Whether the process still runs (a zombie does not).
