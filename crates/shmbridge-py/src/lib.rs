@@ -14,6 +14,7 @@ mod dlpack;
 mod errors;
 mod input;
 mod mode;
+mod operations;
 mod segment;
 mod sync;
 mod typed_view;
@@ -47,6 +48,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unique_name, m)?)?;
     m.add_function(wrap_pyfunction!(unlink, m)?)?;
     m.add_function(wrap_pyfunction!(segment::reopen_segment, m)?)?;
+    m.add_function(wrap_pyfunction!(operations::_cli, m)?)?;
+    operations::register_tracker(m.py())?;
     m.add("MAX_NAME_LEN", shmbridge::max_name_len())?;
     m.add(
         "__all__",

@@ -77,8 +77,9 @@ fn connect_or_start() -> (Option<OwnedFd>, Option<Child>) {
         Ok(None) => {}
         Err(_) => return (None, None), // held by another user, or sockets refused
     }
-    let Some(program) = super::tracker_program() else { return (None, None) };
+    let Some((program, args)) = super::tracker_command() else { return (None, None) };
     let spawned = Command::new(&program)
+        .args(&args)
         .arg("track")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

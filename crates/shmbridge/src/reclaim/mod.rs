@@ -37,16 +37,17 @@
 //! environment: it starts no tracker and reclaims nothing when it drops segments;
 //! [`gc`] still works. To keep one segment beyond its creator, create it
 //! [persistent](crate::Lifetime::Persistent). The tracker is found at
-//! `SHMBRIDGE_TRACKER` (a path to the `shmbridge` binary), else where a binding
-//! said ([`set_tracker_program`]; the Python package points at the binary its wheel
-//! installs), else beside the running program, else on `PATH`; if there is none,
-//! the last mapper and [`gc`] still reclaim.
+//! `SHMBRIDGE_TRACKER` (a path to the `shmbridge` binary), else as a binding said
+//! ([`set_tracker_command`]; the Python package runs its own CLI), else beside the
+//! running program, else on `PATH`; if there is none, the last mapper and [`gc`]
+//! still reclaim.
 
 #[cfg(target_os = "linux")]
 mod client;
 #[cfg(target_os = "linux")]
 mod tracker;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -76,31 +77,55 @@ pub fn enabled() -> bool {
     }
 }
 
-static TRACKER_PROGRAM: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The tracker command a binding registered: a program and the arguments that come
+/// before `track`.
+type TrackerCommand = (PathBuf, Vec<OsString>);
 
-/// Tells where the tracker program (the `shmbridge` binary) is, for processes
-/// that cannot find it on `PATH` (the Python package points at the binary its
-/// wheel installed). `SHMBRIDGE_TRACKER` still takes precedence.
-pub fn set_tracker_program(path: impl Into<PathBuf>) {
-    *TRACKER_PROGRAM.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.into());
+static TRACKER_COMMAND: Mutex<Option<TrackerCommand>> = Mutex::new(None);
+
+/// Tells how to start the tracker, for processes that cannot find the `shmbridge`
+/// binary on `PATH`: the tracker is started as `program ARGS... track`. The Python
+/// package registers `python -m shmbridge._cli`. `SHMBRIDGE_TRACKER` still takes
+/// precedence.
+///
+/// # Example
+///
+/// ```
+/// shmbridge::reclaim::set_tracker_command("/opt/tools/shmbridge", Vec::<String>::new());
+/// # #[cfg(target_os = "linux")]
+/// # if std::env::var_os("SHMBRIDGE_TRACKER").is_none() {
+/// let (program, args) = shmbridge::reclaim::tracker_command().unwrap();
+/// assert_eq!(program, std::path::Path::new("/opt/tools/shmbridge"));
+/// assert!(args.is_empty());
+/// # }
+/// ```
+pub fn set_tracker_command<A: Into<OsString>>(
+    program: impl Into<PathBuf>,
+    args: impl IntoIterator<Item = A>,
+) {
+    let command = (program.into(), args.into_iter().map(Into::into).collect());
+    *TRACKER_COMMAND.lock().unwrap_or_else(|p| p.into_inner()) = Some(command);
 }
 
-/// The tracker program, where the [module docs](self) say it is looked for.
-pub fn tracker_program() -> Option<PathBuf> {
+/// How the tracker is started here (the program, and the arguments before
+/// `track`), where the [module docs](self) say it is looked for; `None` if
+/// nowhere.
+pub fn tracker_command() -> Option<(PathBuf, Vec<OsString>)> {
     if let Some(path) = std::env::var_os(TRACKER_ENV).filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(path));
+        return Some((PathBuf::from(path), Vec::new()));
     }
-    if let Some(path) = TRACKER_PROGRAM.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-        return Some(path);
+    if let Some(command) = TRACKER_COMMAND.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        return Some(command);
     }
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("shmbridge")))
         .filter(|p| p.is_file());
-    beside.or_else(|| {
+    let program = beside.or_else(|| {
         let path = std::env::var_os("PATH")?;
         std::env::split_paths(&path).map(|dir| dir.join("shmbridge")).find(|p| p.is_file())
-    })
+    })?;
+    Some((program, Vec::new()))
 }
 
 /// How [`run_tracker`] behaves.
