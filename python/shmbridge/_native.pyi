@@ -39,6 +39,10 @@ def unlink(name: str) -> None:
 def _cli(argv: list[str]) -> int:
     """Run the ``shmbridge`` command line ``argv`` (program name first); its exit status."""
 
+def _wait_gone(name: str, timeout: float) -> bool:
+    """Wait until no segment is named ``name``, or ``timeout`` seconds pass; whether it
+    is gone (inotify on /dev/shm, the GIL released; Linux)."""
+
 @disjoint_base
 class SharedMemory:
     """A named shared-memory segment mapped into this process.

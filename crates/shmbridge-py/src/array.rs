@@ -66,7 +66,8 @@ impl SharedArray {
         // NumPy array made from it goes.
         let lifetime =
             if persist { shmbridge::Lifetime::Persistent } else { shmbridge::Lifetime::Process };
-        let options = SharedMemoryOptions::new().mode(mode).replace(replace).lifetime(lifetime).clone();
+        let options =
+            SharedMemoryOptions::new().mode(mode).replace(replace).lifetime(lifetime).clone();
         let array = ArraySegment::create(&options, name, dtype, &shape, parse_order(order)?)
             .map_err(to_py)?;
         Ok(Self {

@@ -49,6 +49,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unlink, m)?)?;
     m.add_function(wrap_pyfunction!(segment::reopen_segment, m)?)?;
     m.add_function(wrap_pyfunction!(operations::_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(operations::_wait_gone, m)?)?;
     operations::register_tracker(m.py())?;
     m.add("MAX_NAME_LEN", shmbridge::max_name_len())?;
     m.add(

@@ -6,6 +6,8 @@ use std::ffi::OsString;
 
 use pyo3::prelude::*;
 
+use crate::errors::to_py;
+
 /// Runs the `shmbridge` command line `argv` (program name first) and returns its
 /// exit status; output goes straight to file descriptors 1 and 2. The GIL is
 /// released meanwhile (`shmbridge track` runs until idle).
@@ -29,4 +31,18 @@ pub(crate) fn register_tracker(py: Python<'_>) -> PyResult<()> {
         shmbridge::reclaim::set_tracker_command(executable, ["-m", "shmbridge._cli"]);
     }
     Ok(())
+}
+
+/// Waits until no segment is named `name`, or `timeout` seconds pass; whether it
+/// is gone. Sleeps on `/dev/shm` (inotify) with the GIL released, so it answers as
+/// soon as the name goes. For tests and tools that wait for a reclaim (Linux).
+#[pyfunction]
+pub(crate) fn _wait_gone(py: Python<'_>, name: &str, timeout: f64) -> PyResult<bool> {
+    if !(timeout.is_finite() && timeout >= 0.0) {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "timeout {timeout}: give seconds, 0 or more"
+        )));
+    }
+    let timeout = std::time::Duration::from_secs_f64(timeout.min(1e9));
+    py.detach(|| shmbridge::reclaim::wait_gone(name, timeout)).map_err(to_py)
 }
