@@ -50,7 +50,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(segment::reopen_segment, m)?)?;
     m.add_function(wrap_pyfunction!(operations::_cli, m)?)?;
     m.add_function(wrap_pyfunction!(operations::_wait_gone, m)?)?;
-    operations::register_tracker(m.py())?;
+    operations::register_tracker(m)?;
     m.add("MAX_NAME_LEN", shmbridge::max_name_len())?;
     m.add(
         "__all__",

@@ -21,14 +21,30 @@ pub(crate) fn _cli(py: Python<'_>, argv: Vec<OsString>) -> i32 {
     })
 }
 
-/// Points the core at this interpreter's own CLI for starting the reclaim tracker
-/// (`python -m shmbridge._cli track`), so that no binary on `PATH` is needed.
+/// Loads this extension from its file alone and runs its CLI: starting a tracker
+/// this way costs Python's bare start-up, not the package's imports (`asyncio`,
+/// NumPy) that `python -m shmbridge._cli` would pay on the creating process's first
+/// create.
+const TRACKER_SCRIPT: &str = "import sys, importlib.util as u\n\
+s = u.spec_from_file_location('shmbridge._native', sys.argv[1])\n\
+m = u.module_from_spec(s)\n\
+s.loader.exec_module(m)\n\
+sys.exit(m._cli(['shmbridge'] + sys.argv[2:]))\n";
+
+/// Points the core at this interpreter and this extension's own CLI for starting
+/// the reclaim tracker, so that no binary on `PATH` is needed: the tracker runs as
+/// `python -I -S -c TRACKER_SCRIPT <this module's file> track`.
 /// `SHMBRIDGE_TRACKER` still wins. Nothing is done for an embedded interpreter
-/// with no `sys.executable`.
-pub(crate) fn register_tracker(py: Python<'_>) -> PyResult<()> {
+/// with no `sys.executable`, or a module with no file.
+pub(crate) fn register_tracker(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
     let executable: Option<String> = py.import("sys")?.getattr("executable")?.extract()?;
-    if let Some(executable) = executable.filter(|e| !e.is_empty()) {
-        shmbridge::reclaim::set_tracker_command(executable, ["-m", "shmbridge._cli"]);
+    let file: Option<String> = module.getattr("__file__").ok().and_then(|f| f.extract().ok());
+    if let (Some(executable), Some(file)) = (executable.filter(|e| !e.is_empty()), file) {
+        shmbridge::reclaim::set_tracker_command(
+            executable,
+            ["-I", "-S", "-c", TRACKER_SCRIPT, &file],
+        );
     }
     Ok(())
 }

@@ -1,18 +1,21 @@
 //! The tracker: one small process per user that reclaims the segments of dead
 //! creators as soon as their last user lets go.
 //!
-//! It listens on an abstract socket (which also makes it the only one), keeps a
-//! table of this user's reclaimable segments (from a first listing of
-//! `/dev/shm`, then from inotify events on it), watches each live creator through
-//! a pidfd, and sleeps in one `poll` on all of them. When a creator exits, its
-//! segments become candidates; a candidate is reclaimed when a look at every
-//! process shows nobody uses it, checked again whenever some process lets go of
-//! the file (an inotify close event, which the kernel sends when the last mapping
-//! or descriptor of an open goes), and every few seconds in case an event was
-//! missed. It exits once no creating process is connected and no candidate is
-//! left, for a moment.
+//! It listens on an abstract socket (which also makes it the only one). Every
+//! process that creates a reclaimable segment connects first, and stays
+//! connected; the tracker watches each such creator through a pidfd, and at
+//! startup adopts the live creators of the segments `/dev/shm` already holds.
+//! While they run it does nothing at all: it sleeps in one `poll`, and creating a
+//! segment costs it no work (it never looks at `/dev/shm` then). When a creator
+//! exits, the tracker lists `/dev/shm` once for that creator's reclaimable
+//! segments; those become candidates, reclaimed when a look at every process shows
+//! nobody uses them. While candidates wait, it watches `/dev/shm` (inotify) for a
+//! file being let go of (the kernel says so when the last mapping or descriptor of
+//! an open goes) and looks again then, and every few seconds in case an event was
+//! missed. It exits once no creator is watched and no candidate is left, for a
+//! moment.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -45,34 +48,28 @@ pub fn run_tracker(options: &TrackerOptions) -> Result<TrackerExit> {
         }
         return Ok(TrackerExit::AlreadyRunning);
     };
-    // The watch comes before the first listing, so nothing created in between is
-    // missed.
-    let watch = ShmWatch::new().map_err(os("inotify"))?;
-    let mut tracker = Tracker::new(options.clone(), watch);
-    tracker.list_all().map_err(os("list"))?;
+    let mut tracker = Tracker::new(options.clone());
+    tracker.adopt_all().map_err(os("list"))?;
     if options.announce {
         accounting::announce("ready").map_err(os("announce"))?;
     }
     tracker.run(&listener)
 }
 
-/// A creator that still runs, and its segments.
-struct Creator {
-    watch: ProcessWatch,
-    names: HashSet<String>,
-}
+/// A creator, watched until it exits: `(pid, start time)`.
+type CreatorKey = (u32, u64);
 
 struct Tracker {
     options: TrackerOptions,
     uid: u32,
-    watch: ShmWatch,
+    /// Connected creating processes, by connection.
     clients: Vec<OwnedFd>,
-    /// Live creators, by pid and start time.
-    creators: HashMap<(u32, u64), Creator>,
-    /// Each tracked segment of a live creator, with its record.
-    tracked: HashMap<String, OwnershipRecord>,
+    /// Live creators (connected, or adopted from `/dev/shm`).
+    creators: HashMap<CreatorKey, ProcessWatch>,
     /// Segments whose creator is dead, waiting for their last user to leave.
     candidates: HashMap<String, OwnershipRecord>,
+    /// Present while there are candidates.
+    watch: Option<ShmWatch>,
     /// A candidate may have lost its last user: look now.
     dirty: bool,
     last_check: Option<Instant>,
@@ -83,15 +80,14 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new(options: TrackerOptions, watch: ShmWatch) -> Self {
+    fn new(options: TrackerOptions) -> Self {
         Self {
             options,
             uid: accounting::effective_uid(),
-            watch,
             clients: Vec::new(),
             creators: HashMap::new(),
-            tracked: HashMap::new(),
             candidates: HashMap::new(),
+            watch: None,
             dirty: false,
             last_check: None,
             next_rescan: None,
@@ -111,7 +107,8 @@ impl Tracker {
                 self.check_candidates();
             }
             self.poll_creators_without_pidfd();
-            if self.clients.is_empty() && self.candidates.is_empty() {
+            self.update_watch();
+            if self.creators.is_empty() && self.candidates.is_empty() && self.clients.is_empty() {
                 let since = *self.idle_since.get_or_insert(now);
                 if now - since >= self.options.idle_exit {
                     return Ok(TrackerExit::Idle { reclaimed: self.reclaimed, scans: self.scans });
@@ -121,50 +118,63 @@ impl Tracker {
             }
             let timeout = self.timeout(Instant::now());
 
-            let creators: Vec<(u32, u64)> = self.creators.keys().copied().collect();
-            let mut fds: Vec<BorrowedFd<'_>> = vec![listener.as_fd(), self.watch.as_fd()];
-            fds.extend(self.clients.iter().map(AsFd::as_fd));
-            let pidfds: Vec<(u32, u64)> = creators
+            let keys: Vec<CreatorKey> = self
+                .creators
                 .iter()
-                .filter(|key| self.creators[key].watch.as_fd().is_some())
-                .copied()
+                .filter(|(_, w)| w.as_fd().is_some())
+                .map(|(k, _)| *k)
                 .collect();
-            fds.extend(pidfds.iter().filter_map(|key| self.creators[key].watch.as_fd()));
+            let mut fds: Vec<BorrowedFd<'_>> = vec![listener.as_fd()];
+            if let Some(watch) = &self.watch {
+                fds.push(watch.as_fd());
+            }
+            let first_client = fds.len();
+            fds.extend(self.clients.iter().map(AsFd::as_fd));
+            let first_creator = fds.len();
+            fds.extend(keys.iter().filter_map(|key| self.creators[key].as_fd()));
             let ready = accounting::wait_readable_any(&fds, timeout)
                 .map_err(|e| Error::from_os("(tracker)", "poll", e))?;
-            let clients_ready: Vec<bool> = ready[2..2 + self.clients.len()].to_vec();
-            let creators_ready: Vec<(u32, u64)> = pidfds
-                .iter()
-                .zip(&ready[2 + self.clients.len()..])
-                .filter(|(_, r)| **r)
-                .map(|(key, _)| *key)
-                .collect();
             drop(fds);
+            let watch_ready = self.watch.is_some() && ready[1];
+            let clients_ready: Vec<bool> = ready[first_client..first_creator].to_vec();
+            let dead: Vec<CreatorKey> = keys
+                .iter()
+                .zip(&ready[first_creator..])
+                .filter(|(_, r)| **r)
+                .map(|(k, _)| *k)
+                .collect();
 
             if ready[0] {
-                while let Some(client) = accounting::accept(listener) {
+                while let Some((client, pid)) = accounting::accept(listener) {
                     self.clients.push(client);
+                    self.adopt(pid, None);
                 }
             }
             if clients_ready.iter().any(|r| *r) {
-                let mut index = 0;
-                self.clients.retain(|client| {
-                    let keep = !clients_ready.get(index).copied().unwrap_or(false)
-                        || !accounting::hung_up(client);
-                    index += 1;
-                    keep
-                });
+                let mut ready = clients_ready.into_iter();
+                self.clients.retain(|c| !(ready.next().unwrap_or(false) && accounting::hung_up(c)));
             }
-            for key in creators_ready {
-                self.creator_died(key);
+            if !dead.is_empty() {
+                self.creators_exited(&dead).map_err(|e| Error::from_os("/dev/shm", "list", e))?;
             }
-            if ready[1] {
+            if watch_ready {
                 events.clear();
-                self.watch
-                    .read(&mut events)
-                    .map_err(|e| Error::from_os("/dev/shm", "inotify", e))?;
+                if let Some(watch) = &mut self.watch {
+                    watch
+                        .read(&mut events)
+                        .map_err(|e| Error::from_os("/dev/shm", "inotify", e))?;
+                }
                 for event in events.drain(..) {
-                    self.on_event(event)?;
+                    match event {
+                        ShmEvent::Released(name) if self.candidates.contains_key(&name) => {
+                            self.dirty = true;
+                        }
+                        ShmEvent::Gone(name) => {
+                            self.candidates.remove(&name);
+                        }
+                        ShmEvent::Overflow => self.dirty = true,
+                        ShmEvent::Released(_) => {}
+                    }
                 }
             }
         }
@@ -183,111 +193,106 @@ impl Tracker {
         if let Some(since) = self.idle_since {
             at(since + self.options.idle_exit);
         }
-        if self.creators.values().any(|c| c.watch.as_fd().is_none()) {
+        if self.creators.values().any(|w| w.as_fd().is_none()) {
             at(now + POLL_WITHOUT_PIDFD);
         }
         until.map(|u| u.saturating_duration_since(now))
     }
 
-    /// Takes in every segment of this user that `/dev/shm` holds now.
-    fn list_all(&mut self) -> std::io::Result<()> {
-        for file in accounting::list(true)? {
-            if let Some(record) = recorded_of(self.uid, &file) {
-                self.track(file.name, record);
-            }
+    /// Watches `/dev/shm` while candidates wait, and only then: creating and
+    /// closing segments costs the tracker nothing the rest of the time.
+    fn update_watch(&mut self) {
+        if self.candidates.is_empty() {
+            self.watch = None;
+        } else if self.watch.is_none() {
+            // Without the watch, the periodic look still comes.
+            self.watch = ShmWatch::new().ok();
+            self.dirty = true; // a user may have left before the watch was in place
         }
-        Ok(())
     }
 
-    fn on_event(&mut self, event: ShmEvent) -> Result<()> {
-        match event {
-            ShmEvent::Appeared(name) | ShmEvent::Changed(name) => {
-                self.forget(&name);
-                let file = accounting::stat_name(&name);
-                if let Some(record) = file.ok().and_then(|f| recorded_of(self.uid, &f)) {
-                    self.track(name, record);
-                }
-            }
-            ShmEvent::Gone(name) => self.forget(&name),
-            ShmEvent::Released(name) => {
-                if self.candidates.contains_key(&name) {
+    /// Starts watching the creator `pid` (whose start time is `start`, if known),
+    /// unless it is already watched. A creator already gone (it connected, then
+    /// died before this tracker took the connection) has its segments taken at
+    /// once.
+    fn adopt(&mut self, pid: u32, start: Option<u64>) {
+        let running = match accounting::process_stat(pid) {
+            Ok(Some((state, now_start))) if !matches!(state, 'Z' | 'X') => Some(now_start),
+            _ => None,
+        };
+        let Some(now_start) = running.filter(|s| start.is_none_or(|want| want == *s)) else {
+            let _ = self.take_segments(|r| {
+                r.creator_pid() == pid && r.creator_state() == CreatorState::Dead
+            });
+            return;
+        };
+        let key = (pid, now_start);
+        if self.creators.contains_key(&key) {
+            return;
+        }
+        let watch = ProcessWatch::new(pid);
+        // The pidfd names whatever process had the pid when it was opened: check
+        // that it is still the same one.
+        let same = matches!(accounting::process_stat(pid), Ok(Some((_, s))) if s == now_start);
+        if same && watch.is_alive() {
+            self.creators.insert(key, watch);
+        } else {
+            let _ = self.take_segments(|r| {
+                r.creator_pid() == pid && r.creator_state() == CreatorState::Dead
+            });
+        }
+    }
+
+    /// At startup: every reclaimable segment of this user in `/dev/shm` is a
+    /// candidate if its creator is dead, else its creator is watched.
+    fn adopt_all(&mut self) -> std::io::Result<()> {
+        for file in accounting::list(true)? {
+            let Some(record) = recorded_of(self.uid, &file) else { continue };
+            match record.creator_state() {
+                CreatorState::Dead => {
+                    self.candidates.insert(file.name, record);
                     self.dirty = true;
                 }
+                CreatorState::Alive => {
+                    self.adopt(record.creator_pid(), Some(record.creator_start()))
+                }
+                // Another pid namespace: left alone.
+                CreatorState::Unknown => {}
             }
-            ShmEvent::Overflow => {
-                self.creators.clear();
-                self.tracked.clear();
-                self.candidates.clear();
-                self.list_all().map_err(|e| Error::from_os("/dev/shm", "list", e))?;
+        }
+        Ok(())
+    }
+
+    /// The reclaimable segments of this user whose record passes `chosen` become
+    /// candidates (those of creators that just exited).
+    fn take_segments(&mut self, chosen: impl Fn(&OwnershipRecord) -> bool) -> std::io::Result<()> {
+        for file in accounting::list(true)? {
+            let Some(record) = recorded_of(self.uid, &file) else { continue };
+            if chosen(&record) {
+                self.candidates.insert(file.name, record);
                 self.dirty = true;
             }
         }
         Ok(())
     }
 
-    /// Starts following a segment with a reclaimable record.
-    fn track(&mut self, name: String, record: OwnershipRecord) {
-        match record.creator_state() {
-            CreatorState::Dead => {
-                self.candidates.insert(name, record);
-                self.dirty = true;
-            }
-            // A creator that cannot be judged (another pid namespace) is left alone.
-            CreatorState::Unknown => {}
-            CreatorState::Alive => {
-                let key = (record.creator_pid(), record.creator_start());
-                if !self.creators.contains_key(&key) {
-                    let watch = ProcessWatch::new(record.creator_pid());
-                    // The pidfd names whatever process had the pid when it was
-                    // opened: check that it is still the creator.
-                    if record.creator_state() != CreatorState::Alive || !watch.is_alive() {
-                        self.candidates.insert(name, record);
-                        self.dirty = true;
-                        return;
-                    }
-                    self.creators.insert(key, Creator { watch, names: HashSet::new() });
-                }
-                if let Some(creator) = self.creators.get_mut(&key) {
-                    creator.names.insert(name.clone());
-                }
-                self.tracked.insert(name, record);
-            }
+    /// Creators that exited: their segments become candidates.
+    fn creators_exited(&mut self, dead: &[CreatorKey]) -> std::io::Result<()> {
+        for key in dead {
+            self.creators.remove(key);
         }
-    }
-
-    /// Stops following a name (gone, or about to be looked at again).
-    fn forget(&mut self, name: &str) {
-        self.candidates.remove(name);
-        if let Some(record) = self.tracked.remove(name) {
-            let key = (record.creator_pid(), record.creator_start());
-            if let Some(creator) = self.creators.get_mut(&key) {
-                creator.names.remove(name);
-                if creator.names.is_empty() {
-                    self.creators.remove(&key);
-                }
-            }
-        }
-    }
-
-    fn creator_died(&mut self, key: (u32, u64)) {
-        let Some(creator) = self.creators.remove(&key) else { return };
-        for name in creator.names {
-            if let Some(record) = self.tracked.remove(&name) {
-                self.candidates.insert(name, record);
-            }
-        }
-        self.dirty = true;
+        self.take_segments(|r| dead.contains(&(r.creator_pid(), r.creator_start())))
     }
 
     fn poll_creators_without_pidfd(&mut self) {
-        let dead: Vec<(u32, u64)> = self
+        let dead: Vec<CreatorKey> = self
             .creators
             .iter()
-            .filter(|(_, c)| c.watch.as_fd().is_none() && !c.watch.is_alive())
+            .filter(|(_, w)| w.as_fd().is_none() && !w.is_alive())
             .map(|(key, _)| *key)
             .collect();
-        for key in dead {
-            self.creator_died(key);
+        if !dead.is_empty() {
+            let _ = self.creators_exited(&dead);
         }
     }
 

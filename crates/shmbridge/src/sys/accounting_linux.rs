@@ -326,10 +326,6 @@ pub(crate) fn pid_namespace() -> Option<u64> {
 /// What a [`ShmWatch`] saw happen to a name in `/dev/shm`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ShmEvent {
-    /// A name appeared (created, or renamed into place).
-    Appeared(String),
-    /// A file's attributes changed (its record, its mode).
-    Changed(String),
     /// Some process let go of a file: the last mapping or descriptor of one open
     /// of it went away.
     Released(String),
@@ -339,8 +335,8 @@ pub(crate) enum ShmEvent {
     Overflow,
 }
 
-/// Watches `/dev/shm` (inotify): names appearing and going, attributes changing,
-/// and files being let go of, which is when a segment may have lost its last user.
+/// Watches `/dev/shm` (inotify) for files being let go of, which is when a segment
+/// may have lost its last user, and for names going away.
 pub(crate) struct ShmWatch {
     fd: OwnedFd,
     buf: Vec<MaybeUninit<u8>>,
@@ -350,13 +346,10 @@ impl ShmWatch {
     pub(crate) fn new() -> io::Result<Self> {
         use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
         let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)?;
-        let flags = WatchFlags::CREATE
-            | WatchFlags::ATTRIB
-            | WatchFlags::CLOSE_WRITE
+        let flags = WatchFlags::CLOSE_WRITE
             | WatchFlags::CLOSE_NOWRITE
             | WatchFlags::DELETE
             | WatchFlags::MOVED_FROM
-            | WatchFlags::MOVED_TO
             | WatchFlags::ONLYDIR;
         inotify::add_watch(&fd, SHM_DIR, flags)?;
         Ok(Self { fd, buf: vec![MaybeUninit::uninit(); 64 * 1024] })
@@ -388,10 +381,6 @@ impl ShmWatch {
             let name = format!("/{name}");
             if flags.intersects(ReadFlags::DELETE | ReadFlags::MOVED_FROM) {
                 out.push(ShmEvent::Gone(name));
-            } else if flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO) {
-                out.push(ShmEvent::Appeared(name));
-            } else if flags.contains(ReadFlags::ATTRIB) {
-                out.push(ShmEvent::Changed(name));
             } else if flags.intersects(ReadFlags::CLOSE_WRITE | ReadFlags::CLOSE_NOWRITE) {
                 out.push(ShmEvent::Released(name));
             }
@@ -443,10 +432,13 @@ pub(crate) fn listen(name: &str) -> io::Result<Option<OwnedFd>> {
     Ok(Some(fd))
 }
 
-/// Takes one waiting connection, if any.
-pub(crate) fn accept(listener: &OwnedFd) -> Option<OwnedFd> {
-    use rustix::net::{SocketFlags, accept_with};
-    accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK).ok()
+/// Takes one waiting connection, if any, with the pid of the process that
+/// connected.
+pub(crate) fn accept(listener: &OwnedFd) -> Option<(OwnedFd, u32)> {
+    use rustix::net::{SocketFlags, accept_with, sockopt};
+    let fd = accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK).ok()?;
+    let pid = sockopt::socket_peercred(&fd).ok()?.pid.as_raw_nonzero().get() as u32;
+    Some((fd, pid))
 }
 
 /// Connects to the tracker named `name`: `Ok(None)` if nobody listens there;

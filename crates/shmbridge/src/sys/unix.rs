@@ -76,15 +76,17 @@ fn create_linked(
     if let Err(e) = set_mode_and_size(&handle.0, mode, size, reserve) {
         return Some(Err(e)); // the file has no name: it goes with the descriptor
     }
-    let source = format!("/proc/self/fd/{}", handle.0.as_raw_fd());
     let target = format!("/dev/shm/{}", name.trim_start_matches('/'));
-    match fs::linkat(
-        fs::CWD,
-        source.as_str(),
-        fs::CWD,
-        target.as_str(),
-        fs::AtFlags::SYMLINK_FOLLOW,
-    ) {
+    // Linking the descriptor itself (AT_EMPTY_PATH) is allowed to its opener since
+    // Linux 6.10, and to privileged processes before; else through /proc.
+    match fs::linkat(&handle.0, "", fs::CWD, target.as_str(), fs::AtFlags::EMPTY_PATH) {
+        Ok(()) => return Some(Ok(handle)),
+        Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => {}
+        Err(e) => return Some(Err(e.into())),
+    }
+    let source = format!("/proc/self/fd/{}", handle.0.as_raw_fd());
+    let flags = fs::AtFlags::SYMLINK_FOLLOW;
+    match fs::linkat(fs::CWD, source.as_str(), fs::CWD, target.as_str(), flags) {
         Ok(()) => Some(Ok(handle)),
         // /proc is not mounted: the caller creates the name directly.
         Err(Errno::NOENT) if !std::path::Path::new("/proc/self/fd").exists() => None,
