@@ -88,7 +88,7 @@ fn ls(ours: bool, as_json: bool, out: &mut Out) -> Result<i32, Failure> {
     let headers = ["NAME", "KIND", "SIZE", "MODE", "OWNER", "CREATOR", "ALIVE", "USERS"];
     let right = [false, false, true, false, false, true, false, false];
     out.extend_from_slice(show::table(&headers, &rows, &right).as_bytes());
-    let mut footer = format!("{} segments", listing.segments.len());
+    let mut footer = plural(listing.segments.len(), "segment");
     let recorded = listing.segments.iter().filter(|s| s.is_ours()).count();
     if !ours {
         let _ = write!(footer, ", {recorded} made by shmbridge");
@@ -97,12 +97,21 @@ fn ls(ours: bool, as_json: bool, out: &mut Out) -> Result<i32, Failure> {
     if !listing.uninspected.is_empty() {
         let _ = write!(
             footer,
-            "; {} processes could not be inspected (the kernel hides their mappings from this user)",
-            listing.uninspected.len()
+            "; {} could not be inspected (the kernel hides their mappings from this user)",
+            plural(listing.uninspected.len(), "process")
         );
     }
     let _ = writeln!(FmtOut(out), "{footer}");
     Ok(0)
+}
+
+/// `1 segment`, `2 segments`, `3 processes`.
+fn plural(n: usize, word: &str) -> String {
+    match (n, word.ends_with('s')) {
+        (1, _) => format!("1 {word}"),
+        (_, true) => format!("{n} {word}es"),
+        (_, false) => format!("{n} {word}s"),
+    }
 }
 
 /// `write!` into the byte buffer.
@@ -343,8 +352,8 @@ fn gc(dry_run: bool, verbose: bool, as_json: bool, out: &mut Out) -> Result<i32,
     }
     let _ = writeln!(
         text,
-        "gc: {verb} {} segments ({}); kept {} of shmbridge's; {} not made by shmbridge, untouched",
-        report.removed.len(),
+        "gc: {verb} {} ({}); kept {} of shmbridge's; {} not made by shmbridge, untouched",
+        plural(report.removed.len(), "segment"),
         show::size(bytes),
         report.kept.len(),
         report.foreign

@@ -128,7 +128,7 @@ fn os(what: &'static str) -> impl Fn(std::io::Error) -> Error {
 /// [`Error::Os`] if `/dev/shm` or `/proc` cannot be read, and on other platforms
 /// than Linux.
 pub fn list() -> Result<Listing> {
-    let files = sys::accounting::list(false).map_err(os("list"))?;
+    let files = sys::accounting::list(false, None).map_err(os("list"))?;
     let users = sys::accounting::scan_users().map_err(os("scan /proc"))?;
     let uninspected = users.uninspected.iter().map(|&(pid, _)| pid).collect();
     let segments = files.into_iter().map(|file| SegmentInfo::new(file, &users)).collect();

@@ -306,7 +306,8 @@ pub struct GcReport {
 /// [`Error::Os`] if `/dev/shm` or `/proc` cannot be read (and on other platforms
 /// than Linux, where nothing is recorded).
 pub fn gc(dry_run: bool) -> Result<GcReport> {
-    let files = sys::accounting::list(true).map_err(|e| Error::from_os("/dev/shm", "list", e))?;
+    let files =
+        sys::accounting::list(true, None).map_err(|e| Error::from_os("/dev/shm", "list", e))?;
     let mut report = GcReport::default();
     let mut candidates = Vec::new();
     for file in files.into_iter().filter(|f| f.regular) {

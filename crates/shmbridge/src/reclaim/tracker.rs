@@ -221,7 +221,7 @@ impl Tracker {
             _ => None,
         };
         let Some(now_start) = running.filter(|s| start.is_none_or(|want| want == *s)) else {
-            let _ = self.take_segments(|r| {
+            let _ = self.take_segments(None, |r| {
                 r.creator_pid() == pid && r.creator_state() == CreatorState::Dead
             });
             return;
@@ -237,7 +237,7 @@ impl Tracker {
         if same && watch.is_alive() {
             self.creators.insert(key, watch);
         } else {
-            let _ = self.take_segments(|r| {
+            let _ = self.take_segments(None, |r| {
                 r.creator_pid() == pid && r.creator_state() == CreatorState::Dead
             });
         }
@@ -246,7 +246,7 @@ impl Tracker {
     /// At startup: every reclaimable segment of this user in `/dev/shm` is a
     /// candidate if its creator is dead, else its creator is watched.
     fn adopt_all(&mut self) -> std::io::Result<()> {
-        for file in accounting::list(true)? {
+        for file in accounting::list(true, None)? {
             let Some(record) = recorded_of(self.uid, &file) else { continue };
             match record.creator_state() {
                 CreatorState::Dead => {
@@ -265,8 +265,14 @@ impl Tracker {
 
     /// The reclaimable segments of this user whose record passes `chosen` become
     /// candidates (those of creators that just exited).
-    fn take_segments(&mut self, chosen: impl Fn(&OwnershipRecord) -> bool) -> std::io::Result<()> {
-        for file in accounting::list(true)? {
+    fn take_segments(
+        &mut self,
+        since: Option<i64>,
+        chosen: impl Fn(&OwnershipRecord) -> bool,
+    ) -> std::io::Result<()> {
+        // Files older than the oldest creator cannot be its: their records are not
+        // read (a /dev/shm crowded with other programs' files costs a stat each).
+        for file in accounting::list(true, since)? {
             let Some(record) = recorded_of(self.uid, &file) else { continue };
             if chosen(&record) {
                 self.candidates.insert(file.name, record);
@@ -281,7 +287,11 @@ impl Tracker {
         for key in dead {
             self.creators.remove(key);
         }
-        self.take_segments(|r| dead.contains(&(r.creator_pid(), r.creator_start())))
+        let since = dead.iter().filter_map(|(_, start)| accounting::started_at(*start)).min();
+        // A second of slack for the rounding of start times to ticks and seconds.
+        self.take_segments(since.map(|s| s - 1), |r| {
+            dead.contains(&(r.creator_pid(), r.creator_start()))
+        })
     }
 
     fn poll_creators_without_pidfd(&mut self) {

@@ -61,7 +61,8 @@ pub(crate) struct ShmFile {
     pub(crate) gid: u32,
     /// A regular file (anything else is not a segment: a planted link, a FIFO...).
     pub(crate) regular: bool,
-    /// Last change of the contents by a write or a resize (not through a mapping), in seconds since the epoch.
+    /// Last change of the contents by a write or a resize (not through a mapping),
+    /// in seconds since the epoch.
     pub(crate) modified: i64,
     /// The ownership record's bytes, if the file carries one.
     pub(crate) record: Option<Vec<u8>>,
@@ -110,8 +111,11 @@ pub(crate) fn update_record(name: &str, expected: &[u8], new: &[u8]) -> io::Resu
     Ok(true)
 }
 
-fn shm_file(name: String, path: &str, stat: &fs::Stat) -> ShmFile {
+/// What `/dev/shm` says about `name`; the record is read only if the file changed
+/// at `since` (seconds since the epoch) or later.
+fn shm_file(name: String, path: &str, stat: &fs::Stat, since: Option<i64>) -> ShmFile {
     let regular = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile;
+    let wanted = regular && since.is_none_or(|s| stat.st_ctime >= s);
     ShmFile {
         name,
         id: FileId { dev: stat.st_dev, ino: stat.st_ino },
@@ -121,13 +125,14 @@ fn shm_file(name: String, path: &str, stat: &fs::Stat) -> ShmFile {
         gid: stat.st_gid,
         regular,
         modified: stat.st_mtime,
-        record: if regular { record_at(path) } else { None },
+        record: if wanted { record_at(path) } else { None },
     }
 }
 
 /// Every entry of `/dev/shm` (names that a reclaim hides for a moment included
-/// only if `hidden`).
-pub(crate) fn list(hidden: bool) -> io::Result<Vec<ShmFile>> {
+/// only if `hidden`), with the records of those changed at `since` (seconds since
+/// the epoch) or later: a creator's segments are never older than the creator.
+pub(crate) fn list(hidden: bool, since: Option<i64>) -> io::Result<Vec<ShmFile>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(SHM_DIR)? {
         let entry = entry?;
@@ -139,7 +144,7 @@ pub(crate) fn list(hidden: bool) -> io::Result<Vec<ShmFile>> {
         }
         let path = format!("{SHM_DIR}/{bare}");
         match fs::statat(fs::CWD, path.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => out.push(shm_file(format!("/{bare}"), &path, &stat)),
+            Ok(stat) => out.push(shm_file(format!("/{bare}"), &path, &stat, since)),
             Err(Errno::NOENT) => {} // removed meanwhile
             Err(e) => return Err(e.into()),
         }
@@ -152,7 +157,7 @@ pub(crate) fn list(hidden: bool) -> io::Result<Vec<ShmFile>> {
 pub(crate) fn stat_name(name: &str) -> io::Result<ShmFile> {
     let path = path_of(name);
     let stat = fs::statat(fs::CWD, path.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
-    Ok(shm_file(name.to_owned(), &path, &stat))
+    Ok(shm_file(name.to_owned(), &path, &stat, None))
 }
 
 /// Who uses the files of `/dev/shm` now.
@@ -313,6 +318,15 @@ pub(crate) fn process_stat(pid: u32) -> io::Result<Option<(char, u64)>> {
         (Some(state), Some(start)) => Ok(Some((state, start))),
         _ => Err(io::Error::other("unreadable /proc stat")),
     }
+}
+
+/// When a process that started `ticks` clock ticks after boot started, in seconds
+/// since the epoch (`btime` of `/proc/stat`).
+pub(crate) fn started_at(ticks: u64) -> Option<i64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot: i64 = stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    Some(boot + (ticks / per_second) as i64)
 }
 
 /// The inode of this process's pid namespace (`/proc/self/ns/pid`), which tells

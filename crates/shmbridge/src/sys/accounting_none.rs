@@ -64,7 +64,7 @@ pub(crate) fn update_record(_name: &str, _expected: &[u8], _new: &[u8]) -> io::R
     Ok(false)
 }
 
-pub(crate) fn list(_hidden: bool) -> io::Result<Vec<ShmFile>> {
+pub(crate) fn list(_hidden: bool, _since: Option<i64>) -> io::Result<Vec<ShmFile>> {
     Err(unsupported())
 }
 
@@ -97,6 +97,10 @@ pub(crate) fn remove(_name: &str) -> io::Result<()> {
 
 pub(crate) fn process_stat(_pid: u32) -> io::Result<Option<(char, u64)>> {
     Err(unsupported())
+}
+
+pub(crate) fn started_at(_ticks: u64) -> Option<i64> {
+    None
 }
 
 pub(crate) fn pid_namespace() -> Option<u64> {
