@@ -188,6 +188,22 @@ def test_cli_from_the_package(name: str) -> None:
     assert info["contents"]["producer"]["pid"] == os.getpid()
     listing = json.loads(cli("ls", "--json", "--ours").stdout)
     assert name in [s["name"] for s in listing["segments"]]
+    # A segment of the stdlib's: listed as raw, not ours, never collected.
+    from multiprocessing import resource_tracker, shared_memory as stdlib
+
+    theirs = stdlib.SharedMemory(create=True, size=64)
+    resource_tracker.unregister(theirs._name, "shared_memory")  # type: ignore[attr-defined]
+    try:
+        entry = next(
+            s for s in json.loads(cli("ls", "--json").stdout)["segments"] if s["name"] == f"/{theirs.name}"
+        )
+        assert (entry["kind"], entry["ours"], entry["record"]) == ("raw", False, None)
+        assert os.getpid() in entry["users"]
+        assert json.loads(cli("gc", "--json").stdout)["foreign"] >= 1
+        assert (SHM / theirs.name).exists()
+    finally:
+        theirs.close()
+        theirs.unlink()
     failed = cli("info", f"{name}_missing")
     assert failed.returncode == 1
     assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("shmbridge: ")

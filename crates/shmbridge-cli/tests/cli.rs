@@ -2,6 +2,8 @@
 //! way Python's stdlib and C make them (no record), and a directory planted in
 //! `/dev/shm`. Text and `--json` forms, errors and exit statuses.
 
+#![cfg(target_os = "linux")]
+
 mod support;
 
 use serde_json::Value;

@@ -304,8 +304,14 @@ struct ThisProcess {
 fn this_process() -> ThisProcess {
     static CACHE: Mutex<Option<ThisProcess>> = Mutex::new(None);
     let pid = crate::current_pid();
-    let mut cache = CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(me) = cache.filter(|me| me.pid == pid) {
+    // try_lock: in a child made by fork, a parent's thread may have held the lock at
+    // the fork; the identity is then read again instead of cached.
+    let mut cache = match CACHE.try_lock() {
+        Ok(cache) => Some(cache),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    };
+    if let Some(me) = cache.as_ref().and_then(|c| c.filter(|me| me.pid == pid)) {
         return me;
     }
     let start = match sys::accounting::process_stat(pid) {
@@ -313,7 +319,9 @@ fn this_process() -> ThisProcess {
         _ => 0,
     };
     let me = ThisProcess { pid, start, namespace: sys::accounting::pid_namespace().unwrap_or(0) };
-    *cache = Some(me);
+    if let Some(cache) = cache.as_mut() {
+        **cache = Some(me);
+    }
     me
 }
 

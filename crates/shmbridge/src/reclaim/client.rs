@@ -39,7 +39,14 @@ pub(super) fn socket_name() -> String {
 /// and `gc`; they never fail a create.
 pub(super) fn ensure_tracker() {
     let pid = crate::current_pid();
-    let mut link = LINK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Another thread is at it (it starts or checks the tracker for this process);
+    // or, in a child made by fork, a thread of the parent held the lock at the fork
+    // and never will let it go here: either way, go on creating.
+    let mut link = match LINK.try_lock() {
+        Ok(link) => link,
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
     let now = Instant::now();
     if let Some(current) = link.as_mut().filter(|l| l.pid == pid) {
         if now.duration_since(current.checked) < RECHECK {

@@ -68,13 +68,15 @@ pub const TRACKER_ENV: &str = "SHMBRIDGE_TRACKER";
 
 /// Whether this process reclaims (starts a tracker, reclaims at drop): unless
 /// `SHMBRIDGE_RECLAIM` is `off`, `0`, `false` or `no`.
+/// Read once per process.
 pub fn enabled() -> bool {
-    match std::env::var(RECLAIM_ENV) {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| match std::env::var(RECLAIM_ENV) {
         Ok(value) => {
             !matches!(value.trim().to_ascii_lowercase().as_str(), "off" | "0" | "false" | "no")
         }
         Err(_) => true,
-    }
+    })
 }
 
 /// The tracker command a binding registered: a program and the arguments that come

@@ -48,11 +48,15 @@ pub fn run_tracker(options: &TrackerOptions) -> Result<TrackerExit> {
         }
         return Ok(TrackerExit::AlreadyRunning);
     };
-    let mut tracker = Tracker::new(options.clone());
-    tracker.adopt_all().map_err(os("list"))?;
+    // Ready as soon as it listens: the process that started it connects (its
+    // connection waits in the backlog) and goes on creating meanwhile, while the
+    // first look at /dev/shm, which takes a while when it holds thousands of files,
+    // happens here.
     if options.announce {
         accounting::announce("ready").map_err(os("announce"))?;
     }
+    let mut tracker = Tracker::new(options.clone());
+    tracker.adopt_all().map_err(os("list"))?;
     tracker.run(&listener)
 }
 
