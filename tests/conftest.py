@@ -28,11 +28,11 @@ def cargo_binary(package: str, binary: str) -> Path:
     return exe
 
 
-def readline(stream: IO[str], what: str) -> str:
-    """One line from a child's pipe, or TimeoutError after DEADLINE seconds."""
-    ready, _, _ = select.select([stream], [], [], DEADLINE)
+def readline(stream: IO[str], what: str, deadline: float = DEADLINE) -> str:
+    """One line from a child's pipe, or TimeoutError after `deadline` seconds."""
+    ready, _, _ = select.select([stream], [], [], deadline)
     if not ready:
-        raise TimeoutError(f"{what} did not answer within {DEADLINE} s")
+        raise TimeoutError(f"{what} did not answer within {deadline} s")
     return stream.readline()
 
 

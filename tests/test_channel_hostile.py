@@ -357,3 +357,178 @@ for call in (rx.recv, rx.recv_view, lambda: rx.recv_batch(5), lambda: tx.send(b"
         assert "shrank" in str(e), e
 """
     )
+
+
+def test_with_blocks_give_rooms_back_at_their_end() -> None:
+    # Issue: `with rx.recv_view() as m:` kept the message's room after the block for
+    # as long as the name `m` lived; the ring filled behind it and both ends timed
+    # out for ever. Same for `with tx.loan(n) as loan:`.
+    run(
+        """
+tx = Channel.create(name, 4096)
+rx = Channel.open(name)
+for i in range(400):                      # about 10 laps of the ring
+    with tx.loan(100, timeout=5) as loan:
+        memoryview(loan)[:4] = b"%04d" % i
+    with rx.recv_view(timeout=5) as m:
+        assert bytes(memoryview(m)[:4]) == b"%04d" % i
+    assert m.released
+    try:
+        m.tobytes()
+        raise AssertionError("a released message was read")
+    except ValueError:
+        pass
+for i in range(400):                      # the same with explicit calls
+    loan = tx.loan(100, timeout=5)
+    memoryview(loan)[:4] = b"%04d" % i
+    loan.publish()
+    m = rx.recv_view(timeout=5)
+    assert m.tobytes()[:4] == b"%04d" % i
+    m.release()
+"""
+    )
+
+
+@pytest.mark.parametrize(
+    "make_array",
+    [
+        "np.frombuffer(m, np.uint8)",
+        "np.ndarray((100,), np.uint8, buffer=m)",
+        "np.asarray(memoryview(m))",
+        "[m]",
+    ],
+)
+def test_what_still_reaches_a_released_message_keeps_its_bytes(make_array: str) -> None:
+    # NumPy keeps a reference to the message, not a buffer export: releasing must
+    # not give the room back while such an array lives, or a later message would
+    # show through it.
+    run(
+        f"""
+tx = Channel.create(name, 4096)
+rx = Channel.open(name)
+tx.send(b"A" * 100)
+m = rx.recv_view()
+kept = {make_array}
+try:
+    m.release()
+except BufferError:
+    pass                                  # an export of it is open: as memoryview.release()
+del m
+def contents():
+    return b"A" * 100 if isinstance(kept, list) else kept.tobytes()
+assert contents() == b"A" * 100
+sent = 0
+try:
+    for i in range(200):                  # 5 laps if the room were free
+        tx.send(b"B" * 100, timeout=0)
+        sent += 1
+        assert rx.recv(timeout=5) == b"B" * 100
+except TimeoutError:
+    pass                                  # the ring is full up to the kept room
+assert sent < 200, "the ring lapped a room something still reaches"
+assert contents() == b"A" * 100, "a later message showed through"
+del kept
+gc.collect()
+for i in range(200):
+    tx.send(b"C" * 100, timeout=5)
+    assert rx.recv(timeout=5) == b"C" * 100
+"""
+    )
+
+
+def test_an_array_over_a_loan_never_writes_into_a_later_message() -> None:
+    # Issue: a publish refused because the receiver closed unpinned the room; a new
+    # receiver's next message landed there and the stale array wrote into it. The
+    # same after a `with` block whose array lives on.
+    run(
+        """
+holder = Channel.create(name, 4096)
+tx = Channel.open(name)
+rx = Channel.open(name)
+tx.send(b"hello"); rx.recv()
+loan = tx.loan(16)
+a = np.ndarray((16,), np.uint8, buffer=loan)
+a[:] = ord("L")
+rx.close()
+try:
+    loan.publish()
+    raise AssertionError("published to a closed receiver")
+except EOFError:
+    pass
+rx2 = Channel.open(name)
+try:
+    rx2.recv(timeout=0)
+except TimeoutError:
+    pass
+tx.send(b"N" * 16)
+a[:] = ord("X")
+assert rx2.recv(timeout=5) == b"N" * 16
+with tx.loan(16) as loan2:
+    b = np.ndarray((16,), np.uint8, buffer=loan2)
+    b[:] = ord("P")
+del loan2
+assert rx2.recv(timeout=5) == b"P" * 16
+for i in range(300):                      # laps: b's room must stay out of use
+    try:
+        tx.send(bytes([i % 256]) * 16, timeout=0)
+    except BufferError:
+        break
+    b[:] = ord("Z")
+    assert rx2.recv(timeout=5) == bytes([i % 256]) * 16
+"""
+    )
+
+
+def test_a_forked_child_cannot_use_its_parents_loans_or_messages() -> None:
+    # Issue: a child published its parent's loan (the parent then corrupted the
+    # ring discarding its own copy), and read a message the parent had released
+    # (showing a later message's bytes).
+    run(
+        """
+tx = Channel.create(name, 256)
+rx = Channel.open(name)
+tx.send(b"first message!!!")
+m = rx.recv_view()
+loan = tx.loan(16)
+memoryview(loan)[:] = b"P" * 16
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    failures = []
+    for what, call in [
+        ("publish", loan.publish),
+        ("discard", loan.discard),
+        ("loan view", lambda: memoryview(loan)),
+        ("tobytes", m.tobytes),
+        ("message view", lambda: memoryview(m)),
+        ("readinto", lambda: m.readinto(bytearray(16))),
+    ]:
+        try:
+            call()
+            failures.append(what)
+        except RuntimeError:
+            pass
+    try:
+        with loan:
+            raise KeyError("the child's own error")
+    except KeyError:
+        pass
+    except BaseException as e:
+        failures.append(f"with: {e!r}")
+    os.write(w, repr(failures).encode())
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+assert os.read(r, 1000) == b"[]"
+loan.discard()
+del m
+for i in range(20):
+    tx.send(b"later %02d" % i)
+    assert rx.recv(timeout=5) == b"later %02d" % i
+try:
+    rx.recv(timeout=0)
+    raise AssertionError("the child's publish arrived")
+except TimeoutError:
+    pass
+"""
+    )

@@ -109,12 +109,16 @@ print("all done", flush=True)
 """
 
 
-def run_classified(code: str, timeout: float = 120) -> str:
-    """Runs `code` in a fresh interpreter; fails on a signal or a hang, and on any
-    exit other than 0. Returns stdout."""
+def run_classified(code: str, timeout: float = 120, cwd: str | None = None) -> str:
+    """Runs `code` in a fresh interpreter (in `cwd`, if given); fails on a signal or
+    a hang, and on any exit other than 0. Returns stdout."""
     try:
         result = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+            [sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
         )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"hung for {timeout} s; last output: {e.stdout!r:.2000}")

@@ -13,6 +13,7 @@ import threading
 
 import pytest
 from conftest import DEADLINE, Peer, readline
+from test_lifetimes import run_classified
 
 import shmbridge
 from shmbridge import Event, Mutex, Semaphore, SeqLock, SharedMemory
@@ -240,3 +241,67 @@ print("ok")
 """
     )
     assert out.strip().endswith("ok")
+
+
+def test_every_waiter_keeps_its_own_deadline_behind_other_threads(name: str) -> None:
+    """Eight threads wait on one object that never becomes available, each with its
+    own timeout: each returns False by its deadline (plus a margin for a loaded
+    machine). A Mutex held by one thread makes the others wait, as threading.Lock."""
+    event = Event.create(name + "e")
+    sem = Semaphore.create(name + "s", 0)
+    mutex = Mutex.create(name + "m")
+    seq = SeqLock.create(name + "q", 8)
+    raw = SharedMemory(name + "q")
+    raw.write_at((1).to_bytes(4, sys.byteorder), 0)  # mid-write...
+    raw.write_at(os.getpid().to_bytes(4, sys.byteorder), 4)  # ...by a live writer
+
+    def seq_read(timeout: float) -> bool:
+        try:
+            seq.read(timeout=timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    assert mutex.acquire()
+    for what, wait in [
+        ("event", lambda t: event.wait(t)),
+        ("semaphore", lambda t: sem.acquire(timeout=t)),
+        ("mutex", lambda t: mutex.acquire(timeout=t)),
+        ("seqlock", seq_read),
+    ]:
+        late: list[float] = []
+        got: list[bool] = []
+
+        def one(timeout: float, wait=wait) -> None:  # type: ignore[no-untyped-def]
+            start = time.monotonic()
+            got.append(wait(timeout))
+            late.append(time.monotonic() - start - timeout)
+
+        threads = [threading.Thread(target=one, args=(0.03 + 0.03 * i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(DEADLINE)
+        assert got == [False] * 8, what
+        assert max(late) < 2.0, (what, late)
+    with pytest.raises(RuntimeError, match="already holds"):
+        mutex.acquire(timeout=0.01)  # the holding thread itself
+    raw.write_at((2).to_bytes(4, sys.byteorder), 0)
+    mutex.release()
+
+
+def test_an_auto_reset_event_takes_any_set_value_a_peer_wrote() -> None:
+    # Issue: a state word holding 2 (written by a peer, or left in memory that was not
+    # zero) made wait(timeout) spin for ever, since only 1 was taken.
+    run_classified(
+        """
+import shmbridge, time
+shm = shmbridge.SharedMemory(shmbridge.unique_name("t_ev2"), 64, create=True)
+ev = shmbridge.Event(shm, 0, auto_reset=True)
+shm.write_at((2).to_bytes(4, "little"), 0)
+assert ev.wait(timeout=5) is True
+assert ev.wait(timeout=0.05) is False, "taken twice"
+print("survived")
+""",
+        60,
+    )

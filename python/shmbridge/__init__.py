@@ -43,6 +43,9 @@ segment keep working after it, and the memory is unmapped when the last of them 
 released. The creator's ``close()`` unlinks the name (unless ``persist=True``).
 """
 
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
 from shmbridge._array import create_array, open_array
 from shmbridge._frames import recv_array, send_array
 from shmbridge._native import (
@@ -61,6 +64,12 @@ from shmbridge._native import (
 )
 from shmbridge._server import Server
 from shmbridge import aio
+
+try:
+    __version__: str = _version("shmbridge")
+    """The installed distribution's version, which is the Rust crates' version."""
+except _PackageNotFoundError:  # pragma: no cover - imported from a source tree, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "MAX_NAME_LEN",

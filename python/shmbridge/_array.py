@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
 
 from shmbridge._native import SharedArray
+from shmbridge._signature import OWNER_ONLY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,7 +29,7 @@ def create_array(
     dtype: DTypeLike,
     order: Literal["C", "F"] = "C",
     *,
-    mode: int = 0o600,
+    mode: int = OWNER_ONLY,
     persist: bool = False,
     replace: bool = False,
 ) -> np.ndarray:

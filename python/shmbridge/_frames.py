@@ -21,6 +21,12 @@ def _numpy() -> Any:
     return numpy
 
 
+def frame_size(array: Any) -> int:
+    """The bytes :func:`send_array` puts in the ring for ``array``."""
+    a = _numpy().asarray(array)
+    return _FIXED.size + 8 * a.ndim + a.nbytes
+
+
 def send_array(channel: Channel, array: Any, timeout: float | None = None) -> None:
     """Send a NumPy array (any shape, C order) as one message, copied once, straight
     into the channel's ring.

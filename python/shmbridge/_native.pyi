@@ -6,6 +6,10 @@ from typing import Any, Literal, final
 
 from typing_extensions import Buffer, Self, disjoint_base
 
+# ``mode`` defaults to OWNER_ONLY, the int 0o600 (an int that prints in octal, so
+# that help() shows ``mode=0o600``).
+from shmbridge._signature import OWNER_ONLY
+
 __all__ = [
     "MAX_NAME_LEN",
     "Channel",
@@ -93,7 +97,7 @@ class SharedMemory:
         size: int | None = None,
         *,
         create: bool = False,
-        mode: int = 0o600,
+        mode: int = OWNER_ONLY,
         persist: bool = False,
         readonly: bool = False,
         replace: bool = False,
@@ -106,7 +110,7 @@ class SharedMemory:
         name: str,
         size: int,
         *,
-        mode: int = 0o600,
+        mode: int = OWNER_ONLY,
         persist: bool = False,
         replace: bool = False,
         populate: bool = False,
@@ -210,7 +214,7 @@ class SharedArray:
         dtype: str,
         order: str = "C",
         *,
-        mode: int = 0o600,
+        mode: int = OWNER_ONLY,
         persist: bool = False,
         replace: bool = False,
     ) -> Self:
@@ -425,9 +429,11 @@ class Message:
     """A received message viewed in place (read-only buffer protocol).
 
     ``release()`` (or the end of a ``with`` block) says you are done: no new views
-    or copies; its room in the ring is freed as soon as nothing can reach the object
-    (at once in CPython when the last reference goes). Views made before stay valid
-    until then."""
+    or copies. Its room in the ring is given back at once if nothing but your own
+    name for the message can reach it (so ``with rx.recv_view() as m:`` frees it at
+    the end of the block), else as soon as nothing can: an array made from the
+    message keeps its bytes for as long as it lives. In a ``fork``ed child, the
+    parent's messages raise RuntimeError."""
 
     def __len__(self) -> int: ...
     def tobytes(self) -> bytes: ...
@@ -449,8 +455,11 @@ class Loan:
     """Room for one message in a channel's ring, written in place (writable buffer
     protocol). ``publish()`` sends it; ``discard()``, an exception in a ``with``
     block, or collection gives it up. Publishing with open memoryviews raises
-    BufferError. The room is never reused for another message while the Loan
-    object can be reached, so a view kept by mistake cannot corrupt later messages."""
+    BufferError. The room is never reused for another message while something other
+    than your own name for the Loan can reach it (even after a refused publish), so
+    a view kept by mistake cannot corrupt later messages; ``with tx.loan(n) as
+    loan:`` gives it back at the end of the block. A ``fork``ed child cannot use
+    its parent's loans (RuntimeError)."""
 
     def __len__(self) -> int: ...
     @property
@@ -462,3 +471,13 @@ class Loan:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...
     def __release_buffer__(self, view: memoryview, /) -> None: ...
+
+@final
+class _AsyncWaiter:
+    """Readiness of shmbridge objects for one event loop (used by ``shmbridge.aio``)."""
+
+    def __new__(cls) -> Self: ...
+    def fileno(self) -> int: ...
+    def watch(self, obj: object, op: str, size: int = 0) -> int | None: ...
+    def unwatch(self, token: int, cancelled: bool = False) -> None: ...
+    def drain(self) -> list[int]: ...

@@ -86,7 +86,17 @@ class Server:
             if request.get("method") == "__shutdown__":
                 _send(replies, {"id": request["id"], "result": None})
                 break
-            _send(replies, self._answer(request))
+            answer = self._answer(request)
+            limit = getattr(replies, "max_message", None)
+            if isinstance(answer, bytes) and limit is not None and len(answer) > limit:
+                # Too long for the answer channel: the caller gets why, the server goes on.
+                message = (
+                    f"{request.get('method')} returned {len(answer)} bytes of JSON; the answer "
+                    f"channel takes at most {limit}: return large results in shared memory "
+                    "(a SharedArray or a segment) instead"
+                )
+                answer = {"id": request["id"], "error": _error("ValueError", message)}
+            _send(replies, answer)
 
     def _answer(self, request: dict[str, Any]) -> bytes | dict[str, Any]:
         call_id = request["id"]
@@ -157,6 +167,7 @@ class _ChannelReplies:
 
     def __init__(self, channel: Any) -> None:
         self._channel = channel
+        self.max_message: int = channel.max_message
 
     def write(self, data: bytes) -> None:
         self._channel.send(data)

@@ -49,7 +49,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from functools import partial
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from shmbridge import _native
 
@@ -67,7 +67,7 @@ def _make_filename() -> str:
     return _SHM_NAME_PREFIX + secrets.token_hex(nbytes)
 
 
-def _lifetime(track: bool) -> str:
+def _lifetime(track: bool) -> Literal["process", "persistent"]:
     """The native ``lifetime`` of a segment created with ``track``: the one place
     where ``track`` takes effect.
 

@@ -22,6 +22,7 @@
 //! ```text
 //! pong NAME ROUNDS               -> ok     (answers ROUNDS sets of event NAME_ping by setting NAME_pong)
 //! hold NAME                      -> ok     (takes mutex NAME and keeps it until the process dies)
+//! take NAME                      -> ok     (takes one from semaphore NAME, waiting up to 30 s)
 //! cproduce NAME COUNT            -> ok SUM (sends COUNT stream messages on channel NAME, then closes)
 //! cproduce_forever NAME          -> (sends stream messages until killed; no reply)
 //! cconsume NAME COUNT            -> ok SUM (receives COUNT stream messages, checking each)
@@ -50,7 +51,7 @@ use std::str::FromStr;
 use shmbridge::SharedMemory;
 use shmbridge::bytemuck::Pod;
 use shmbridge::channel::Channel;
-use shmbridge::sync::{Event, Mutex, OwnerDied};
+use shmbridge::sync::{Event, Mutex, OwnerDied, Semaphore};
 
 pub(crate) type Reply = Result<String, (String, String)>;
 
@@ -135,6 +136,13 @@ fn run(current: &mut Option<SharedMemory>, words: &[&str]) -> Reply {
                 return Err(("Timeout".into(), format!("no ping in round {round}")));
             }
             pong.set();
+        }
+        return Ok(String::new());
+    }
+    if cmd == "take" {
+        let semaphore = Semaphore::open(&arg::<String>(words, 1)?).map_err(core_err)?;
+        if !semaphore.acquire_timeout(std::time::Duration::from_secs(30)) {
+            return Err(("Timeout".into(), "no permit within 30 s".into()));
         }
         return Ok(String::new());
     }

@@ -18,7 +18,22 @@ use shmbridge::array::{ArraySegment, Order};
 use crate::dlpack;
 use crate::errors::to_py;
 
-/// A shared array: a segment holding a header (dtype, shape, strides) and the data.
+/// A self-describing shared array: a segment holding a header (dtype, shape,
+/// strides, generation counter) and the data. ``shmbridge.create_array`` and
+/// ``open_array`` return NumPy arrays whose ``.base`` is one of these.
+///
+/// Speaks ``__array_interface__`` (``numpy.asarray(sa)`` is zero-copy) and
+/// ``__dlpack__`` (``numpy.from_dlpack(sa)``, ``torch.from_dlpack(sa)``); every
+/// array made from it keeps the mapping alive. The creator's name is unlinked
+/// when the object is collected, unless ``persist=True``.
+///
+/// The arrays are zero-copy views, so unguarded: if a peer shrinks the segment,
+/// touching a vanished element kills the process with SIGBUS.
+///
+/// >>> import numpy as np, shmbridge
+/// >>> sa = shmbridge.SharedArray.create(shmbridge.unique_name("doc"), (2, 3), "<f8")
+/// >>> np.asarray(sa).shape, sa.dtype, sa.order
+/// ((2, 3), '<f8', 'C')
 #[pyclass(module = "shmbridge", name = "SharedArray", frozen, weakref)]
 pub(crate) struct SharedArray {
     array: Arc<ArraySegment>,
@@ -40,9 +55,12 @@ fn parse_order(order: &str) -> PyResult<Order> {
 
 #[pymethods]
 impl SharedArray {
-    /// Creates a zero-filled array segment (see `shmbridge.create_array`).
+    /// Create a zero-filled array segment; ``dtype`` is a NumPy type string ("<f8").
+    /// ``shmbridge.create_array`` does the same and returns a NumPy array.
     #[classmethod]
-    #[pyo3(signature = (name, shape, dtype, order = "C", *, mode = 0o600, persist = false, replace = false))]
+    #[pyo3(signature = (name, shape, dtype, order = "C", *, mode = 0o600, persist = false, replace = false),
+           text_signature = "(name, shape, dtype, order='C', *, mode=shmbridge._signature.OWNER_ONLY, persist=False, \
+                             replace=False)")]
     #[allow(clippy::too_many_arguments)]
     fn create(
         _cls: &Bound<'_, PyType>,
@@ -149,7 +167,8 @@ impl SharedArray {
         self.array.generation()
     }
 
-    /// Adds one to the generation counter and returns the new value.
+    /// Add one to the generation counter and return the new value, telling readers
+    /// the contents changed (TypeError if read-only).
     fn bump_generation(&self) -> PyResult<u64> {
         self.array.bump_generation().map_err(to_py)
     }
@@ -185,7 +204,8 @@ impl SharedArray {
         Ok(d)
     }
 
-    /// Exports the array as a DLPack capsule (zero-copy, CPU).
+    /// A DLPack capsule of the data (zero-copy, CPU; versioned, with the read-only
+    /// flag, if ``max_version >= (1, 0)``).
     #[pyo3(signature = (*, stream = None, max_version = None, dl_device = None, copy = None))]
     fn __dlpack__(
         &self,

@@ -25,7 +25,9 @@ use shmbridge::channel::{self, ChannelError, RawLoan, RawMessage};
 use crate::buffer;
 use crate::errors::to_py;
 use crate::input::{InputBytes, SendPtr, bytes_at};
+use crate::sole_reference::{Site, only_the_caller_holds};
 use crate::sync::{deadline, wait_interruptibly};
+use crate::threads::thread_key;
 
 fn channel_error(e: ChannelError) -> PyErr {
     let msg = e.to_string();
@@ -47,17 +49,14 @@ fn channel_error(e: ChannelError) -> PyErr {
     }
 }
 
-/// Runs `attempt` once with the GIL held and no waiting (the fast path), then, if
-/// it timed out and time is left, in GIL-free, signal-checked slices until `deadline`.
+/// Runs `attempt` until it succeeds, fails for good, or `deadline` passes: once
+/// with the GIL held and no waiting (the fast path), then in GIL-free,
+/// signal-checked slices (see `wait_interruptibly`).
 fn attempt_until<T: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     attempt: impl Fn(Instant) -> Result<T, ChannelError> + Sync,
 ) -> PyResult<T> {
-    match attempt(Instant::now()) {
-        Err(ChannelError::Timeout) if deadline.is_none_or(|d| d > Instant::now()) => {}
-        other => return other.map_err(channel_error),
-    }
     let waited = wait_interruptibly(py, deadline, |until| match attempt(until) {
         Err(ChannelError::Timeout) => None,
         other => Some(other),
@@ -67,13 +66,6 @@ fn attempt_until<T: Send>(
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A number for the calling thread, unique in this process (0 is nobody).
-fn thread_key() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local!(static KEY: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
-    KEY.with(|k| *k)
 }
 
 /// A channel of byte messages between two processes (one sender, one receiver),
@@ -120,7 +112,7 @@ impl Channel {
     }
 
     /// The sending end, claimed at first use.
-    fn sender(&self) -> PyResult<Arc<channel::Sender>> {
+    pub(crate) fn sender(&self) -> PyResult<Arc<channel::Sender>> {
         self.check_open()?;
         if self.loan_thread.load(Ordering::Acquire) == thread_key() {
             return Err(PyBufferError::new_err(
@@ -137,7 +129,7 @@ impl Channel {
     }
 
     /// The receiving end, claimed at first use.
-    fn receiver(&self) -> PyResult<Arc<channel::Receiver>> {
+    pub(crate) fn receiver(&self) -> PyResult<Arc<channel::Receiver>> {
         self.check_open()?;
         let mut receiver = lock(&self.receiver);
         if let Some(receiver) = receiver.as_ref() {
@@ -212,7 +204,9 @@ impl Channel {
     /// Send a copy of a bytes-like object; wait while the ring is full, at most
     /// ``timeout`` seconds (TimeoutError). EOFError if the receiver closed,
     /// BrokenPipeError if its process died, ValueError if the message is larger
-    /// than ``max_message`` or this channel was closed.
+    /// than ``max_message`` or this channel was closed, BufferError if this thread
+    /// holds an open Loan of the channel or the ring is full only of room held by
+    /// loan objects still alive.
     #[pyo3(signature = (data, timeout = None))]
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
         let sender = self.sender()?;
@@ -378,6 +372,7 @@ impl Channel {
             receiver,
             released: AtomicBool::new(false),
             exports: AtomicUsize::new(0),
+            room_returned: AtomicBool::new(false),
         })
     }
 
@@ -405,10 +400,12 @@ impl Channel {
         })
     }
 
+    /// Use in a ``with`` block; ``__exit__`` ends it (see the class).
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Close this object's ends (as ``close()``).
     fn __exit__(
         &self,
         _t: &Bound<'_, PyAny>,
@@ -438,10 +435,14 @@ fn copy_lent<'py>(py: Python<'py>, lent: &channel::Lent<'_>) -> PyResult<Bound<'
 /// protocol: ``memoryview(msg)``, ``numpy.frombuffer(msg, ...)``).
 ///
 /// ``release()`` (or the end of a ``with`` block) says you are done: the object can
-/// no longer be read or viewed anew, and its room in the ring is freed as soon as
-/// nothing can reach the object any more (at once in CPython, when the last
-/// reference goes). Views made before stay valid until then; release() with live
-/// memoryviews raises BufferError, as ``memoryview.release()`` does.
+/// no longer be read or viewed anew, and its room in the ring is given back at once
+/// if nothing but your own name for it can still reach it (no array, memoryview,
+/// list or second name), else as soon as nothing can (at once in CPython, when the
+/// last reference goes). So ``with rx.recv_view() as m:`` frees the room at the
+/// end of the block, and an array made from the message keeps it, and its bytes,
+/// for as long as the array lives. release() with live memoryviews raises
+/// BufferError, as ``memoryview.release()`` does. In a ``fork``ed child a message
+/// received by the parent cannot be read (RuntimeError): its room is the parent's.
 #[pyclass(module = "shmbridge", name = "Message", frozen)]
 pub(crate) struct Message {
     receiver: Arc<channel::Receiver>,
@@ -451,12 +452,39 @@ pub(crate) struct Message {
     len: usize,
     released: AtomicBool,
     exports: AtomicUsize,
+    /// Set once the room was given back (before the object died).
+    room_returned: AtomicBool,
 }
 
 impl Message {
     fn check_live(&self) -> PyResult<()> {
+        if !self.receiver.is_owned_here() {
+            return Err(PyRuntimeError::new_err(
+                "this message was received by another process (this is a fork()ed child): \
+                 its room in the ring is that process's; receive in this process instead",
+            ));
+        }
         if self.released.load(Ordering::Acquire) {
             return Err(PyValueError::new_err("the message was released"));
+        }
+        Ok(())
+    }
+
+    /// Marks the message released; gives its room back now if nothing but the
+    /// caller's name can reach the object (see `sole_reference`).
+    fn release_at(slf: &Bound<'_, Self>, site: Site) -> PyResult<()> {
+        let this = slf.get();
+        if this.exports.load(Ordering::Acquire) > 0 {
+            return Err(PyBufferError::new_err(
+                "memoryviews of this message are still open; release them first",
+            ));
+        }
+        this.released.store(true, Ordering::Release);
+        if this.receiver.is_owned_here()
+            && only_the_caller_holds(slf, site)
+            && !this.room_returned.swap(true, Ordering::AcqRel)
+        {
+            this.receiver.release_raw(this.position);
         }
         Ok(())
     }
@@ -500,33 +528,30 @@ impl Message {
     }
 
     /// Say you are done with the message (BufferError while memoryviews of it are
-    /// open). Its room is freed once nothing can reach the object.
-    fn release(&self) -> PyResult<()> {
-        if self.exports.load(Ordering::Acquire) > 0 {
-            return Err(PyBufferError::new_err(
-                "memoryviews of this message are still open; release them first",
-            ));
-        }
-        self.released.store(true, Ordering::Release);
-        Ok(())
+    /// open). Its room is given back now if only your name for it is left, else
+    /// once nothing can reach the object.
+    fn release(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::release_at(slf, Site::Call)
     }
 
+    /// Use in a ``with`` block; ``__exit__`` ends it (see the class).
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Release the message (as ``release()``).
     fn __exit__(
-        &self,
+        slf: &Bound<'_, Self>,
         _t: &Bound<'_, PyAny>,
         _v: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        self.release()?;
+        Self::release_at(slf, Site::Exit)?;
         Ok(false)
     }
 
     fn __repr__(&self) -> String {
-        let released = if self.released() { ", released" } else { "" };
+        let released = if self.released.load(Ordering::Acquire) { ", released" } else { "" };
         format!("<shmbridge.Message len={}{released}>", self.len)
     }
 
@@ -538,9 +563,10 @@ impl Message {
         // SAFETY: view is the pointer Python passed to __getbuffer__.
         unsafe { buffer::begin(view)? };
         let this = slf.get();
-        if this.released.load(Ordering::Acquire) {
+        if this.released.load(Ordering::Acquire) && this.receiver.is_owned_here() {
             return Err(PyBufferError::new_err("the message was released"));
         }
+        this.check_live()?;
         if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
             return Err(PyBufferError::new_err("a received message is read-only"));
         }
@@ -561,7 +587,9 @@ impl Drop for Message {
     /// Nothing can reach the message any more: its room may be reused (in the
     /// process that received it; a `fork`ed child's copy frees nothing).
     fn drop(&mut self) {
-        self.receiver.release_raw(self.position);
+        if !*self.room_returned.get_mut() {
+            self.receiver.release_raw(self.position);
+        }
     }
 }
 
@@ -572,8 +600,10 @@ impl Drop for Message {
 /// if the receiver closed, ValueError if the channel was closed meanwhile: then
 /// nothing is sent). ``discard()``, an exception in a ``with`` block, or
 /// collection gives it up. Either way the room is not reused for another message
-/// while the Loan object can be reached, so a view kept by mistake can never write
-/// into a later message.
+/// while something other than your own name for the Loan can reach it (an array
+/// made from it, a second name), so a view kept by mistake can never write into a
+/// later message; ``with tx.loan(n) as loan:`` gives the room back at the end of
+/// the block. A ``fork``ed child cannot use its parent's loan (RuntimeError).
 #[pyclass(module = "shmbridge", name = "Loan", frozen)]
 pub(crate) struct Loan {
     channel: Py<Channel>,
@@ -590,6 +620,7 @@ pub(crate) struct Loan {
 
 impl Loan {
     fn finish(&self, py: Python<'_>, publish: bool) -> PyResult<()> {
+        self.check_owned()?;
         if publish && self.exports.load(Ordering::Acquire) > 0 {
             return Err(PyBufferError::new_err(
                 "memoryviews of this loan are still open; release them first",
@@ -603,16 +634,47 @@ impl Loan {
         if publish {
             // SAFETY: `raw` came from reserve_raw on this sender and is used once (taken
             // out of the Option above).
+            // A refused publish keeps the room pinned too: views of it may live on.
             let published = unsafe { self.sender.publish_raw(raw, true) };
-            if let Err(e) = published {
-                self.pinned.store(false, Ordering::Release);
-                return Err(channel_error(e));
-            }
+            published.map_err(channel_error)?;
         } else {
             // SAFETY: as above.
             unsafe { self.sender.discard_raw(raw, true) };
         }
         Ok(())
+    }
+
+    fn check_owned(&self) -> PyResult<()> {
+        if self.sender.is_owned_here() {
+            Ok(())
+        } else {
+            Err(PyRuntimeError::new_err(
+                "this loan belongs to another process's sender (this is a fork()ed child): \
+                 only that process can write, publish or discard it",
+            ))
+        }
+    }
+
+    /// Finishes the loan (if it is not) and gives the room back now if nothing but
+    /// the caller's name can reach the object.
+    fn finish_at(slf: &Bound<'_, Self>, publish: bool, site: Site) -> PyResult<()> {
+        let finished = slf.get().finish(slf.py(), publish);
+        Self::return_room_if_unreachable(slf, site);
+        finished
+    }
+
+    /// Unpins the room of a finished loan that nothing but the caller's name can
+    /// reach.
+    fn return_room_if_unreachable(slf: &Bound<'_, Self>, site: Site) {
+        let this = slf.get();
+        if this.sender.is_owned_here()
+            && this.exports.load(Ordering::Acquire) == 0
+            && this.finished()
+            && only_the_caller_holds(slf, site)
+            && this.pinned.swap(false, Ordering::AcqRel)
+        {
+            this.sender.unpin(this.position);
+        }
     }
 }
 
@@ -623,13 +685,13 @@ impl Loan {
     }
 
     /// Send the message written into the loan.
-    fn publish(&self, py: Python<'_>) -> PyResult<()> {
-        self.finish(py, true)
+    fn publish(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::finish_at(slf, true, Site::Call)
     }
 
     /// Give the loan up without sending anything.
-    fn discard(&self, py: Python<'_>) -> PyResult<()> {
-        self.finish(py, false)
+    fn discard(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::finish_at(slf, false, Site::Call)
     }
 
     /// True once published or discarded.
@@ -638,19 +700,26 @@ impl Loan {
         lock(&self.raw).is_none()
     }
 
+    /// Use in a ``with`` block; ``__exit__`` ends it (see the class).
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Publish the loan, or discard it if the block raised (unless already finished).
     fn __exit__(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         t: &Bound<'_, PyAny>,
         _v: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        if !self.finished() {
-            self.finish(py, t.is_none())?;
+        if slf.get().finished() {
+            // Finished in the block: the room may still be given back now.
+            Self::return_room_if_unreachable(slf, Site::Exit);
+        } else if !t.is_none() && !slf.get().sender.is_owned_here() {
+            // A fork()ed child's block raised: let its exception through untouched
+            // (the loan is the parent's to end).
+        } else {
+            Self::finish_at(slf, t.is_none(), Site::Exit)?;
         }
         Ok(false)
     }
@@ -668,6 +737,7 @@ impl Loan {
         // SAFETY: view is the pointer Python passed to __getbuffer__.
         unsafe { buffer::begin(view)? };
         let this = slf.get();
+        this.check_owned()?;
         if this.finished() {
             return Err(PyBufferError::new_err("the loan was already published or discarded"));
         }

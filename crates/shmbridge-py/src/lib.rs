@@ -6,6 +6,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+#[cfg(unix)]
+mod aio;
 mod array;
 mod array_numpy;
 mod buffer;
@@ -16,19 +18,30 @@ mod input;
 mod mode;
 mod operations;
 mod segment;
+mod sole_reference;
 mod sync;
+mod threads;
 mod typed_view;
 
 use pyo3::prelude::*;
 
-/// A fresh segment name of the form `/<prefix>_<pid>_<random>`.
+/// A fresh segment name of the form ``/<prefix>_<pid>_<random>``.
+///
+/// Raises ValueError if the prefix holds characters a name cannot, or is too long.
+///
+/// >>> import shmbridge
+/// >>> shmbridge.unique_name("frames").startswith("/frames_")
+/// True
 #[pyfunction]
 #[pyo3(signature = (prefix = "shmbridge"))]
 fn unique_name(prefix: &str) -> PyResult<String> {
     shmbridge::unique_name(prefix).map_err(errors::to_py)
 }
 
-/// Removes a segment's name; processes that have it mapped keep their mapping.
+/// Remove a segment's name; processes that have it mapped keep their mapping.
+///
+/// Anyone may unlink a name, whoever created it: use it for the leftovers of a
+/// creator that was killed. Raises FileNotFoundError if no segment has that name.
 #[pyfunction]
 fn unlink(name: &str) -> PyResult<()> {
     shmbridge::unlink(name).map_err(errors::to_py)
@@ -37,6 +50,8 @@ fn unlink(name: &str) -> PyResult<()> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<segment::SharedMemory>()?;
+    #[cfg(unix)]
+    m.add_class::<aio::AsyncWaiter>()?;
     m.add_class::<array::SharedArray>()?;
     m.add_class::<channel::Channel>()?;
     m.add_class::<channel::Message>()?;

@@ -63,6 +63,21 @@ const DETACH_AT: usize = 1 << 20;
 /// A child process made by ``fork`` never removes its parent's name implicitly.
 /// Objects pickle by name: the receiving process opens the segment, never owns it.
 ///
+/// A peer that shrinks the segment (Linux, ``ftruncate``): the copying methods
+/// (``read``, ``readinto``, ``write``, ``read_at``, ``write_at``) raise OSError
+/// (``errno.EIO``) and the object refuses later copies. Zero-copy views cannot be
+/// guarded: touching a vanished page through ``buffer``, ``view()``, a memoryview
+/// or a NumPy array kills the process with SIGBUS. Opening refuses a symbolic link,
+/// FIFO or directory planted under the name (OSError; ``errno.ELOOP`` for a link);
+/// ``mode`` takes permission bits only (ValueError beyond 0o777).
+///
+/// >>> from shmbridge import SharedMemory, unique_name
+/// >>> with SharedMemory(unique_name("doc"), 4096, create=True) as shm:
+/// ...     shm.write(b"Hello")
+/// ...     SharedMemory(shm.name).read(5)    # another process would do the same
+/// 5
+/// b'Hello'
+///
 /// ``lifetime`` (when creating) says how long the name lasts: ``"object"`` (the
 /// default) until this object's ``close()`` or collection; ``"process"`` past
 /// ``close()``, until this process has died and no process maps the segment;
@@ -307,7 +322,7 @@ impl SharedMemory {
     #[new]
     #[pyo3(signature = (name, size = None, *, create = false, mode = 0o600, persist = false,
                         readonly = false, replace = false, populate = false, lifetime = None),
-           text_signature = "(name, size=None, *, create=False, mode=0o600, persist=False, \
+           text_signature = "(name, size=None, *, create=False, mode=shmbridge._signature.OWNER_ONLY, persist=False, \
                              readonly=False, replace=False, populate=False, lifetime=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -339,8 +354,8 @@ impl SharedMemory {
     #[classmethod]
     #[pyo3(signature = (name, size, *, mode = 0o600, persist = false, replace = false, populate = false,
                         lifetime = None),
-           text_signature = "(name, size, *, mode=0o600, persist=False, replace=False, populate=False, \
-                             lifetime=None)")]
+           text_signature = "(name, size, *, mode=shmbridge._signature.OWNER_ONLY, persist=False, \
+                             replace=False, populate=False, lifetime=None)")]
     #[allow(clippy::too_many_arguments)]
     fn create(
         _cls: &Bound<'_, PyType>,
@@ -433,6 +448,9 @@ impl SharedMemory {
 
     /// A memoryview of the whole segment (zero-copy; writable unless read-only).
     /// Each access makes a new memoryview.
+    ///
+    /// Unguarded: if a peer shrinks the segment, touching a vanished page through
+    /// it kills the process with SIGBUS (copy with ``read_at`` to be safe).
     #[getter]
     fn buffer<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyMemoryView>> {
         slf.get().segment()?;
@@ -594,10 +612,12 @@ impl SharedMemory {
         shmbridge::unlink(&self.name).map_err(to_py)
     }
 
+    /// ``with SharedMemory(...) as shm:`` closes the object at the end (see ``close``).
     fn __enter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
+    /// Close the object (as ``close()``); exceptions propagate.
     fn __exit__(
         &self,
         _t: &Bound<'_, PyAny>,

@@ -8,7 +8,7 @@
 //! wakes twice a second at most.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -18,6 +18,7 @@ use shmbridge::sync;
 
 use crate::errors::to_py;
 use crate::segment::SharedMemory;
+use crate::threads::thread_key;
 
 type Segment = shmbridge::SharedMemory;
 
@@ -38,13 +39,21 @@ pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     }
 }
 
-/// Runs `attempt(until)` with the GIL released, in slices, until it succeeds or
-/// `deadline` passes; signals are checked between slices.
+/// Runs `attempt(until)` once with the GIL held and no waiting (the fast path:
+/// a set event, a free lock, `timeout=0`), then with the GIL released, in slices,
+/// until it succeeds or `deadline` passes; signals are checked between slices.
 pub(crate) fn wait_interruptibly<T: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     attempt: impl Fn(Instant) -> Option<T> + Sync,
 ) -> PyResult<Option<T>> {
+    let now = Instant::now();
+    if let Some(done) = attempt(now) {
+        return Ok(Some(done));
+    }
+    if deadline.is_some_and(|d| d <= now) {
+        return Ok(None);
+    }
     loop {
         let slice = Instant::now() + SIGNAL_CHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
@@ -69,7 +78,7 @@ fn segment_of(shm: &Bound<'_, SharedMemory>) -> PyResult<Arc<Segment>> {
 /// segment of their own. An auto-reset event lets one waiter through per `set`.
 #[pyclass(module = "shmbridge", name = "Event", frozen)]
 pub(crate) struct Event {
-    inner: sync::Event,
+    pub(crate) inner: sync::Event,
 }
 
 #[pymethods]
@@ -149,7 +158,7 @@ impl Event {
 /// `Semaphore.create(name, value=0)` / `Semaphore.open(name)`.
 #[pyclass(module = "shmbridge", name = "Semaphore", frozen)]
 pub(crate) struct Semaphore {
-    inner: sync::Semaphore,
+    pub(crate) inner: sync::Semaphore,
 }
 
 #[pymethods]
@@ -209,10 +218,12 @@ impl Semaphore {
         self.inner.value()
     }
 
+    /// ``with`` takes it (waiting as ``acquire()`` does) and returns True.
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
         self.acquire(py, true, None)
     }
 
+    /// Give it back (as ``release()``).
     fn __exit__(
         &self,
         _t: &Bound<'_, PyAny>,
@@ -232,11 +243,14 @@ impl Semaphore {
 /// check it to repair data the dead owner may have left half-changed.
 #[pyclass(module = "shmbridge", name = "Mutex", frozen)]
 pub(crate) struct Mutex {
-    inner: sync::Mutex,
+    pub(crate) inner: sync::Mutex,
     /// The process in which this object holds the lock (its guard forgotten until
     /// release), or 0. A pid rather than a flag: a child made by `fork` inherits
     /// the object, but not the lock.
     held_in: AtomicU32,
+    /// The thread that took it (any thread may release it, as `threading.Lock`
+    /// allows; the one that holds it may not acquire it again).
+    holder: AtomicU64,
     owner_died: AtomicBool,
 }
 
@@ -250,12 +264,18 @@ fn keep(taken: sync::LockResult<'_>) -> bool {
 
 impl Mutex {
     fn wrap(inner: sync::Mutex) -> Self {
-        Self { inner, held_in: AtomicU32::new(0), owner_died: AtomicBool::new(false) }
+        Self {
+            inner,
+            held_in: AtomicU32::new(0),
+            holder: AtomicU64::new(0),
+            owner_died: AtomicBool::new(false),
+        }
     }
 
-    /// Whether this object holds the lock in this process.
-    fn held_here(&self) -> bool {
+    /// Whether the calling thread holds the lock through this object.
+    fn held_by_caller(&self) -> bool {
         self.held_in.load(Ordering::Acquire) == shmbridge::current_pid()
+            && self.holder.load(Ordering::Acquire) == thread_key()
     }
 }
 
@@ -283,9 +303,9 @@ impl Mutex {
     /// seconds. Whether it was taken.
     #[pyo3(signature = (blocking = true, timeout = None))]
     fn acquire(&self, py: Python<'_>, blocking: bool, timeout: Option<f64>) -> PyResult<bool> {
-        if self.held_here() {
+        if self.held_by_caller() {
             return Err(PyRuntimeError::new_err(
-                "this Mutex object already holds the lock; acquiring again would deadlock",
+                "this thread already holds the lock; acquiring it again would deadlock",
             ));
         }
         let taken = if blocking {
@@ -304,6 +324,7 @@ impl Mutex {
         match taken {
             Some(died) => {
                 self.owner_died.store(died, Ordering::Release);
+                self.holder.store(thread_key(), Ordering::Release);
                 self.held_in.store(shmbridge::current_pid(), Ordering::Release);
                 Ok(true)
             }
@@ -346,10 +367,12 @@ impl Mutex {
         self.owner_died.load(Ordering::Acquire)
     }
 
+    /// ``with`` takes it (waiting as ``acquire()`` does) and returns True.
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
         self.acquire(py, true, None)
     }
 
+    /// Give it back (as ``release()``).
     fn __exit__(
         &self,
         _t: &Bound<'_, PyAny>,

@@ -5,6 +5,22 @@ use std::io;
 /// Everything that can go wrong: with a shared-memory segment (every such variant
 /// names the segment) or with a worker call. Each message says what to do next. `Error` converts into [`std::io::Error`] (keeping the kind), so it flows
 /// through `?` in code that speaks `io::Result`.
+///
+/// # Example
+///
+/// ```
+/// use std::io;
+/// use shmbridge::{Error, SharedMemory};
+///
+/// match SharedMemory::open("/doc_no_such_segment") {
+///     Err(Error::NotFound { name }) => assert_eq!(name, "/doc_no_such_segment"),
+///     other => panic!("expected NotFound, got {other:?}"),
+/// }
+/// // Each error says what to do next, and converts into io::Error with its kind.
+/// let err = SharedMemory::open("/doc_no_such_segment").unwrap_err();
+/// assert!(err.to_string().contains("create it first"));
+/// assert_eq!(io::Error::from(err).kind(), io::ErrorKind::NotFound);
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -198,6 +198,19 @@ impl SharedMemoryOptions {
     /// - [`Error::PermissionDenied`] or [`Error::Os`] for what else the OS refuses.
     ///
     /// A failed create leaves no name behind.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use shmbridge::SharedMemory;
+    ///
+    /// let name = shmbridge::unique_name("doc_options")?;
+    /// let first = SharedMemory::options().mode(0o640).create(&name, 4096)?;
+    /// assert!(SharedMemory::create(&name, 4096).is_err()); // create is exclusive
+    /// let second = SharedMemory::options().replace(true).create(&name, 8192)?; // unless asked
+    /// assert_eq!(SharedMemory::open(&name)?.len(), 8192);
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
     pub fn create(&self, name: &str, size: usize) -> Result<SharedMemory> {
         let name = canonical_name(name)?;
         check_mappable(&name, size as u64)?;
@@ -282,6 +295,19 @@ impl SharedMemoryOptions {
     /// - [`Error::TooSmall`] if the segment holds fewer than `min_size` bytes;
     /// - [`Error::InvalidSize`] if the segment is empty (size 0: nothing to map);
     /// - [`Error::PermissionDenied`] or [`Error::Os`] for what else the OS refuses.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use shmbridge::SharedMemory;
+    ///
+    /// let shm = SharedMemory::create_unique("doc_open", 4096)?;
+    /// let reader = SharedMemory::options().read_only(true).min_size(1024).open(shm.name())?;
+    /// assert!(!reader.is_writable());
+    /// let too_small = SharedMemory::options().min_size(1 << 20).open(shm.name());
+    /// assert!(matches!(too_small, Err(shmbridge::Error::TooSmall { .. }))); // never resized
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
     pub fn open(&self, name: &str) -> Result<SharedMemory> {
         let name = canonical_name(name)?;
         let writable = !self.read_only;

@@ -57,7 +57,7 @@ pub(crate) const ANONYMOUS: &str = "(anonymous)";
 /// A process that may write the segment may also shrink it (`ftruncate`, Linux),
 /// and the pages past its new end vanish from every mapping: touching one raises
 /// SIGBUS. So does writing a page of a sparse segment (created without
-/// [`reserve`](SharedMemoryOptions::reserve), as Python's stdlib does) when the
+/// [`reserve`](crate::SharedMemoryOptions::reserve), as Python's stdlib does) when the
 /// system has no memory left for it.
 ///
 /// - The copying methods ([`read_at`](Self::read_at), [`write_at`](Self::write_at)
@@ -192,6 +192,20 @@ impl SharedMemory {
     /// persistent (one open and two attribute calls), so that automatic reclaim
     /// never removes it after this process dies; elsewhere the record is the
     /// creator's to change.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use shmbridge::SharedMemory;
+    ///
+    /// let name = shmbridge::unique_name("doc_persist")?;
+    /// let mut shm = SharedMemory::create(&name, 4096)?;
+    /// shm.persist();
+    /// shm.close()?; // the name stays: another process may open it later
+    /// let mut again = SharedMemory::open(&name)?;
+    /// again.unlink()?; // someone must remove it
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
     pub fn persist(&mut self) {
         self.unlink_on_drop = false;
         if !self.creator.is_some_and(Owner::is_current) {
@@ -232,6 +246,19 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`Error::NotFound`] if the name is already gone.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use shmbridge::SharedMemory;
+    ///
+    /// let name = shmbridge::unique_name("doc_unlink")?;
+    /// let mut shm = SharedMemory::create(&name, 4096)?;
+    /// shm.unlink()?;
+    /// assert!(SharedMemory::open(&name).is_err()); // nobody new can open it
+    /// assert_eq!(shm.len(), 4096); // the mapping is still there
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
     pub fn unlink(&mut self) -> Result<()> {
         self.unlink_on_drop = false;
         if self.handle.is_some() {
@@ -248,6 +275,18 @@ impl SharedMemory {
     /// [`Error::Os`] if the unmap fails, or an unlink error as in
     /// [`unlink`](Self::unlink). The segment is unmapped and its name released
     /// as far as possible either way.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use shmbridge::SharedMemory;
+    ///
+    /// let shm = SharedMemory::create_unique("doc_close", 4096)?;
+    /// let name = shm.name().to_owned();
+    /// shm.close()?; // the creator's close removes the name
+    /// assert!(matches!(SharedMemory::open(&name), Err(shmbridge::Error::NotFound { .. })));
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
     pub fn close(mut self) -> Result<()> {
         let unlinked = if self.unlinks_on_drop() { self.unlink() } else { Ok(()) };
         let unmapped = self.mapping.unmap().map_err(|e| Error::from_os(&self.name, "munmap", e));
@@ -264,6 +303,20 @@ impl SharedMemory {
     /// [`Error::PagesLost`] (as an `io::Error` of kind `UnexpectedEof`) if another
     /// process shrank the segment under the copy, or did so before: the part of
     /// `buf` that the vanished pages would fill holds zeros.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use shmbridge::SharedMemory;
+    ///
+    /// let mut shm = SharedMemory::create_unique("doc_read_at", 64)?;
+    /// shm.write_all_at(b"abcd", 60)?;
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(shm.read_at(&mut buf, 60)?, 4); // short near the end
+    /// assert_eq!(&buf[..4], b"abcd");
+    /// assert_eq!(shm.read_at(&mut buf, 64)?, 0); // nothing past it
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         // SAFETY: buf is a valid, exclusively borrowed destination of buf.len() bytes,
         // and a &mut [u8] cannot point into this mapping while &self is borrowed.
@@ -316,6 +369,20 @@ impl SharedMemory {
     /// [`Error::OutOfBounds`] if `buf` does not fit (nothing is written), or
     /// [`Error::ReadOnly`], or [`Error::PagesLost`] as in
     /// [`write_at`](Self::write_at); all as `io::Error`s.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use shmbridge::SharedMemory;
+    ///
+    /// let mut shm = SharedMemory::create_unique("doc_write_all_at", 64)?;
+    /// shm.write_all_at(&42u64.to_le_bytes(), 8)?;
+    /// let mut word = [0u8; 8];
+    /// shm.read_exact_at(&mut word, 8)?;
+    /// assert_eq!(u64::from_le_bytes(word), 42);
+    /// assert!(shm.write_all_at(&[0; 16], 56).is_err()); // would not fit: nothing written
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         let len = buf.len();
         self.check_write(len, offset)

@@ -30,6 +30,18 @@ impl SharedMemory {
     /// Zero-copy, so unguarded: if another process shrinks the segment, touching a
     /// vanished page through it raises SIGBUS (see [`SharedMemory`]'s "A peer that
     /// shrinks the segment").
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use shmbridge::SharedMemory;
+    ///
+    /// let mut shm = SharedMemory::create_unique("doc_as_slice", 4096)?;
+    /// shm.as_mut_slice()?[..5].copy_from_slice(b"hello");
+    /// let peer = SharedMemory::open(shm.name())?;
+    /// assert_eq!(&peer.as_slice()[..5], b"hello");
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is live for as long as &self, holds len() bytes, and is
         // readable; any byte pattern is a valid u8.
@@ -110,6 +122,19 @@ impl SharedMemory {
     /// # Errors
     ///
     /// As [`view`](Self::view), and [`Error::ReadOnly`] on a read-only segment.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use shmbridge::SharedMemory;
+    ///
+    /// let mut shm = SharedMemory::create_unique("doc_view_mut", 4096)?;
+    /// shm.view_mut::<i32>(16, 4)?.copy_from_slice(&[1, -2, 3, -4]);
+    /// assert_eq!(shm.view::<i32>(16, 4)?, &[1, -2, 3, -4]);
+    /// assert!(shm.view_mut::<i32>(18, 1).is_err()); // misaligned
+    /// assert!(shm.view_mut::<u64>(4090, 1).is_err()); // out of bounds
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
     pub fn view_mut<T: Pod>(&mut self, offset: usize, count: usize) -> Result<&mut [T]> {
         let range = self.typed_range::<T>(offset, Some(count))?;
         self.cast_mut(offset, range)

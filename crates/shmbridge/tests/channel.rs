@@ -359,3 +359,43 @@ fn corrupted_rings_of_every_size_are_reported_not_read() {
         assert!(matches!(tx.send(b"x").unwrap_err(), ChannelError::Corrupt { .. }));
     }
 }
+
+/// A receive racing with close() in another thread: either it gets the message and
+/// the end stays claimed while the message is held, or it gets ClosedHere and the
+/// message waits for the next receiver. Never both: a receive that passed its
+/// check before close() used to take a message from an end close() had already
+/// let go, and the next receiver got the same message again.
+#[test]
+fn a_receive_racing_close_never_delivers_twice() {
+    for round in 0..2_000 {
+        let tx_side = channel(4096);
+        let tx = tx_side.sender().unwrap();
+        tx.send(b"only").unwrap();
+        let rx = Channel::open(tx_side.name()).unwrap().receiver().unwrap();
+        let gate = std::sync::Barrier::new(2);
+        let held = std::thread::scope(|s| {
+            let taker = s.spawn(|| {
+                gate.wait();
+                rx.recv_raw(None).ok()
+            });
+            gate.wait();
+            rx.close();
+            taker.join().unwrap()
+        });
+        let next = Channel::open(tx_side.name()).unwrap().receiver();
+        match (&held, next) {
+            (Some(_), Ok(next)) => {
+                let again = next.try_recv().map(|m| m.to_vec().unwrap());
+                panic!("round {round}: a second receiver while a message is held: {again:?}");
+            }
+            (Some(_), Err(_)) => {}
+            (None, Ok(next)) => {
+                assert_eq!(next.try_recv().unwrap().to_vec().unwrap(), b"only", "round {round}");
+            }
+            (None, Err(e)) => panic!("round {round}: nothing held, yet {e}"),
+        }
+        if let Some(raw) = held {
+            rx.release_raw(raw.position());
+        }
+    }
+}

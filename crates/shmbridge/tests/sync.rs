@@ -238,6 +238,37 @@ fn a_writer_that_died_mid_write_is_reported_then_replaced() {
     assert!(lock.sequence().is_multiple_of(2));
 }
 
+/// Issue: a writer stored its pid only after making the sequence odd, so a second
+/// writer arriving in between saw the previous writer's pid (dead, here) and "took
+/// over" a live write: two writes at once, one sequence step lost, a torn record
+/// accepted. Every round starts from a record whose last writer died.
+#[cfg(unix)]
+#[test]
+fn a_dead_previous_writer_never_lets_two_writes_overlap() {
+    let shm = segment(4096);
+    let lock = SeqLock::in_segment(Arc::clone(&shm), 0, Some(512)).unwrap();
+    let mut raw = SharedMemory::open(shm.name()).unwrap();
+    let dead = dead_pid();
+    for round in 0..2_000u32 {
+        raw.write_all_at(&dead.to_ne_bytes(), 4).unwrap();
+        let before = lock.sequence();
+        let gate = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for byte in [0xAAu8, 0x55] {
+                let (lock, gate) = (&lock, &gate);
+                s.spawn(move || {
+                    gate.wait();
+                    lock.write(&[byte; 512]).unwrap();
+                });
+            }
+        });
+        assert_eq!(lock.sequence(), before.wrapping_add(4), "round {round}: writes overlapped");
+        let mut record = [0u8; 512];
+        lock.read(&mut record).unwrap();
+        assert!(record.iter().all(|&b| b == record[0]), "round {round}: torn record");
+    }
+}
+
 /// A sequence left odd by a writer that is alive but stopped (or a corrupted word)
 /// makes timed reads and writes give up with `Busy`, on time, and changes nothing.
 #[test]
@@ -267,4 +298,41 @@ fn seqlock_stuck_mid_write_gives_up_on_time() {
     raw.write_all_at(&4u32.to_ne_bytes(), 0).unwrap();
     lock.read(&mut buf).unwrap();
     assert_eq!(&buf, b"12345678", "the timed-out write changed nothing");
+}
+
+/// Eight threads wait on one primitive that never becomes available, each with
+/// its own deadline: every one returns by its deadline (plus a margin for a loaded
+/// machine), whatever the others do.
+#[test]
+fn every_waiter_keeps_its_own_deadline() {
+    fn race(what: &str, wait: &(dyn Fn(Duration) -> bool + Sync)) {
+        std::thread::scope(|s| {
+            for i in 0..8u64 {
+                s.spawn(move || {
+                    let timeout = Duration::from_millis(30 + 30 * i);
+                    let start = Instant::now();
+                    assert!(!wait(timeout), "{what}: waiter {i} got what never comes");
+                    let late = start.elapsed().saturating_sub(timeout);
+                    assert!(late < Duration::from_secs(2), "{what}: waiter {i} was {late:?} late");
+                });
+            }
+        });
+    }
+    let event = Event::create(&unique_name("ts_race_ev").unwrap(), false).unwrap();
+    race("event", &|t| event.wait_timeout(t));
+    let sem = Semaphore::create(&unique_name("ts_race_sem").unwrap(), 0).unwrap();
+    race("semaphore", &|t| sem.acquire_timeout(t));
+    let mutex = Mutex::create(&unique_name("ts_race_mx").unwrap()).unwrap();
+    let guard = mutex.lock().unwrap_or_else(|d| d.into_guard());
+    race("mutex", &|t| mutex.lock_timeout(t).is_some());
+    drop(guard);
+    let seq = SeqLock::create(&unique_name("ts_race_seq").unwrap(), 8).unwrap();
+    let mut raw = SharedMemory::open(seq_name(&seq)).unwrap();
+    raw.write_all_at(&1u32.to_ne_bytes(), 0).unwrap(); // mid-write...
+    raw.write_all_at(&std::process::id().to_ne_bytes(), 4).unwrap(); // ...by a live writer
+    race("seqlock", &|t| seq.read_timeout(&mut [0u8; 8], t).is_ok());
+}
+
+fn seq_name(lock: &SeqLock) -> &str {
+    lock.segment().name()
 }

@@ -288,6 +288,53 @@ fn shutdown_and_drop_reap_the_process() {
     assert!(!status.success(), "killed: {status}");
 }
 
+/// Runs `f` on a thread; panics if it does not finish within `limit` (a hang).
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(f()));
+    finished.recv_timeout(limit).unwrap_or_else(|_| panic!("{what} hung for {limit:?}"))
+}
+
+#[test]
+fn a_process_holding_the_workers_stderr_delays_nothing() {
+    // Issue: a process the worker started, holding its stderr, made shutdown wait
+    // for that process's end, and every call after the worker died wait 1 s.
+    let hold_name = shmbridge::unique_name("t_hold").unwrap();
+    let hold = Event::create(&hold_name, false).unwrap();
+    let spawn = || {
+        script("holds_stderr_open.py")
+            .env("HOLD_UNTIL", &hold_name)
+            .forward_stderr(false)
+            .spawn()
+            .unwrap()
+    };
+    let worker = spawn();
+    assert_eq!(worker.call::<i64>("add", json!({"a": 1, "b": 2}), T).unwrap(), 3);
+    let status = within(Duration::from_secs(60), "shutdown", move || worker.shutdown());
+    assert!(status.unwrap().success());
+
+    let worker = spawn();
+    let err = worker.call::<Value>("die", json!({"code": 7}), T).unwrap_err();
+    let Error::WorkerExited { status, stderr_tail, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(status.and_then(|s| s.code()), Some(7), "{err}");
+    assert!(stderr_tail.contains("dying, my stderr held open"), "{stderr_tail}");
+    let calls = within(Duration::from_secs(60), "calls after the exit", move || {
+        // 100 calls: at a second each (the old wait for the pipe's end), well past
+        // the limit.
+        let errors: Vec<_> = (0..100)
+            .map(|_| worker.call::<Value>("add", json!({"a": 1, "b": 2}), T).unwrap_err())
+            .collect();
+        drop(worker);
+        errors
+    });
+    assert!(calls.iter().all(|e| matches!(e, Error::WorkerExited { .. })), "{calls:?}");
+    hold.set();
+}
+
 #[test]
 fn readers_that_time_out_hand_over_to_the_others() {
     let worker = server();
@@ -515,6 +562,15 @@ mod shared_memory_transport {
             "{err:?}"
         );
         assert_eq!(worker.call::<String>("noisy", json!({}), T).unwrap(), "quiet");
+        // Issue: an answer too long for the answer channel killed serve().
+        let err = worker.call::<Value>("repeat", json!({"text": "x", "times": 700_000}), T);
+        let err = err.unwrap_err();
+        assert!(
+            matches!(&err, Error::Remote { kind, message, .. }
+                if kind == "ValueError" && message.contains("shared memory")),
+            "{err:?}"
+        );
+        assert_eq!(worker.call::<i64>("add", json!({"a": 1, "b": 2}), T).unwrap(), 3);
     }
 
     #[test]
@@ -572,5 +628,64 @@ mod shared_memory_transport {
         let worker = server();
         assert_eq!(worker.call::<i64>("add", json!({"a": 1, "b": 1}), T).unwrap(), 2);
         assert!(worker.shutdown().unwrap().success());
+    }
+}
+
+/// Async calls: many at once from a multi-threaded tokio runtime (the futures are
+/// `Send`), on both transports, with time-outs, dropped futures, and blocking
+/// callers mixed in; no thread per call.
+#[test]
+fn async_calls_on_both_transports() {
+    for transport in [Transport::Pipe, Transport::SharedMemory { capacity: 1 << 16 }] {
+        let worker = std::sync::Arc::new(
+            script("testserver.py").forward_stderr(false).transport(transport).spawn().unwrap(),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sums: Vec<i64> = runtime.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..50i64 {
+                let worker = std::sync::Arc::clone(&worker);
+                tasks.spawn(async move {
+                    let sum: i64 =
+                        worker.call_async("add", json!({"a": i, "b": 1}), T).await.unwrap();
+                    sum
+                });
+            }
+            // A blocking caller at the same time.
+            let blocking = std::sync::Arc::clone(&worker);
+            let blocking = std::thread::spawn(move || {
+                (0..20)
+                    .map(|i| blocking.call::<i64>("add", json!({"a": i, "b": 2}), T).unwrap())
+                    .sum::<i64>()
+            });
+            let mut sums = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                sums.push(r.unwrap());
+            }
+            assert_eq!(blocking.join().unwrap(), (0..20).map(|i| i + 2).sum::<i64>());
+            sums
+        });
+        let mut sums = sums;
+        sums.sort();
+        assert_eq!(sums, (1..=50).collect::<Vec<_>>(), "{transport:?}");
+
+        // A time-out, and a dropped call: the worker stays usable, and late answers
+        // go nowhere.
+        let start = Instant::now();
+        let late = futures::executor::block_on(worker.call_async::<Value>(
+            "slow",
+            json!({"seconds": 1}),
+            Duration::from_millis(200),
+        ));
+        assert!(matches!(late, Err(Error::Timeout { .. })), "{late:?}");
+        assert!(start.elapsed() < Duration::from_millis(200) + MARGIN);
+        drop(worker.call_async::<Value>("slow", json!({"seconds": 0.1}), T));
+        let back: Value =
+            futures::executor::block_on(worker.call_async("echo", json!({"x": 1}), T)).unwrap();
+        assert_eq!(back, json!({"x": 1}));
     }
 }

@@ -40,6 +40,24 @@ use crate::segment::SharedMemory;
 /// The header is read once, at open, into a private copy: later changes to the
 /// header bytes by another process cannot move the view out of bounds. Only the
 /// generation counter is read live.
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::SharedMemory;
+/// use shmbridge::array::{ArraySegment, Order};
+///
+/// let name = shmbridge::unique_name("doc_untyped")?;
+/// let options = SharedMemory::options();
+/// let made = ArraySegment::create(&options, &name, "<i2", &[2, 3], Order::F)?;
+/// // A tool that knows nothing of the contents reads the header:
+/// let seen = ArraySegment::open(&options, &name)?;
+/// assert_eq!(seen.layout().dtype().typestr(), "<i2");
+/// assert_eq!(seen.layout().shape(), &[2, 3]);
+/// assert_eq!(seen.layout().strides(), &[2, 4]); // Fortran order
+/// assert_eq!(seen.data().len(), 12);
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ArraySegment {
     shm: SharedMemory,
@@ -228,6 +246,28 @@ fn generation(shm: &SharedMemory) -> &AtomicU64 {
 /// The elements are contiguous (C or Fortran order); [`as_slice`](Self::as_slice)
 /// gives them in memory order. With the `ndarray` feature,
 /// [`view`](Self::view) gives an `ndarray` view of the right shape and strides.
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::SharedMemory;
+/// use shmbridge::array::{Order, SharedArray};
+///
+/// let name = shmbridge::unique_name("doc_shared_array")?;
+/// let mut grid = SharedArray::<i32>::create_with(
+///     SharedMemory::options().mode(0o600),
+///     &name,
+///     &[2, 3],
+///     Order::C,
+/// )?;
+/// grid.as_mut_slice()?.copy_from_slice(&[1, 2, 3, 4, 5, 6]);
+///
+/// let reader = SharedArray::<i32>::open_with(SharedMemory::options().read_only(true), &name)?;
+/// assert_eq!(reader.shape(), &[2, 3]);
+/// assert_eq!(reader.as_slice(), &[1, 2, 3, 4, 5, 6]);
+/// assert!(!reader.is_writable());
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SharedArray<T: Element> {
     inner: ArraySegment,
@@ -360,6 +400,19 @@ impl<T: Element> SharedArray<T> {
     }
 
     /// An `ndarray` view with the array's shape and strides.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use shmbridge::array::SharedArray;
+    ///
+    /// let mut grid = SharedArray::<f32>::create(&shmbridge::unique_name("doc_ndarray")?, &[2, 3])?;
+    /// grid.view_mut()?.fill(1.5);
+    /// let view = grid.view();
+    /// assert_eq!(view.shape(), &[2, 3]);
+    /// assert_eq!(view.sum(), 9.0);
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
     pub fn view(&self) -> ndarray::ArrayViewD<'_, T> {
         let data = self.as_slice();
         ndarray::ArrayViewD::from_shape(self.nd_shape(), data)

@@ -58,6 +58,7 @@ use crate::error::{Error, Result};
 use crate::owner::Owner;
 use crate::record::SegmentKind;
 use crate::segment::SharedMemory;
+use crate::sync::Readiness;
 use crate::sync::wait::{Spinner, wait_until_or};
 use crate::sys;
 
@@ -70,6 +71,10 @@ pub const VERSION: u32 = 2;
 const RING: usize = 192;
 /// How often a waiting end checks whether the other is still alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+/// How often an async sender looks again while another thread holds its turn
+/// (the turn lives in this process's memory, which the waiter threads do not
+/// watch).
+const TURN_RECHECK: Duration = Duration::from_millis(1);
 
 // Word offsets in the header (see docs/FORMAT.md).
 const CAPACITY: usize = 16;
@@ -86,6 +91,23 @@ const CONSUMER_CLOSED: usize = 148;
 
 /// Why a send or receive did not happen. Nothing is lost: a failed send leaves
 /// the caller its data, a failed receive leaves the message in the ring.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use shmbridge::channel::{Channel, ChannelError};
+///
+/// let channel = Channel::create(&shmbridge::unique_name("doc_channel_error")?, 4096)?;
+/// let (tx, rx) = (channel.sender()?, channel.receiver()?);
+/// assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
+/// assert_eq!(rx.recv_timeout(Duration::from_millis(1)).unwrap_err(), ChannelError::Timeout);
+/// tx.send(b"last")?;
+/// drop(tx); // the sender closes: the receiver gets everything, then Closed
+/// assert_eq!(&*rx.recv()?, b"last");
+/// assert_eq!(rx.recv().unwrap_err(), ChannelError::Closed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChannelError {
@@ -173,6 +195,21 @@ impl From<ring::Corrupt> for ChannelError {
 
 /// A channel segment; [`sender`](Self::sender) and [`receiver`](Self::receiver)
 /// claim its two ends.
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::channel::Channel;
+///
+/// let name = shmbridge::unique_name("doc_channel")?;
+/// let channel = Channel::create(&name, 1 << 20)?; // the producing process
+/// let tx = channel.sender()?;
+/// let rx = Channel::open(&name)?.receiver()?; // the consuming process, usually
+/// tx.send(b"ping")?;
+/// assert_eq!(rx.recv()?.to_vec()?, b"ping");
+/// assert_eq!(channel.max_message(), channel.capacity() / 2 - 8);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Channel {
     shm: Arc<SharedMemory>,
@@ -306,6 +343,12 @@ impl Channel {
                         "its previous {end}, in process {current}, was closed but still holds \
                          messages or loans from it: release them first"
                     )
+                } else if current == me.pid() {
+                    format!(
+                        "already has a {end} in this process ({current}): one {end} at a time \
+                         (a {end} closed while a loan or send was under way counts until that \
+                         ends)"
+                    )
                 } else {
                     format!("already has a {end} in process {current}: one {end} at a time")
                 };
@@ -339,6 +382,12 @@ impl Channel {
 
     fn counter(&self, offset: usize) -> &AtomicU64 {
         self.shm.atomic_u64(offset)
+    }
+
+    /// A readiness on the header word at `word` (holding `seen`), whose sleepers are
+    /// counted at `sleepers`.
+    fn readiness(&self, word: usize, sleepers: usize, seen: u32, recheck: Duration) -> Readiness {
+        Readiness::new(Arc::clone(&self.shm), word, sleepers, seen, Some(recheck))
     }
 
     /// The address of ring offset `at` (< capacity).

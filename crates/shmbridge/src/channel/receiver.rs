@@ -15,6 +15,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::owner::Owner;
+use crate::sync::Readiness;
 use crate::sync::wait::wake_after_rmw;
 
 /// The consuming end: `recv`, `try_recv`, `recv_timeout`. A message is a
@@ -23,6 +24,24 @@ use crate::sync::wait::wake_after_rmw;
 ///
 /// Threads of this process may share a receiver: each message goes to exactly one
 /// of them.
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::channel::Channel;
+///
+/// let channel = Channel::create(&shmbridge::unique_name("doc_receiver")?, 4096)?;
+/// let (tx, rx) = (channel.sender()?, channel.receiver()?);
+/// for text in ["a", "b", "c"] {
+///     tx.send(text.as_bytes())?;
+/// }
+/// let a = rx.recv()?; // held, zero-copy
+/// let b = rx.recv()?;
+/// drop(a); // released in any order
+/// assert_eq!(&*b, b"b");
+/// assert_eq!(rx.try_recv()?.to_vec()?, b"c");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Receiver {
     channel: Channel,
     owner: Owner,
@@ -169,6 +188,67 @@ impl Receiver {
                 len,
             }))
         })
+    }
+
+    /// Waits for the next message without blocking a thread: a future for any async
+    /// runtime. Cancel-safe: a message is taken only when the future completes, so
+    /// dropping it (a time-out, a cancelled task) loses nothing. Time-outs come
+    /// from the runtime (`tokio::time::timeout`, ...).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub async fn recv_async(&self) -> Result<Message<'_>, ChannelError> {
+        let raw =
+            crate::sync::reactor::WhenReady::new(move || self.try_take_or_readiness()).await?;
+        Ok(Message { receiver: self, raw })
+    }
+
+    /// What to wait for while no message is there (`None` if one is, or the channel
+    /// ended: receive then), for bindings that wait their own way (see
+    /// [`Readiness`]). Takes nothing.
+    pub fn recv_readiness(&self) -> Option<Readiness> {
+        let c = &self.channel;
+        let seen = c.word(HEAD_SIGNAL).load(Ordering::Acquire);
+        if self.usable().is_err()
+            || c.counter(HEAD).load(Ordering::Acquire) != self.lock().read
+            || self.waiting.peer_gone(c, PRODUCER).is_some()
+        {
+            return None;
+        }
+        Some(c.readiness(HEAD_SIGNAL, CONSUMER_SLEEPERS, seen, super::LIVENESS_CHECK))
+    }
+
+    /// One step of [`recv_async`](Self::recv_async): a message, why the channel
+    /// ended, or what to wait for.
+    fn try_take_or_readiness(&self) -> Result<Result<RawMessage, ChannelError>, Readiness> {
+        let c = &self.channel;
+        let seen = c.word(HEAD_SIGNAL).load(Ordering::Acquire);
+        let take = || -> Result<Option<RawMessage>, ChannelError> {
+            self.usable()?;
+            let mut state = self.lock();
+            let taken = self.take(&mut state);
+            self.advance_tail(&mut state);
+            Ok(taken?.map(|(position, payload, len)| RawMessage {
+                position,
+                ptr: c.ring_ptr(payload).cast_const(),
+                len,
+            }))
+        };
+        match take() {
+            Ok(Some(raw)) => return Ok(Ok(raw)),
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        if let Some(gone) = self.waiting.peer_gone(c, PRODUCER) {
+            // Everything published was delivered: only now report the end.
+            return Ok(match take() {
+                Ok(Some(raw)) => Ok(raw),
+                Ok(None) => Err(gone),
+                Err(e) => Err(e),
+            });
+        }
+        Err(c.readiness(HEAD_SIGNAL, CONSUMER_SLEEPERS, seen, super::LIVENESS_CHECK))
     }
 
     /// Gives back a message taken by [`recv_raw`](Self::recv_raw) (its key,
@@ -320,6 +400,12 @@ impl Receiver {
         }
     }
 
+    /// Whether this process owns this end (false in a `fork`ed child's copy, which
+    /// can do nothing with it).
+    pub fn is_owned_here(&self) -> bool {
+        self.owner.is_current()
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -348,6 +434,13 @@ impl Receiver {
     /// Reads the next message's record, stepping over padding and skipped records:
     /// `(position, payload place, length)`, now held; `None` if there is none yet.
     fn take(&self, state: &mut State) -> Result<Option<(u64, usize, usize)>, ChannelError> {
+        // Checked under the state lock: close() sets `closed`, then looks (under the
+        // lock) for held messages before letting the end go. A take that passed an
+        // earlier check must not hold a message of an end already let go, which
+        // another receiver may have claimed.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ChannelError::ClosedHere);
+        }
         let c = &self.channel;
         loop {
             let head = c.counter(HEAD).load(Ordering::Acquire);
@@ -509,6 +602,21 @@ impl fmt::Debug for Lent<'_> {
 /// Deref gives the bytes in place (unguarded, like every view: a peer that shrinks
 /// the segment makes touching them fault); [`to_vec`](Self::to_vec) copies them
 /// out guarded.
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::channel::Channel;
+///
+/// let channel = Channel::create(&shmbridge::unique_name("doc_message")?, 4096)?;
+/// let (tx, rx) = (channel.sender()?, channel.receiver()?);
+/// tx.send(&[1, 2, 3])?;
+/// let message = rx.recv()?;
+/// assert_eq!(message.len(), 3); // the bytes in place, through Deref
+/// let copy: Vec<u8> = message.to_vec()?; // a guarded copy
+/// assert_eq!(copy, [1, 2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Message<'a> {
     receiver: &'a Receiver,
     raw: RawMessage,

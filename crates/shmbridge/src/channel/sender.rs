@@ -14,6 +14,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::owner::Owner;
+use crate::sync::Readiness;
 use crate::sync::local_lock::{Acquired, LocalLock};
 use crate::sync::wait::wake_after_rmw;
 
@@ -23,6 +24,23 @@ use crate::sync::wait::wake_after_rmw;
 ///
 /// Threads of this process may share a sender (`&Sender` is enough to send): each
 /// message is published whole, in the order the sends took their turn.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use shmbridge::channel::{Channel, ChannelError};
+///
+/// let channel = Channel::create(&shmbridge::unique_name("doc_sender")?, 256)?;
+/// let tx = channel.sender()?;
+/// tx.send(b"one")?; // waits while full
+/// tx.send_timeout(b"two", Duration::from_secs(1))?;
+/// let sent = tx.send_batch([&b"three"[..], b"four"], None)?; // published together
+/// assert_eq!(sent, 2);
+/// while tx.try_send(&[0; 100]).is_ok() {} // fill the ring
+/// assert_eq!(tx.try_send(&[0; 100]).unwrap_err(), ChannelError::Full);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Sender {
     channel: Channel,
     owner: Owner,
@@ -113,6 +131,58 @@ impl Sender {
         deadline: Option<Instant>,
     ) -> Result<(), ChannelError> {
         self.send_parts_deadline(&[data], deadline)
+    }
+
+    /// Sends a copy of `data` when the ring has room, without blocking a thread: a
+    /// future for any async runtime. Cancel-safe: the message is copied and
+    /// published in one step when the future completes, so dropping it before
+    /// sends nothing, and never half a message.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_async(&self, data: &[u8]) -> Result<(), ChannelError> {
+        crate::sync::reactor::WhenReady::new(move || self.try_send_or_readiness(data)).await
+    }
+
+    /// What to wait for while a message of `len` bytes cannot be sent now (`None`
+    /// if it can, or cannot ever: send then), for bindings that wait their own way
+    /// (see [`Readiness`]). Sends nothing.
+    pub fn send_readiness(&self, len: usize) -> Option<Readiness> {
+        let c = &self.channel;
+        let seen = c.word(TAIL_SIGNAL).load(Ordering::Acquire);
+        if self.usable().is_err() || len > self.max_message() {
+            return None;
+        }
+        if self.turn.is_locked() {
+            return Some(c.readiness(TAIL_SIGNAL, PRODUCER_SLEEPERS, seen, super::TURN_RECHECK));
+        }
+        match self.room_at(self.head.load(Ordering::Relaxed), len) {
+            Ok(None) => {}
+            _ => return None,
+        }
+        if self.waiting.peer_gone(c, CONSUMER).is_some() {
+            return None;
+        }
+        Some(c.readiness(TAIL_SIGNAL, PRODUCER_SLEEPERS, seen, super::LIVENESS_CHECK))
+    }
+
+    /// One step of [`send_async`](Self::send_async): sent, failed, or what to wait
+    /// for.
+    fn try_send_or_readiness(&self, data: &[u8]) -> Result<Result<(), ChannelError>, Readiness> {
+        let c = &self.channel;
+        let seen = c.word(TAIL_SIGNAL).load(Ordering::Acquire);
+        let busy = self.turn.is_locked();
+        match self.send_deadline(data, Some(Instant::now())) {
+            Err(ChannelError::Timeout) => {}
+            done => return Ok(done),
+        }
+        if let Some(gone) = self.waiting.peer_gone(c, CONSUMER) {
+            return Ok(Err(gone));
+        }
+        let recheck =
+            if busy || self.turn.is_locked() { super::TURN_RECHECK } else { super::LIVENESS_CHECK };
+        Err(c.readiness(TAIL_SIGNAL, PRODUCER_SLEEPERS, seen, recheck))
     }
 
     /// Sends one message made of `parts` laid end to end (a header and a payload,
@@ -281,17 +351,25 @@ impl Sender {
     /// # Errors
     ///
     /// [`ChannelError::Closed`] if the receiver closed, [`ChannelError::ClosedHere`]
-    /// if this end was closed meanwhile: the message is not published (and nothing
-    /// is pinned).
+    /// if this end was closed meanwhile: the message is not published (with `pin`,
+    /// its room is still kept out of use until `unpin`, as a discarded loan's);
+    /// [`ChannelError::WrongProcess`] in a `fork`ed child, which changes nothing.
     ///
     /// # Safety
     ///
     /// `loan` must come from `reserve_raw` on this sender, and be published or
     /// discarded once.
     pub unsafe fn publish_raw(&self, loan: RawLoan, pin: bool) -> Result<(), ChannelError> {
+        if !self.owner.is_current() {
+            // A fork()ed child's copy of a loan: the turn and the room are the parent's.
+            return Err(ChannelError::WrongProcess { owner: self.owner.pid() });
+        }
         let published = self.write_header_of(&loan, 0).and_then(|head| self.publish_to(head));
-        if published.is_ok() && pin {
-            self.pin(loan.head);
+        if pin {
+            match published {
+                Ok(()) => self.pin(loan.head),
+                Err(_) => self.skip_and_pin(&loan),
+            }
         }
         self.end_turn();
         published
@@ -306,16 +384,35 @@ impl Sender {
     ///
     /// As [`publish_raw`](Self::publish_raw).
     pub unsafe fn discard_raw(&self, loan: RawLoan, pin: bool) {
+        if !self.owner.is_current() {
+            return; // a fork()ed child's copy: the parent's loan is not ours to end
+        }
         if pin {
-            let published =
-                self.write_header_of(&loan, FLAG_SKIP).and_then(|head| self.publish_to(head));
-            // If the channel is closed (or its ring gone), nobody reads the record:
-            // nothing to keep.
-            if published.is_ok() {
-                self.pin(loan.head);
-            }
+            self.skip_and_pin(&loan);
         }
         self.end_turn();
+    }
+
+    /// Puts a record the receiver steps over in a reservation's room, moves the head
+    /// past it even if the channel was closed (a receiver that attaches later, and
+    /// this end's later sends, must not use the room), and pins it: views of the
+    /// room that a binding's users still hold can then never write into another
+    /// message. If the ring is gone, there is nothing to protect.
+    fn skip_and_pin(&self, loan: &RawLoan) {
+        if let Ok(head) = self.write_header_of(loan, FLAG_SKIP) {
+            let c = &self.channel;
+            self.head.store(head, Ordering::Relaxed);
+            c.counter(HEAD).store(head, Ordering::Release);
+            c.word(HEAD_SIGNAL).fetch_add(1, Ordering::SeqCst);
+            wake_after_rmw(c.word(HEAD_SIGNAL), c.word(super::CONSUMER_SLEEPERS), 1);
+            self.pin(loan.head);
+        }
+    }
+
+    /// Whether this process owns this end (false in a `fork`ed child's copy, which
+    /// can do nothing with it).
+    pub fn is_owned_here(&self) -> bool {
+        self.owner.is_current()
     }
 
     /// Lets the room of a pinned record (published or discarded with `pin`) be
@@ -347,8 +444,10 @@ impl Sender {
         if !self.owner.is_current() || self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        // Our own waiters: for the turn, and for room.
+        // Our own waiters: for the turn, and for room (moving the room's signal, so
+        // that async waiters, which look at its value, see it too).
         self.turn.wake_all();
+        self.channel.word(TAIL_SIGNAL).fetch_add(1, Ordering::SeqCst);
         crate::sys::wake(self.channel.word(TAIL_SIGNAL), i32::MAX as u32);
         self.finish_close_between_turns();
     }
@@ -568,6 +667,22 @@ unsafe impl Sync for RawLoan {}
 
 /// Room for one message in the ring, written in place; [`publish`](Self::publish)
 /// hands it to the receiver, dropping it sends nothing.
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::channel::Channel;
+///
+/// let channel = Channel::create(&shmbridge::unique_name("doc_loan")?, 4096)?;
+/// let (tx, rx) = (channel.sender()?, channel.receiver()?);
+/// let mut loan = tx.loan(4)?;
+/// loan.copy_from_slice(&7u32.to_le_bytes()); // written straight into the ring
+/// loan.publish()?;
+/// drop(tx.loan(16)?); // dropped unpublished: nothing is sent
+/// assert_eq!(&*rx.recv()?, &7u32.to_le_bytes());
+/// assert!(rx.try_recv().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Loan<'a> {
     sender: &'a Sender,
     /// `None` once published.

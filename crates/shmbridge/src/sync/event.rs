@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::reactor::{Readiness, WhenReady};
 use super::wait::{Spinner, wait_until, wake};
 use super::{Kind, Place, create_named, open_named};
 use crate::error::Result;
@@ -18,6 +19,23 @@ const AUTO_RESET: u32 = 1;
 /// A manual-reset event stays set until `clear`, waking every waiter; an
 /// auto-reset event lets exactly one waiter through per `set` and clears itself.
 /// Layout: 16 bytes (`state`, `sleepers`, `flags`, reserved; `docs/FORMAT.md`).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use shmbridge::sync::Event;
+///
+/// let name = shmbridge::unique_name("doc_event")?;
+/// let ready = Event::create(&name, false)?; // manual reset
+/// let other = Event::open(&name)?; // in another process, usually
+/// assert!(!other.wait_timeout(Duration::from_millis(1)));
+/// ready.set();
+/// assert!(other.wait_timeout(Duration::from_secs(1)));
+/// assert!(other.is_set()); // stays set until cleared
+/// ready.clear();
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Event {
     place: Place,
@@ -117,12 +135,70 @@ impl Event {
             if !wait_until(state, sleepers, &self.spinner, deadline, |v| v != 0) {
                 return false;
             }
-            if !self.auto_reset
-                || state.compare_exchange(1, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            if !self.auto_reset {
+                return true;
+            }
+            // Take whatever non-zero value is there (a hostile peer may store 2): a
+            // compare with 1 alone would spin forever on such a value.
+            let seen = state.load(Ordering::Acquire);
+            if seen != 0
+                && state.compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
                 return true;
             }
-            // Another waiter took this set; wait for the next.
+            // Another waiter took this set; wait for the next (wait_until checks the
+            // deadline again).
+        }
+    }
+
+    /// Takes the event if it is set (for an auto-reset event, clears it), without
+    /// waiting; else says what to wait for.
+    fn try_take(&self) -> std::result::Result<(), Readiness> {
+        let state = self.place.word(STATE);
+        loop {
+            let seen = state.load(Ordering::Acquire);
+            if seen == 0 {
+                return Err(self.place.readiness(STATE, SLEEPERS, 0, None));
+            }
+            if !self.auto_reset
+                || state.compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits until the event is set (and, auto-reset, takes the set), without
+    /// blocking a thread: a future for any async runtime.
+    ///
+    /// Cancel-safe: dropping the future before it completes takes nothing (an
+    /// auto-reset set it was woken for goes on to the next waiter). Time-outs come
+    /// from the runtime (`tokio::time::timeout`, ...).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// let event = shmbridge::sync::Event::create(&shmbridge::unique_name("doc_async")?, true)?;
+    /// event.set();
+    /// futures_executor_block_on(event.wait_async());
+    /// # fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
+    pub fn wait_async(&self) -> impl std::future::Future<Output = ()> + '_ {
+        WhenReady::new(move || self.try_take())
+    }
+
+    /// What to wait for while the event is not set (`None` if it is set now), for
+    /// bindings that wait their own way (see [`Readiness`]). Takes nothing.
+    pub fn readiness(&self) -> Option<Readiness> {
+        match self.place.word(STATE).load(Ordering::Acquire) {
+            0 => Some(self.place.readiness(STATE, SLEEPERS, 0, None)),
+            _ => None,
         }
     }
 

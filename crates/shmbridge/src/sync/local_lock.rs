@@ -76,6 +76,11 @@ impl LocalLock {
         }
     }
 
+    /// Whether some thread holds the lock now.
+    pub(crate) fn is_locked(&self) -> bool {
+        self.word.load(Ordering::Relaxed) != FREE
+    }
+
     /// Releases the lock (held by the caller, whichever thread took it).
     pub(crate) fn unlock(&self) {
         if self.word.swap(FREE, Ordering::Release) == CONTENDED {

@@ -29,6 +29,9 @@
 mod event;
 pub(crate) mod local_lock;
 mod mutex;
+pub(crate) mod reactor;
+#[cfg(unix)]
+mod ready_queue;
 mod semaphore;
 mod seqlock;
 mod state;
@@ -39,6 +42,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use event::Event;
 pub use mutex::{LockResult, Mutex, MutexGuard, OwnerDied};
+pub use reactor::{Readiness, Registration};
+#[cfg(unix)]
+pub use ready_queue::ReadyQueue;
 pub use semaphore::Semaphore;
 pub use seqlock::SeqLock;
 pub use state::PrimitiveState;
@@ -117,6 +123,24 @@ impl Place {
 
     fn word(&self, index: usize) -> &AtomicU32 {
         self.shm.atomic_u32(self.offset + 4 * index)
+    }
+
+    /// A readiness on word `index` (which holds `seen`), whose sleepers are counted
+    /// in word `sleepers`.
+    fn readiness(
+        &self,
+        index: usize,
+        sleepers: usize,
+        seen: u32,
+        recheck: Option<std::time::Duration>,
+    ) -> Readiness {
+        Readiness::new(
+            Arc::clone(&self.shm),
+            self.offset + 4 * index,
+            self.offset + 4 * sleepers,
+            seen,
+            recheck,
+        )
     }
 
     /// Claims fresh (all-zero) memory for `kind` with `settings`, or checks what is

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::reactor::{Readiness, WhenReady};
 use super::wait::{Spinner, wait_until, wake};
 use super::{Kind, Place, create_named, my_pid, open_named};
 use crate::error::Result;
@@ -29,6 +30,28 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 /// owner look alive; on Linux pids are reused only after the whole range cycles.
 ///
 /// Layout: 16 bytes (`owner`, `sleepers`, `flags`, reserved; `docs/FORMAT.md`).
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::sync::Mutex;
+///
+/// let name = shmbridge::unique_name("doc_mutex")?;
+/// let lock = Mutex::create(&name)?;
+/// let other = Mutex::open(&name)?; // in another process, usually
+/// let guard = match lock.lock() {
+///     Ok(guard) => guard,
+///     Err(died) => {
+///         // The last owner (process `died.dead_owner()`) died holding the lock:
+///         // repair what it may have left half-changed, then carry on.
+///         died.into_guard()
+///     }
+/// };
+/// assert!(other.try_lock().is_none()); // held
+/// drop(guard);
+/// assert!(other.try_lock().is_some());
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Mutex {
     place: Place,
@@ -152,6 +175,32 @@ impl Mutex {
                 return None;
             }
         }
+    }
+
+    /// Takes the lock when it is free (or its owner died), without blocking a
+    /// thread: a future for any async runtime. While the lock is held it checks
+    /// every 100 ms whether its owner still lives. Cancel-safe: dropping it before
+    /// it completes takes nothing.
+    pub fn lock_async(&self) -> impl std::future::Future<Output = LockResult<'_>> + '_ {
+        WhenReady::new(move || match self.try_lock() {
+            Some(taken) => Ok(taken),
+            None => Err(self.waiting_for(self.place.word(OWNER).load(Ordering::Acquire))),
+        })
+    }
+
+    /// What to wait for while the lock is held (`None` if it can be taken now),
+    /// for bindings that wait their own way (see [`Readiness`]): the owner word's
+    /// change, or a liveness check of the owner every 100 ms. Takes nothing.
+    pub fn readiness(&self) -> Option<Readiness> {
+        match self.place.word(OWNER).load(Ordering::Acquire) {
+            0 => None,
+            held_by if held_by != my_pid() && !sys::process_alive(held_by) => None,
+            held_by => Some(self.waiting_for(held_by)),
+        }
+    }
+
+    fn waiting_for(&self, held_by: u32) -> Readiness {
+        self.place.readiness(OWNER, SLEEPERS, held_by, Some(LIVENESS_CHECK))
     }
 
     /// Whether some process holds the lock.

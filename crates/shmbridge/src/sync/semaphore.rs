@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::reactor::{Readiness, WhenReady};
 use super::wait::{Spinner, wait_until, wake};
 use super::{Kind, Place, create_named, open_named};
 use crate::error::{Error, Result};
@@ -15,6 +16,21 @@ const SLEEPERS: usize = 1;
 /// A counting semaphore shared between processes.
 ///
 /// Layout: 16 bytes (`count`, `sleepers`, `flags`, reserved; `docs/FORMAT.md`).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use shmbridge::sync::Semaphore;
+///
+/// let slots = Semaphore::create(&shmbridge::unique_name("doc_semaphore")?, 2)?;
+/// assert!(slots.try_acquire());
+/// assert!(slots.acquire_timeout(Duration::from_secs(1)));
+/// assert!(!slots.try_acquire()); // both taken
+/// slots.release(1)?;
+/// assert_eq!(slots.value(), 1);
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Semaphore {
     place: Place,
@@ -85,6 +101,28 @@ impl Semaphore {
             if !wait_until(count, sleepers, &self.spinner, deadline, |c| c > 0) {
                 return false;
             }
+        }
+    }
+
+    /// Takes one from the count when it is above 0, without blocking a thread: a
+    /// future for any async runtime. Cancel-safe: dropping it before it completes
+    /// takes nothing (a permit it was woken for goes on to the next waiter).
+    pub fn acquire_async(&self) -> impl std::future::Future<Output = ()> + '_ {
+        WhenReady::new(move || {
+            if self.try_acquire() {
+                Ok(())
+            } else {
+                Err(self.place.readiness(COUNT, SLEEPERS, 0, None))
+            }
+        })
+    }
+
+    /// What to wait for while the count is 0 (`None` if a permit is there now),
+    /// for bindings that wait their own way (see [`Readiness`]). Takes nothing.
+    pub fn readiness(&self) -> Option<Readiness> {
+        match self.place.word(COUNT).load(Ordering::Acquire) {
+            0 => Some(self.place.readiness(COUNT, SLEEPERS, 0, None)),
+            _ => None,
         }
     }
 

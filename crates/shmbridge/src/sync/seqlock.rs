@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
-use super::wait::{Spinner, wait_until, wake};
+use super::wait::{Spinner, wait_until, wake_after_rmw};
 use super::{Kind, Place, create_named, my_pid, open_named};
 use crate::error::{Error, Result};
 use crate::segment::SharedMemory;
@@ -34,6 +34,22 @@ const MAX_SIZE: usize = (1 << 24) - 1;
 /// mid-write is detected: readers get [`Error::PeerDied`], the next writer takes
 /// over. Layout: a 16-byte header (`sequence`, `writer`, `flags`, reserved) and the
 /// record, padded to 8 bytes (`docs/FORMAT.md`).
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::sync::SeqLock;
+///
+/// let name = shmbridge::unique_name("doc_seqlock")?;
+/// let state = SeqLock::create(&name, 16)?;
+/// state.write_value(&[1.5f64, -2.0])?; // a writer
+/// let reader = SeqLock::open(&name)?; // in another process, usually
+/// let position: [f64; 2] = reader.read_value()?; // never torn
+/// assert_eq!(position, [1.5, -2.0]);
+/// let mut raw = [0u8; 16];
+/// reader.read(&mut raw)?;
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SeqLock {
     place: Place,
@@ -99,6 +115,11 @@ impl SeqLock {
         Ok(Self { place, size: found, spinner: Spinner::new() })
     }
 
+    /// The segment the seqlock lives in.
+    pub fn segment(&self) -> &Arc<SharedMemory> {
+        &self.place.shm
+    }
+
     /// The record's size in bytes.
     pub fn record_size(&self) -> usize {
         self.size
@@ -130,34 +151,30 @@ impl SeqLock {
         let writer = self.place.word(WRITER);
         let me = my_pid();
         let started = Instant::now();
-        let start = loop {
-            let s = sequence.load(Ordering::Acquire);
-            if s.is_multiple_of(2) {
-                if sequence
-                    .compare_exchange_weak(
-                        s,
-                        s.wrapping_add(1),
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-                {
-                    break s.wrapping_add(1);
-                }
-                continue;
-            }
-            // Another write is under way; take over if its writer died.
+        // The writer word says who writes now (0: nobody). Taking it first, before the
+        // sequence, means an odd sequence always names its writer: another writer, or
+        // a reader, never mistakes the previous (perhaps dead) writer for this one.
+        loop {
             let w = writer.load(Ordering::Acquire);
-            if w != 0
-                && w != me
-                && !sys::process_alive(w)
-                && writer.compare_exchange(w, me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-            {
-                break s;
+            let taken = if w == 0 {
+                writer.compare_exchange_weak(0, me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            } else if w != me && !sys::process_alive(w) {
+                // Its writer died (mid-write, or just before or after): take over.
+                writer.compare_exchange(w, me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            } else {
+                self.wait_for_writer(w, deadline, started)?;
+                false
+            };
+            if taken {
+                break;
             }
-            self.wait_while_written(s, deadline, started)?;
-        };
-        writer.store(me, Ordering::Relaxed);
+        }
+        // Only the writer-word holder moves the sequence. Odd already: a dead writer's
+        // write, which this one completes.
+        let s = sequence.load(Ordering::Relaxed);
+        let start = if s.is_multiple_of(2) { s.wrapping_add(1) } else { s };
+        sequence.store(start, Ordering::Relaxed);
+        // Readers that see a word of this write see the odd sequence too.
         fence(Ordering::Release);
         let words = self.size.div_ceil(8);
         for i in 0..words {
@@ -168,8 +185,30 @@ impl SeqLock {
         }
         let done = start.wrapping_add(1);
         sequence.store(done, Ordering::Release);
-        wake(sequence, self.place.word(SLEEPERS), i32::MAX as u32);
+        // Free the writer word only after the sequence is even: the next writer then
+        // finds it even (it never completes a live write as if its writer had died).
+        writer.store(0, Ordering::Release);
+        // One fence orders both stores before the look at the sleepers (as `wake`).
+        fence(Ordering::SeqCst);
+        let sleepers = self.place.word(SLEEPERS);
+        wake_after_rmw(sequence, sleepers, i32::MAX as u32); // readers
+        wake_after_rmw(writer, sleepers, i32::MAX as u32); // writers
         Ok(done)
+    }
+
+    /// Waits (spinning briefly, then asleep) while the writer word holds the live
+    /// writer `w`, until `deadline`, waking at least every [`LIVENESS_CHECK`] so the
+    /// caller can see whether it died.
+    fn wait_for_writer(&self, w: u32, deadline: Option<Instant>, started: Instant) -> Result<()> {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) || super::wait::interrupted() {
+            return Err(self.busy(started));
+        }
+        let slice = now + LIVENESS_CHECK;
+        let until = deadline.map_or(slice, |d| d.min(slice));
+        let writer = self.place.word(WRITER);
+        wait_until(writer, self.place.word(SLEEPERS), &self.spinner, Some(until), |v| v != w);
+        Ok(())
     }
 
     /// Copies a consistent snapshot of the record into `buf` (exactly
@@ -246,24 +285,25 @@ impl SeqLock {
     ) -> Result<()> {
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
-            return Err(Error::Busy {
-                name: self.place.shm.name().to_owned(),
-                what: format!("the SeqLock at offset {}", self.place.offset),
-                after: now - started,
-            });
+            return Err(self.busy(started));
         }
         let slice = now + LIVENESS_CHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
         let sequence = self.place.word(SEQUENCE);
         wait_until(sequence, self.place.word(SLEEPERS), &self.spinner, Some(until), |v| v != odd);
         if super::wait::interrupted() {
-            return Err(Error::Busy {
-                name: self.place.shm.name().to_owned(),
-                what: format!("the SeqLock at offset {}", self.place.offset),
-                after: started.elapsed(),
-            });
+            return Err(self.busy(started));
         }
         Ok(())
+    }
+
+    /// A wait that ran out of time (or was interrupted by a signal).
+    fn busy(&self, started: Instant) -> Error {
+        Error::Busy {
+            name: self.place.shm.name().to_owned(),
+            what: format!("the SeqLock at offset {}", self.place.offset),
+            after: started.elapsed(),
+        }
     }
 
     /// Writes a value of a `Pod` type the size of the record.

@@ -59,10 +59,10 @@ use std::ptr::NonNull;
 pub(crate) use os::inherit_fd;
 pub(crate) use os::{
     CAN_UNLINK, FORBIDDEN_NAME_CHARS, Handle, MAX_NAME_LEN, ProcessWatch, create, current_pid,
-    free_space, open, process_alive, process_exists, unlink, wait_on, wake,
+    free_space, open, process_alive, process_exists, unlink, wait_on, wait_on_many, wake,
 };
 #[cfg(unix)]
-pub(crate) use os::{create_anonymous, open_fd};
+pub(crate) use os::{WakeFd, create_anonymous, open_fd};
 #[cfg(feature = "worker")]
 pub(crate) use os::{set_nonblocking, wait_readable, wait_writable};
 

@@ -556,3 +556,101 @@ impl ProcessWatch {
         process_alive(self.pid)
     }
 }
+
+/// Sleeps until one of `words` no longer holds its expected value or is woken,
+/// `timeout` passes, or spuriously; at most 128 words. Callers re-check.
+///
+/// Linux 5.16+: one `futex_waitv` over all of them (shared futexes, so wake-ups
+/// from other processes arrive). Older kernels, and other systems: a short sleep,
+/// so the caller polls.
+pub(crate) fn wait_on_many(
+    words: &[(&std::sync::atomic::AtomicU32, u32)],
+    timeout: Option<std::time::Duration>,
+) {
+    let poll = std::time::Duration::from_micros(200);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::thread::futex::{self, Wait, WaitFlags, WaitPtr, WaitvFlags};
+        use rustix::time::{ClockId, clock_gettime};
+        debug_assert!(words.len() <= 128);
+        let waiters: Vec<Wait> = words
+            .iter()
+            .map(|&(word, expected)| {
+                let mut wait = Wait::new();
+                wait.val = u64::from(expected);
+                wait.uaddr = WaitPtr::new(word.as_ptr().cast());
+                wait.flags = WaitFlags::SIZE_U32; // shared: no FUTEX2_PRIVATE
+                wait
+            })
+            .collect();
+        // futex_waitv takes an absolute time on the given clock.
+        let deadline = timeout.map(|t| {
+            let now = clock_gettime(ClockId::Monotonic);
+            let nanos = now.tv_nsec as u64 + u64::from(t.subsec_nanos());
+            rustix::fs::Timespec {
+                tv_sec: now.tv_sec.saturating_add(
+                    (t.as_secs() + nanos / 1_000_000_000).min(i64::MAX as u64 / 2) as _,
+                ),
+                tv_nsec: (nanos % 1_000_000_000) as _,
+            }
+        });
+        match futex::waitv(&waiters, WaitvFlags::empty(), deadline.as_ref(), ClockId::Monotonic) {
+            // Woken, a word changed (EAGAIN), a signal, or the time passed: re-check.
+            Ok(_)
+            | Err(
+                rustix::io::Errno::AGAIN | rustix::io::Errno::INTR | rustix::io::Errno::TIMEDOUT,
+            ) => return,
+            // Before Linux 5.16: poll instead.
+            Err(_) => {}
+        }
+    }
+    let _ = words;
+    std::thread::sleep(timeout.map_or(poll, |t| t.min(poll)));
+}
+
+/// A descriptor that an event loop can watch for readability, made readable by
+/// [`WakeFd::notify`] from any thread: an eventfd on Linux, a pipe elsewhere.
+#[derive(Debug)]
+pub(crate) struct WakeFd {
+    read: OwnedFd,
+    /// The pipe's write end; `None` for an eventfd, which is both.
+    write: Option<OwnedFd>,
+}
+
+impl WakeFd {
+    pub(crate) fn new() -> io::Result<Self> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use rustix::event::{EventfdFlags, eventfd};
+            let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+            Ok(Self { read: fd, write: None })
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let (read, write) = rustix::pipe::pipe()?;
+            for fd in [&read, &write] {
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
+                let flags = fs::fcntl_getfl(fd)?;
+                fs::fcntl_setfl(fd, flags | fs::OFlags::NONBLOCK)?;
+            }
+            Ok(Self { read, write: Some(write) })
+        }
+    }
+
+    /// The descriptor to watch.
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    /// Makes the descriptor readable (a full pipe or counter already is).
+    pub(crate) fn notify(&self) {
+        let fd = self.write.as_ref().unwrap_or(&self.read);
+        let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+    }
+
+    /// Makes it unreadable again, until the next notify.
+    pub(crate) fn clear(&self) {
+        let mut buf = [0u8; 64];
+        while matches!(rustix::io::read(&self.read, &mut buf), Ok(n) if n > 0) {}
+    }
+}

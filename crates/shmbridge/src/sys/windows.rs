@@ -274,3 +274,13 @@ impl ProcessWatch {
         process_alive(self.pid)
     }
 }
+
+/// Sleeps briefly, so the caller polls `words` (no cross-process multi-wait here).
+pub(crate) fn wait_on_many(
+    words: &[(&std::sync::atomic::AtomicU32, u32)],
+    timeout: Option<std::time::Duration>,
+) {
+    let _ = words;
+    let pause = std::time::Duration::from_micros(200);
+    std::thread::sleep(timeout.map_or(pause, |t| t.min(pause)));
+}

@@ -61,6 +61,7 @@ use crate::error::{Error, Result};
 use crate::sys;
 
 mod arguments;
+mod async_call;
 mod outbox;
 
 pub use arguments::MARKER;
@@ -73,6 +74,38 @@ const STDERR_TAIL: usize = 8 * 1024;
 
 /// What to run, and how: the interpreter, the script or module, environment,
 /// working directory, timeouts.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use serde_json::json;
+/// use shmbridge::worker::{Transport, Worker};
+///
+/// // A worker script, as a Python user would write it:
+/// let script = std::env::temp_dir().join(format!("doc_worker_{}.py", std::process::id()));
+/// std::fs::write(&script, "\
+/// from shmbridge import Server
+/// server = Server()
+///
+/// @server.register
+/// def add(a, b):
+///     return a + b
+///
+/// server.serve()
+/// ")?;
+/// let worker = Worker::script(&script) // the .venv's python, found from the current directory
+///     .env("PYTHONUNBUFFERED", "1")
+///     .startup_timeout(Duration::from_secs(30))
+///     .transport(Transport::SharedMemory { capacity: 1 << 16 })
+///     .spawn()?;
+/// assert!(worker.functions().contains(&"add".to_owned()));
+/// let sum: i64 = worker.call("add", json!({"a": 2, "b": 40}), Duration::from_secs(10))?;
+/// assert_eq!(sum, 42);
+/// worker.shutdown()?;
+/// std::fs::remove_file(&script)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct WorkerBuilder {
     python: Option<PathBuf>,
@@ -251,12 +284,14 @@ impl WorkerBuilder {
         let shared = Arc::new(Shared {
             program,
             child: Mutex::new(child),
-            calls: Mutex::new(Calls { pending: HashMap::new(), ended: false }),
+            calls: Mutex::new(Calls { pending: HashMap::new(), ended: false, stopping: false }),
+            async_waiting: Condvar::new(),
+            expiring: Mutex::new(Vec::new()),
             replies: Mutex::new(match &channels {
                 None => Inbox::Pipe(BufReader::new(stdout)),
                 Some(_) => Inbox::Channel(BufReader::new(stdout), None),
             }),
-            stderr: Mutex::new(StderrTail { bytes: Vec::new(), closed: false }),
+            stderr: Mutex::new(StderrTail { bytes: Vec::new(), closed: false, held_open: false }),
             stderr_closed: Condvar::new(),
         });
         let stderr_thread = {
@@ -275,6 +310,7 @@ impl WorkerBuilder {
             pid,
             shutdown_timeout: self.shutdown_timeout,
             threads: vec![stderr_thread],
+            async_reader: Mutex::new(None),
         };
         match worker.shared.handshake(self.startup_timeout) {
             Ok(functions) => {
@@ -324,6 +360,8 @@ pub struct Worker {
     pid: u32,
     shutdown_timeout: Duration,
     threads: Vec<JoinHandle<()>>,
+    /// The reader of answers for async calls, started by the first one.
+    async_reader: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// State shared by the calling threads and the thread that reads stderr.
@@ -341,13 +379,38 @@ struct Shared {
     replies: Mutex<Inbox>,
     stderr: Mutex<StderrTail>,
     stderr_closed: Condvar,
+    /// Signalled (with `calls`) when async calls start waiting, or on shutdown.
+    async_waiting: Condvar,
+    /// Async calls with their deadlines, for the async reader to end on time.
+    expiring: Mutex<Vec<(Arc<async_call::Slot>, Arc<std::sync::atomic::AtomicBool>)>>,
 }
 
 struct Calls {
     /// How to reach each waiting caller, by call id.
-    pending: HashMap<u64, mpsc::Sender<Wake>>,
+    pending: HashMap<u64, Route>,
     /// Set once the worker's channel closed: no answer will come any more.
     ended: bool,
+    /// Set when the worker is being shut down: the async reader leaves.
+    stopping: bool,
+}
+
+/// How an answer reaches its caller.
+enum Route {
+    /// A blocking caller, through its channel.
+    Blocking(mpsc::Sender<Wake>),
+    /// An async caller, through the slot its future polls.
+    Async(Arc<async_call::Slot>),
+}
+
+impl Route {
+    fn deliver(&self, answer: Result<Value>) {
+        match self {
+            Route::Blocking(tx) => {
+                let _ = tx.send(Wake::Answer(answer));
+            }
+            Route::Async(slot) => slot.fill(answer),
+        }
+    }
 }
 
 /// The answers' way back: the stdout pipe (which always carries the handshake),
@@ -369,7 +432,15 @@ struct StderrTail {
     bytes: Vec<u8>,
     /// The worker's stderr reached its end.
     closed: bool,
+    /// The worker exited and its stderr stayed open past the grace period: a process
+    /// it started holds the pipe. Nobody waits for the end again.
+    held_open: bool,
 }
+
+/// How long, once the worker exited, its stderr may take to reach its end (the
+/// last words of a crash) before we stop waiting: a process the worker started
+/// may hold the pipe open for as long as it lives.
+const STDERR_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a waiting caller goes without checking whether anybody is reading.
 const FOLLOWER_CHECK: Duration = Duration::from_millis(50);
@@ -424,6 +495,22 @@ impl Worker {
         args: impl Serialize,
         timeout: Duration,
     ) -> Result<T> {
+        let deadline = deadline_after(timeout);
+        let (tx, rx) = mpsc::channel::<Wake>();
+        let id = self.start_call(function, args, timeout, deadline, Route::Blocking(tx))?;
+        let answer = self.shared.await_answer(id, &rx, deadline);
+        finish_call(function, timeout, answer)
+    }
+
+    /// Sends the request of a call whose answer goes to `route`; returns its id.
+    fn start_call(
+        &self,
+        function: &str,
+        args: impl Serialize,
+        timeout: Duration,
+        deadline: Instant,
+        route: Route,
+    ) -> Result<u64> {
         let params = serde_json::to_value(args)
             .map_err(|e| Error::Protocol { reason: format!("arguments do not serialize: {e}") })?;
         if !params.is_object() {
@@ -433,15 +520,13 @@ impl Worker {
                 ),
             });
         }
-        let deadline = deadline_after(timeout);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel::<Wake>();
         {
             let mut calls = lock(&self.shared.calls);
             if calls.ended {
                 return Err(self.shared.exited());
             }
-            calls.pending.insert(id, tx);
+            calls.pending.insert(id, route);
         }
         let mut line = serde_json::to_vec(&json!({"id": id, "method": function, "params": params}))
             .expect("a JSON value serializes");
@@ -449,30 +534,20 @@ impl Worker {
         match self.outbox.send(&line, deadline, &|| self.shared.has_exited()) {
             // A worker that is gone: whoever reads the answers sees that too and
             // answers this call with WorkerExited, saying how it ended.
-            Ok(()) | Err(Unsent::Gone) => {}
+            Ok(()) | Err(Unsent::Gone) => Ok(id),
             Err(Unsent::Timeout) => {
                 lock(&self.shared.calls).pending.remove(&id);
-                return Err(Error::Timeout { function: function.to_owned(), after: timeout });
+                Err(Error::Timeout { function: function.to_owned(), after: timeout })
             }
             Err(Unsent::TooLarge { len, max }) => {
                 lock(&self.shared.calls).pending.remove(&id);
-                return Err(Error::Protocol {
+                Err(Error::Protocol {
                     reason: format!(
                         "a request of {len} bytes does not fit the shared-memory transport \
                          (at most {max}): use a larger capacity, or pass the data in a segment"
                     ),
-                });
+                })
             }
-        }
-        match self.shared.await_answer(id, &rx, deadline) {
-            Some(Ok(value)) => serde_json::from_value(value).map_err(|e| Error::Protocol {
-                reason: format!("the result of {function}() does not deserialize as asked: {e}"),
-            }),
-            Some(Err(Error::Remote { kind, message, traceback, .. })) => {
-                Err(Error::Remote { function: function.to_owned(), kind, message, traceback })
-            }
-            Some(Err(e)) => Err(e),
-            None => Err(Error::Timeout { function: function.to_owned(), after: timeout }),
         }
     }
 
@@ -502,6 +577,11 @@ impl Worker {
     }
 
     fn stop(&mut self) -> Result<ExitStatus> {
+        lock(&self.shared.calls).stopping = true;
+        self.shared.async_waiting.notify_all();
+        if let Some(reader) = lock(&self.async_reader).take() {
+            let _ = reader.join();
+        }
         // Closing the request channel (or stdin) ends serve(), and the process exits.
         self.outbox.close();
         let deadline = Instant::now() + self.shutdown_timeout;
@@ -513,8 +593,15 @@ impl Worker {
                 child.wait()
             }
         };
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
+        // The stderr reader ends when the pipe does, which a process the worker
+        // started may hold open: join it only if its end came within the grace
+        // period, else leave it to finish (forwarding) on its own.
+        if self.shared.wait_for_stderr_end() {
+            for thread in self.threads.drain(..) {
+                let _ = thread.join();
+            }
+        } else {
+            self.threads.clear();
         }
         status.map_err(|e| Error::from_os(&self.shared.program, "wait", e))
     }
@@ -602,17 +689,12 @@ impl Shared {
                 Ok(line) => line,
                 Err(e) => return Some(Err(e)),
             };
-            let Ok(message) = serde_json::from_str::<Value>(&line) else { continue };
-            let Some(their_id) = message.get("id").and_then(Value::as_u64) else { continue };
-            let answer = match message.get("error") {
-                None => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
-                Some(error) => Err(remote_error(error)),
-            };
+            let Some((their_id, answer)) = parse_answer(&line) else { continue };
             if their_id == id {
                 return Some(answer);
             }
-            if let Some(tx) = lock(&self.calls).pending.get(&their_id) {
-                let _ = tx.send(Wake::Answer(answer));
+            if let Some(route) = lock(&self.calls).pending.get(&their_id) {
+                route.deliver(answer);
             }
         }
     }
@@ -694,7 +776,12 @@ impl Shared {
     fn hand_over(&self, leaving: u64) {
         let mut calls = lock(&self.calls);
         calls.pending.remove(&leaving);
-        if let Some(tx) = calls.pending.values().next() {
+        // A blocking caller takes over; async callers have their own reader.
+        let next = calls.pending.values().find_map(|route| match route {
+            Route::Blocking(tx) => Some(tx),
+            Route::Async(_) => None,
+        });
+        if let Some(tx) = next {
             let _ = tx.send(Wake::Lead);
         }
     }
@@ -706,11 +793,12 @@ impl Shared {
         let pending: Vec<_> = {
             let mut calls = lock(&self.calls);
             calls.ended = true;
-            calls.pending.drain().map(|(_, tx)| tx).collect()
+            calls.pending.drain().map(|(_, route)| route).collect()
         };
-        for tx in pending {
-            let _ = tx.send(Wake::Answer(Err(self.exited())));
+        for route in pending {
+            route.deliver(Err(self.exited()));
         }
+        self.async_waiting.notify_all();
     }
 
     /// Whether the worker's process has ended (it is reaped if so).
@@ -736,21 +824,31 @@ impl Shared {
 
     fn exited(&self) -> Error {
         let status = lock(&self.child).try_wait().ok().flatten();
-        let mut tail = lock(&self.stderr);
         if status.is_some() {
             // The process is gone: its last words are in the pipe; read them all.
-            let wait = Duration::from_secs(1);
-            tail = self
-                .stderr_closed
-                .wait_timeout_while(tail, wait, |t| !t.closed)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
+            self.wait_for_stderr_end();
         }
+        let tail = lock(&self.stderr);
         Error::WorkerExited {
             program: self.program.clone(),
             status,
             stderr_tail: String::from_utf8_lossy(&tail.bytes).trim_end().to_owned(),
         }
+    }
+
+    /// Waits (once, up to [`STDERR_GRACE`]) for the exited worker's stderr to reach
+    /// its end; whether it did.
+    fn wait_for_stderr_end(&self) -> bool {
+        let tail = lock(&self.stderr);
+        if tail.closed || tail.held_open {
+            return tail.closed;
+        }
+        let (mut tail, _) = self
+            .stderr_closed
+            .wait_timeout_while(tail, STDERR_GRACE, |t| !t.closed)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tail.held_open = !tail.closed;
+        tail.closed
     }
 
     /// Copies the worker's stderr to ours (if asked) and keeps its tail.
@@ -774,6 +872,35 @@ impl Shared {
 fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// The outcome of a call from its answer (`None`: none came in time).
+fn finish_call<T: DeserializeOwned>(
+    function: &str,
+    timeout: Duration,
+    answer: Option<Result<Value>>,
+) -> Result<T> {
+    match answer {
+        Some(Ok(value)) => serde_json::from_value(value).map_err(|e| Error::Protocol {
+            reason: format!("the result of {function}() does not deserialize as asked: {e}"),
+        }),
+        Some(Err(Error::Remote { kind, message, traceback, .. })) => {
+            Err(Error::Remote { function: function.to_owned(), kind, message, traceback })
+        }
+        Some(Err(e)) => Err(e),
+        None => Err(Error::Timeout { function: function.to_owned(), after: timeout }),
+    }
+}
+
+/// An answer line: the call's id and its result or error (`None`: not an answer).
+fn parse_answer(line: &str) -> Option<(u64, Result<Value>)> {
+    let message = serde_json::from_str::<Value>(line).ok()?;
+    let id = message.get("id").and_then(Value::as_u64)?;
+    let answer = match message.get("error") {
+        None => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
+        Some(error) => Err(remote_error(error)),
+    };
+    Some((id, answer))
 }
 
 /// The server's first line: `{"ready": true, "protocol": 1, "functions": [...]}`.

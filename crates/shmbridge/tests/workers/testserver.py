@@ -28,6 +28,11 @@ def fail(message):
 
 
 @server.register
+def repeat(text, times):
+    return text * times
+
+
+@server.register
 def noisy():
     print("print() goes to stderr, not into the protocol")
     os.write(1, b"a raw write to fd 1 too\n")
