@@ -280,16 +280,37 @@ impl OwnershipRecord {
         }
     }
 
-    /// A cheap first look (one system call) for callers on common paths: `true`
-    /// if no process has the creator's pid any more. `false` says nothing (the
-    /// creator may run, or a zombie or a new process may hold the pid):
-    /// [`creator_state`](Self::creator_state) tells.
+    /// A cheap first look for callers on common paths (a segment dropped by a
+    /// process that opened it): `true` if no process has the creator's pid any
+    /// more. `false` says nothing (the creator may run, or a zombie or a new
+    /// process may hold the pid): [`creator_state`](Self::creator_state) tells.
+    ///
+    /// One `kill(pid, 0)`, and none at all for a creator found running less than
+    /// [`SEEN_ALIVE_FOR`] ago (a process that opens and closes segments of one
+    /// creator again and again asks once).
     pub(crate) fn creator_surely_gone(&self) -> bool {
-        self.pid_namespace != 0
-            && self.pid_namespace == this_process().namespace
-            && !sys::process_exists(self.creator_pid)
+        static SEEN_ALIVE: Mutex<Option<(u32, std::time::Instant)>> = Mutex::new(None);
+        if self.pid_namespace == 0 || self.pid_namespace != this_process().namespace {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        let mut seen = SEEN_ALIVE.try_lock().ok();
+        let last = seen.as_deref().copied().flatten();
+        if last.is_some_and(|(pid, at)| pid == self.creator_pid && now - at < SEEN_ALIVE_FOR) {
+            return false;
+        }
+        let gone = !sys::process_exists(self.creator_pid);
+        if let (Some(seen), false) = (seen.as_mut(), gone) {
+            **seen = Some((self.creator_pid, now));
+        }
+        gone
     }
 }
+
+/// How long a creator found running by [`OwnershipRecord::creator_surely_gone`] is
+/// taken to still run without asking again: reclaim at drop is a fallback (the
+/// tracker acts within milliseconds), so a tenth of a second of delay is harmless.
+const SEEN_ALIVE_FOR: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// This process as records name it.
 #[derive(Debug, Clone, Copy)]

@@ -20,12 +20,14 @@ pub(crate) struct Handle(OwnedFd);
 /// Creates the segment `name`, exclusively, sized and reserved, with `record` as its
 /// ownership record.
 ///
-/// On Linux the file is made without a name first (`O_TMPFILE` in `/dev/shm`), given
-/// its record, mode and size, and only then linked under `name` (failing if the name
-/// is taken): the name never shows a segment without its record or of the wrong
-/// size, and a creator killed at any moment leaves either nothing or a recorded
-/// segment. Where that is not possible (no `O_TMPFILE`, no `/proc` to link through)
-/// the name is created first and the record written at once after.
+/// On Linux: `open(O_CREAT | O_EXCL)` in `/dev/shm`, the record at once
+/// (`fsetxattr`, one system call), the mode, then the size and its pages in one
+/// `fallocate` (which sets the size of a new file, so no `ftruncate`). The name
+/// exists without its record for the moment between the first two calls: a
+/// creator killed exactly then leaves an empty, unrecorded file. Making the file
+/// unnamed first (`O_TMPFILE`, then `linkat`) would close that window, but its
+/// `linkat` costs more than the record itself (3 to 4 us here, against 2 us for
+/// `fsetxattr`), and a create must not get slower: see the README's design notes.
 pub(crate) fn create(
     name: &str,
     size: usize,
@@ -34,11 +36,7 @@ pub(crate) fn create(
     record: &[u8],
 ) -> io::Result<Handle> {
     let mode = Mode::from_bits_truncate(mode as _);
-    #[cfg(target_os = "linux")]
-    if let Some(created) = create_linked(name, size, mode, reserve, record) {
-        return created;
-    }
-    let (fd, _) = open_object(name, Access::Create, mode)?;
+    let fd = create_object(name, mode)?;
     let handle = Handle(fd);
     #[cfg(target_os = "linux")]
     super::accounting::write_record(&handle, record);
@@ -53,50 +51,27 @@ pub(crate) fn create(
     Ok(handle)
 }
 
-/// [`create`] through an unnamed file linked into place once complete; `None` if
-/// this system cannot (the caller then creates the name directly).
-#[cfg(target_os = "linux")]
-fn create_linked(
-    name: &str,
-    size: usize,
-    mode: Mode,
-    reserve: bool,
-    record: &[u8],
-) -> Option<io::Result<Handle>> {
-    use rustix::io::Errno;
-    use std::os::fd::AsRawFd;
-    let flags = fs::OFlags::TMPFILE | fs::OFlags::RDWR | fs::OFlags::CLOEXEC;
-    let handle = match fs::open("/dev/shm", flags, mode) {
-        Ok(fd) => Handle(fd),
-        // No O_TMPFILE on this file system or kernel.
-        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => return None,
-        Err(e) => return Some(Err(e.into())),
-    };
-    super::accounting::write_record(&handle, record);
-    if let Err(e) = set_mode_and_size(&handle.0, mode, size, reserve) {
-        return Some(Err(e)); // the file has no name: it goes with the descriptor
-    }
-    let target = format!("/dev/shm/{}", name.trim_start_matches('/'));
-    // Linking the descriptor itself (AT_EMPTY_PATH) is allowed to its opener since
-    // Linux 6.10, and to privileged processes before; else through /proc.
-    match fs::linkat(&handle.0, "", fs::CWD, target.as_str(), fs::AtFlags::EMPTY_PATH) {
-        Ok(()) => return Some(Ok(handle)),
-        Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => {}
-        Err(e) => return Some(Err(e.into())),
-    }
-    let source = format!("/proc/self/fd/{}", handle.0.as_raw_fd());
-    let flags = fs::AtFlags::SYMLINK_FOLLOW;
-    match fs::linkat(fs::CWD, source.as_str(), fs::CWD, target.as_str(), flags) {
-        Ok(()) => Some(Ok(handle)),
-        // /proc is not mounted: the caller creates the name directly.
-        Err(Errno::NOENT) if !std::path::Path::new("/proc/self/fd").exists() => None,
-        Err(e) => Some(Err(e.into())),
-    }
+/// Creates the object exclusively. On Linux `O_CREAT | O_EXCL` makes a new regular
+/// file or fails with `EEXIST` whatever holds the name (a planted link is not
+/// followed, a FIFO not opened), so none of [`open_object`]'s checks are needed.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn create_object(name: &str, mode: Mode) -> io::Result<OwnedFd> {
+    use fs::OFlags;
+    let path = format!("/dev/shm/{}", name.trim_start_matches('/'));
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(fs::open(path, flags, mode)?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn create_object(name: &str, mode: Mode) -> io::Result<OwnedFd> {
+    Ok(open_object(name, Access::Create, mode)?.0)
 }
 
 /// How [`open_object`] opens.
 #[derive(Clone, Copy, PartialEq)]
 enum Access {
+    /// Linux creates through `create_object` instead.
+    #[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
     Create,
     ReadWrite,
     ReadOnly,
@@ -109,9 +84,9 @@ enum Access {
 /// file under a name they expect somebody else to open. rustix's `shm::open` (unlike
 /// glibc's) would follow a symbolic link there to any file the caller may write, and
 /// opening a FIFO would wait for a writer forever. So the file is opened here with
-/// `O_NOFOLLOW` (a link is `ELOOP`) and `O_NONBLOCK` (a FIFO opens at once), checked
-/// to be a regular file, and only then made blocking again (the flag would pass on
-/// to every descriptor duplicated from this one).
+/// `O_NOFOLLOW` (a link is `ELOOP`) and `O_NONBLOCK` (a FIFO opens at once), and
+/// checked to be a regular file. The flag stays: it changes nothing for a regular
+/// file, and the descriptor of a named segment is closed once it is mapped.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn open_object(name: &str, access: Access, mode: Mode) -> io::Result<(OwnedFd, u64)> {
     use fs::{FileType, OFlags};
@@ -134,7 +109,6 @@ fn open_object(name: &str, access: Access, mode: Mode) -> io::Result<(OwnedFd, u
     if kind != FileType::RegularFile {
         return Err(not_a_segment(kind));
     }
-    fs::fcntl_setfl(&fd, fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
     Ok((fd, stat.st_size.max(0) as u64))
 }
 
@@ -174,15 +148,17 @@ fn set_mode_and_size(fd: &OwnedFd, mode: Mode, size: usize, reserve: bool) -> io
     fs::fchmod(fd, mode)?;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = mode;
-    fs::ftruncate(fd, size as u64)?;
-    // tmpfs reserves nothing on ftruncate: without this, a full /dev/shm shows up as
-    // SIGBUS at the first touch of a page, long after create returned Ok.
+    // tmpfs reserves nothing on ftruncate: without fallocate, a full /dev/shm shows
+    // up as SIGBUS at the first touch of a page, long after create returned Ok. On a
+    // new, empty file fallocate also sets the size, so it replaces ftruncate.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if reserve {
         fs::fallocate(fd, fs::FallocateFlags::empty(), 0, size as u64)?;
+        return Ok(());
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = reserve;
+    fs::ftruncate(fd, size as u64)?;
     Ok(())
 }
 
