@@ -24,19 +24,21 @@ pub fn run() -> Result {
     let tx = frames.sender()?;
     let rx = means.receiver()?;
     let mut python = run_python_async("channel_frames", &[&name, &FRAMES.to_string()])?;
-    if !ready.wait_timeout(Duration::from_secs(60)) {
+    if !ready.wait_timeout(Duration::from_secs(60))? {
         return Err("the Python side did not get ready".into());
     }
     say!("streaming {FRAMES} frames of 480x640 float32 through {name}");
     let mut worst = 0f64;
     for i in 0..FRAMES {
-        let mut loan = tx.loan(PIXELS * 4)?;
-        for (p, px) in loan.chunks_exact_mut(4).enumerate() {
-            px.copy_from_slice(&((i + p % 640) as f32).to_ne_bytes());
+        let loan = tx.loan(PIXELS * 4)?;
+        // Written in place, one pixel at a time (the ring keeps payloads 8-aligned).
+        let pixels = loan.bytes().cast::<f32>().ok_or("a payload aligned for f32")?;
+        for p in 0..PIXELS {
+            pixels.set(p, (i + p % 640) as f32)?;
         }
         loan.publish()?;
         let answer = rx.recv_timeout(Duration::from_secs(60))?;
-        let mean = f64::from_ne_bytes(answer[..8].try_into()?);
+        let mean = f64::from_ne_bytes(answer.to_vec()?[..8].try_into()?);
         let expected = i as f64 + 319.5;
         worst = worst.max((mean - expected).abs());
     }

@@ -11,17 +11,18 @@ const N: usize = 1000;
 /// Runs the pair.
 pub fn run() -> Result {
     let name = shmbridge::unique_name("numpy_array")?;
-    let mut shm = SharedMemory::create(&name, N * N * 8)?;
-    let data = shm.view_from_mut::<f64>(0)?;
-    for (i, x) in data[..N * N].iter_mut().enumerate() {
-        *x = i as f64;
+    let shm = SharedMemory::create(&name, N * N * 8)?;
+    // A SharedSlice reads and writes the mapping in place without making Rust
+    // references to memory another process may change.
+    let data = shm.slice::<f64>(0, N * N)?;
+    for i in 0..N * N {
+        data.set(i, i as f64)?;
     }
     say!("filled {N}x{N} float64 with 0..{} in {name}", N * N);
 
     run_python("numpy_array", &[&name])?;
 
-    let data = shm.view::<f64>(0, N * N)?;
-    let doubled = data.iter().enumerate().all(|(i, &x)| x == 2.0 * i as f64);
+    let doubled = data.iter().enumerate().all(|(i, x)| x == 2.0 * i as f64);
     let sum: f64 = data.iter().sum();
     say!("every element doubled: {doubled}; sum {sum:.1}");
     if !doubled {

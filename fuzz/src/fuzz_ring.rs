@@ -93,7 +93,7 @@ fn run(channel: &Channel, raw: &SharedMemory, rng: &mut Rng) -> Result<(u64, u64
             let _ = tx.try_send(&vec![0xab; len]);
         }
     }
-    let valid_head = u64::from_ne_bytes(raw.as_slice()[HEAD as usize..][..8].try_into().unwrap());
+    let valid_head = raw.read_value::<u64>(HEAD as usize).unwrap();
     if rng.below(4) == 0 {
         let noise: Vec<u8> = (0..capacity).map(|_| rng.next() as u8).collect();
         raw_w.write_all_at(&noise, RING as u64).unwrap();
@@ -138,7 +138,7 @@ fn run(channel: &Channel, raw: &SharedMemory, rng: &mut Rng) -> Result<(u64, u64
     for _ in 0..(capacity / 8 + 2) {
         match rx.try_recv() {
             Ok(msg) => {
-                let start = msg.as_ptr() as usize - base + raw.as_ptr() as usize;
+                let start = msg.bytes().as_ptr() as usize - base + raw.as_ptr() as usize;
                 if !(ring.start <= start && start + msg.len() <= ring.end) {
                     return Err(format!(
                         "a message of {} bytes at ring offset {} lies outside the {capacity}-byte ring",

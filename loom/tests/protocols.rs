@@ -1,7 +1,7 @@
 //! loom models of shmbridge's lock-free protocols. loom cannot check atomics that
 //! live in a mapped segment, so each model repeats, operation for operation and
 //! ordering for ordering, what `crates/shmbridge/src/sync/seqlock.rs` and
-//! `crates/shmbridge/src/channel.rs` do, on loom's atomics, and loom explores every
+//! `crates/shmbridge/src/channel/` do, on loom's atomics, and loom explores every
 //! interleaving and every weak-memory outcome those orderings allow.
 //!
 //! Run with `./dev loom` (`RUSTFLAGS="--cfg loom" cargo test -p shmbridge-loom --release`).
@@ -12,34 +12,50 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use loom::thread;
 
-/// seqlock.rs: a writer moves `sequence` even -> odd (CAS, Acquire), fences
-/// (Release), stores the record's words (Relaxed), stores odd + 1 (Release). A
-/// reader loads `sequence` (Acquire), skips odd, loads the words (Relaxed), fences
-/// (Acquire), and keeps the copy only if `sequence` is unchanged.
+/// seqlock.rs: a writer takes `writer` (CAS from 0, or from a dead writer's pid,
+/// AcqRel), moves `sequence` to odd (Relaxed store; odd already if a dead writer
+/// left it so), fences (Release), stores the record's words (Relaxed), stores the
+/// next even value (Release), then frees `writer` (Release). A reader loads
+/// `sequence` (Acquire), skips odd, loads the words (Relaxed), fences (Acquire),
+/// and keeps the copy only if `sequence` is unchanged.
 struct SeqLock {
     sequence: AtomicU32,
+    writer: AtomicU32,
     words: [AtomicU64; 2],
 }
 
+/// The pid of a writer that died, as the liveness check would report it.
+const DEAD: u32 = 99;
+
 impl SeqLock {
-    fn write(&self, value: u64) {
-        let s = loop {
-            let s = self.sequence.load(Ordering::Acquire);
-            if s.is_multiple_of(2)
-                && self
-                    .sequence
-                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
+    fn new(writer: u32) -> Self {
+        Self {
+            sequence: AtomicU32::new(0),
+            writer: AtomicU32::new(writer),
+            words: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    fn write(&self, me: u32, value: u64) {
+        loop {
+            let w = self.writer.load(Ordering::Acquire);
+            let free = w == 0 || w == DEAD;
+            if free
+                && self.writer.compare_exchange(w, me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
             {
-                break s + 1;
+                break;
             }
             thread::yield_now();
-        };
+        }
+        let s = self.sequence.load(Ordering::Relaxed);
+        let start = if s.is_multiple_of(2) { s + 1 } else { s };
+        self.sequence.store(start, Ordering::Relaxed);
         fence(Ordering::Release);
         for word in &self.words {
             word.store(value, Ordering::Relaxed);
         }
-        self.sequence.store(s + 1, Ordering::Release);
+        self.sequence.store(start + 1, Ordering::Release);
+        self.writer.store(0, Ordering::Release);
     }
 
     fn try_read(&self) -> Option<[u64; 2]> {
@@ -56,15 +72,12 @@ impl SeqLock {
 #[test]
 fn seqlock_reader_never_returns_a_torn_record() {
     loom::model(|| {
-        let lock = Arc::new(SeqLock {
-            sequence: AtomicU32::new(0),
-            words: [AtomicU64::new(0), AtomicU64::new(0)],
-        });
+        let lock = Arc::new(SeqLock::new(0));
         let writer = {
             let lock = Arc::clone(&lock);
             thread::spawn(move || {
-                lock.write(1);
-                lock.write(2);
+                lock.write(1, 1);
+                lock.write(1, 2);
             })
         };
         for _ in 0..2 {
@@ -79,21 +92,23 @@ fn seqlock_reader_never_returns_a_torn_record() {
 
 #[test]
 fn seqlock_writers_exclude_each_other() {
-    loom::model(|| {
-        let lock = Arc::new(SeqLock {
-            sequence: AtomicU32::new(0),
-            words: [AtomicU64::new(0), AtomicU64::new(0)],
+    // Starting from a record whose last writer died (its pid still in `writer`):
+    // only one of two writers may take it over, so no step of the sequence is lost
+    // and the record is one write's, whole.
+    for last_writer in [0, DEAD] {
+        loom::model(move || {
+            let lock = Arc::new(SeqLock::new(last_writer));
+            let other = {
+                let lock = Arc::clone(&lock);
+                thread::spawn(move || lock.write(2, 7))
+            };
+            lock.write(1, 9);
+            other.join().unwrap();
+            let [a, b] = lock.try_read().expect("stable after both writes");
+            assert_eq!(a, b);
+            assert_eq!(lock.sequence.load(Ordering::Relaxed), 4);
         });
-        let other = {
-            let lock = Arc::clone(&lock);
-            thread::spawn(move || lock.write(7))
-        };
-        lock.write(9);
-        other.join().unwrap();
-        let [a, b] = lock.try_read().expect("stable after both writes");
-        assert_eq!(a, b);
-        assert_eq!(lock.sequence.load(Ordering::Relaxed), 4);
-    });
+    }
 }
 
 /// channel.rs, reduced to fixed-size records in a ring of SLOTS: the producer

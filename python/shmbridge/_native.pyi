@@ -246,9 +246,11 @@ class SharedArray:
     def readonly(self) -> bool: ...
     @property
     def generation(self) -> int:
-        """The generation counter, which writers bump to say the contents changed."""
+        """The generation counter, which writers bump to say the contents changed
+        (OSError, ``errno.EIO``, if a peer shrank the segment)."""
     def bump_generation(self) -> int:
-        """Add one to the generation counter; return the new value (TypeError if read-only)."""
+        """Add one to the generation counter; return the new value (TypeError if
+        read-only; OSError, ``errno.EIO``, if a peer shrank the segment)."""
     def unlink(self) -> None:
         """Remove the segment's name now; arrays made from it stay valid."""
     @property
@@ -272,6 +274,10 @@ class Event:
     8-aligned ``offset`` (fresh zero memory is an unset event; an existing event
     keeps its mode). An auto-reset event lets one waiter through per ``set``.
     Waiting releases the GIL and is interruptible by Ctrl-C.
+
+    If a peer shrinks the segment under the event (Linux, ``ftruncate``), every
+    method raises OSError (``errno.EIO``), never SIGBUS; a wait under way ends so.
+    Likewise for Semaphore, Mutex, SeqLock and Channel.
     """
 
     def __new__(cls, shm: SharedMemory, offset: int = 0, *, auto_reset: bool | None = None) -> Self: ...
@@ -297,6 +303,7 @@ class Semaphore:
     """A counting semaphore in shared memory (as ``threading.Semaphore``).
 
     ``Semaphore(shm, offset=0, value=0)``: ``value`` applies to fresh memory only.
+    OSError (``errno.EIO``) if a peer shrank the segment under it.
     """
 
     def __new__(cls, shm: SharedMemory, offset: int = 0, value: int = 0) -> Self: ...
@@ -319,6 +326,8 @@ class Mutex:
 
     As ``threading.Lock``; after ``acquire``, ``owner_died`` is true if the lock was
     taken over from a dead process (repair what it may have left half-done).
+    OSError (``errno.EIO``) if a peer shrank the segment under it; collecting a
+    Mutex that holds the lock then just lets it go.
     """
 
     def __new__(cls, shm: SharedMemory, offset: int = 0) -> Self: ...
@@ -340,7 +349,8 @@ class SeqLock:
     """A fixed-size record that readers copy without ever seeing a torn write.
 
     ``SeqLock(shm, offset=0, size=None)`` (size required for fresh memory).
-    ``read`` raises BrokenPipeError if a writer died mid-write.
+    ``read`` raises BrokenPipeError if a writer died mid-write, OSError
+    (``errno.EIO``) if a peer shrank the segment under the record.
     """
 
     def __new__(cls, shm: SharedMemory, offset: int = 0, size: int | None = None) -> Self: ...
@@ -376,6 +386,12 @@ class Channel:
     ``close()`` wakes every waiting thread with ValueError. A child made by
     ``fork`` cannot use its parent's ends (RuntimeError). Waits release the GIL and
     are interruptible by Ctrl-C.
+
+    If a peer shrinks the segment (Linux, ``ftruncate``), every call raises OSError
+    (``errno.EIO``) instead of dying of SIGBUS, and ``close()``, ``release()`` and
+    collecting messages, loans and the channel return quietly. Reading a Message or
+    writing a Loan in place (memoryviews, NumPy arrays) is not guarded: a vanished
+    page there kills the process, as with any view.
     """
 
     @classmethod

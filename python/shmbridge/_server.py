@@ -69,10 +69,16 @@ class Server:
         """Answer calls until the parent closes the channel (it asked to stop, or
         it went away), then return."""
         requests, replies = _take_protocol_channel()
-        _send(replies, {"ready": True, "protocol": PROTOCOL, "pid": os.getpid(), "functions": self.functions})
+        handshake = {"ready": True, "protocol": PROTOCOL, "pid": os.getpid(), "functions": self.functions}
         channels = os.environ.get("SHMBRIDGE_WORKER_CHANNELS")
         if channels:  # the shared-memory transport: after the handshake, two channels
-            requests, replies = _channel_transport(*channels.split(","))
+            # Opened before the handshake: once it has it, the parent may close them.
+            requests_name, answers_name = channels.split(",")
+            pipe_replies = replies
+            requests, replies = _channel_transport(requests_name, answers_name, requests, replies)
+            _send(pipe_replies, handshake)
+        else:
+            _send(replies, handshake)
         for line in requests:
             if not line.strip():
                 continue
@@ -86,17 +92,7 @@ class Server:
             if request.get("method") == "__shutdown__":
                 _send(replies, {"id": request["id"], "result": None})
                 break
-            answer = self._answer(request)
-            limit = getattr(replies, "max_message", None)
-            if isinstance(answer, bytes) and limit is not None and len(answer) > limit:
-                # Too long for the answer channel: the caller gets why, the server goes on.
-                message = (
-                    f"{request.get('method')} returned {len(answer)} bytes of JSON; the answer "
-                    f"channel takes at most {limit}: return large results in shared memory "
-                    "(a SharedArray or a segment) instead"
-                )
-                answer = {"id": request["id"], "error": _error("ValueError", message)}
-            _send(replies, answer)
+            _send(replies, self._answer(request))
 
     def _answer(self, request: dict[str, Any]) -> bytes | dict[str, Any]:
         call_id = request["id"]
@@ -162,21 +158,35 @@ def _encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, allow_nan=False, separators=(",", ":")).encode() + b"\n"
 
 
-class _ChannelReplies:
-    """The answer channel, as the file-like sink `_send` writes to."""
+# In a channel of the shared-memory transport, in place of a message too long for
+# it: the next line on the pipe is that message (JSON never starts with NUL).
+SPILLED = b"\0spilled"
 
-    def __init__(self, channel: Any) -> None:
+
+class _ChannelReplies:
+    """The answer channel, as the file-like sink `_send` writes to; an answer too
+    long for it goes down the pipe, announced in the channel."""
+
+    def __init__(self, channel: Any, pipe: IO[bytes]) -> None:
         self._channel = channel
-        self.max_message: int = channel.max_message
+        self._pipe = pipe
+        self._max = channel.max_message
 
     def write(self, data: bytes) -> None:
-        self._channel.send(data)
+        if len(data) <= self._max:
+            self._channel.send(data)
+        else:
+            self._channel.send(SPILLED)
+            self._pipe.write(data)
+            self._pipe.flush()
 
     def flush(self) -> None:
         pass
 
 
-def _channel_transport(requests_name: str, answers_name: str) -> tuple[Iterator[bytes], Any]:
+def _channel_transport(
+    requests_name: str, answers_name: str, pipe_requests: Iterator[bytes], pipe_replies: IO[bytes]
+) -> tuple[Iterator[bytes], Any]:
     from shmbridge import Channel
 
     requests, answers = Channel.open(requests_name), Channel.open(answers_name)
@@ -184,11 +194,16 @@ def _channel_transport(requests_name: str, answers_name: str) -> tuple[Iterator[
     def incoming() -> Iterator[bytes]:
         while True:
             try:
-                yield requests.recv()
+                request = requests.recv()
             except (EOFError, BrokenPipeError):  # the parent closed, or died
                 return
+            if request == SPILLED:  # too long for the channel: it is on the pipe
+                request = next(pipe_requests, b"")
+                if not request:
+                    return
+            yield request
 
-    return incoming(), _ChannelReplies(answers)
+    return incoming(), _ChannelReplies(answers, pipe_replies)
 
 
 def _send(replies: Any, message: bytes | dict[str, Any]) -> None:

@@ -121,16 +121,18 @@ fn offsets(array: &ArraySegment) -> impl Iterator<Item = usize> + '_ {
 
 fn fill<T: Value>(array: &mut ArraySegment, scale: i64) -> Reply {
     let at: Vec<usize> = offsets(array).collect();
-    let data = array.data_mut().map_err(crate::core_err)?;
+    let data = array.data_bytes();
     for (i, offset) in at.into_iter().enumerate() {
         let value = T::at(i as u64, scale);
-        data[offset..offset + size_of::<T>()].copy_from_slice(bytemuck_bytes(&value));
+        let place =
+            data.subslice(offset..offset + size_of::<T>()).expect("offsets lie in the data");
+        place.copy_from_slice(bytemuck_bytes(&value)).map_err(crate::core_err)?;
     }
     Ok(String::new())
 }
 
 fn check<T: Value>(array: &ArraySegment, scale: i64) -> Reply {
-    let data = array.data();
+    let data = array.data_bytes().to_vec().map_err(crate::core_err)?;
     for (i, offset) in offsets(array).enumerate() {
         let got: T =
             shmbridge::bytemuck::pod_read_unaligned(&data[offset..offset + size_of::<T>()]);
@@ -193,7 +195,7 @@ pub(crate) fn run(current: &mut Option<ArraySegment>, words: &[&str]) -> Reply {
                 layout.dtype(),
                 join(layout.shape()),
                 join(layout.strides()),
-                array.generation()
+                array.generation().map_err(crate::core_err)?
             );
             *current = Some(array);
             Ok(reply)
@@ -210,7 +212,10 @@ pub(crate) fn run(current: &mut Option<ArraySegment>, words: &[&str]) -> Reply {
             match cmd {
                 "afill" => with_type!(typestr, T => fill::<T>(array, crate::arg(words, 1)?)),
                 "acheck" => with_type!(typestr, T => check::<T>(array, crate::arg(words, 1)?)),
-                "ahex" => Ok(array.data().iter().map(|b| format!("{b:02x}")).collect()),
+                "ahex" => {
+                    let data = array.data_bytes().to_vec().map_err(crate::core_err)?;
+                    Ok(data.iter().map(|b| format!("{b:02x}")).collect())
+                }
                 "abump" => array.bump_generation().map(|g| g.to_string()).map_err(crate::core_err),
                 other => Err(crate::bad(format!("unknown command {other}"))),
             }

@@ -132,23 +132,23 @@ fn run(current: &mut Option<SharedMemory>, words: &[&str]) -> Reply {
         let ping = Event::open(&format!("{name}_ping")).map_err(core_err)?;
         let pong = Event::open(&format!("{name}_pong")).map_err(core_err)?;
         for round in 0..rounds {
-            if !ping.wait_timeout(std::time::Duration::from_secs(30)) {
+            if !ping.wait_timeout(std::time::Duration::from_secs(30)).map_err(core_err)? {
                 return Err(("Timeout".into(), format!("no ping in round {round}")));
             }
-            pong.set();
+            pong.set().map_err(core_err)?;
         }
         return Ok(String::new());
     }
     if cmd == "take" {
         let semaphore = Semaphore::open(&arg::<String>(words, 1)?).map_err(core_err)?;
-        if !semaphore.acquire_timeout(std::time::Duration::from_secs(30)) {
+        if !semaphore.acquire_timeout(std::time::Duration::from_secs(30)).map_err(core_err)? {
             return Err(("Timeout".into(), "no permit within 30 s".into()));
         }
         return Ok(String::new());
     }
     if cmd == "hold" {
         let mutex = Mutex::open(&arg::<String>(words, 1)?).map_err(core_err)?;
-        std::mem::forget(mutex.lock().unwrap_or_else(OwnerDied::into_guard));
+        std::mem::forget(mutex.lock().map_err(core_err)?.unwrap_or_else(OwnerDied::into_guard));
         std::mem::forget(mutex); // held until this process dies
         return Ok(String::new());
     }
@@ -170,8 +170,11 @@ fn run(current: &mut Option<SharedMemory>, words: &[&str]) -> Reply {
         let count: u64 = arg(words, 2)?;
         let mut sum = 0u64;
         for i in 0..count {
-            let msg = rx.recv().map_err(|e| ("Channel".to_owned(), format!("message {i}: {e}")))?;
-            if *msg != stream_message(i)[..] {
+            let msg = rx
+                .recv()
+                .and_then(|msg| msg.to_vec())
+                .map_err(|e| ("Channel".to_owned(), format!("message {i}: {e}")))?;
+            if msg != stream_message(i) {
                 return Err((
                     "Mismatch".into(),
                     format!("message {i} is wrong: lost, duplicated or reordered"),
@@ -213,14 +216,16 @@ fn run(current: &mut Option<SharedMemory>, words: &[&str]) -> Reply {
                    "i64" => i64, "u64" => u64, "f32" => f32, "f64" => f64)
         }
         "iota_f64" => {
-            let v = shm.view_mut::<f64>(arg(words, 1)?, arg(words, 2)?).map_err(core_err)?;
-            v.iter_mut().enumerate().for_each(|(i, x)| *x = i as f64);
+            let v = shm.slice::<f64>(arg(words, 1)?, arg(words, 2)?).map_err(core_err)?;
+            let values: Vec<f64> = (0..v.len()).map(|i| i as f64).collect();
+            v.copy_from_slice(&values).map_err(core_err)?;
             Ok(String::new())
         }
         "check_f64" => {
             let scale: f64 = arg(words, 3)?;
-            let v = shm.view::<f64>(arg(words, 1)?, arg(words, 2)?).map_err(core_err)?;
-            match v.iter().enumerate().find(|&(i, &x)| x != i as f64 * scale) {
+            let v = shm.slice::<f64>(arg(words, 1)?, arg(words, 2)?).map_err(core_err)?;
+            let values = v.to_vec().map_err(core_err)?;
+            match values.iter().enumerate().find(|&(i, &x)| x != i as f64 * scale) {
                 None => Ok(String::new()),
                 Some((i, x)) => {
                     Err(("Mismatch".into(), format!("v[{i}] = {x}, not {}", i as f64 * scale)))
@@ -245,11 +250,12 @@ fn typed_op<T: Pod + FromStr + Display>(
             .split(',')
             .map(|v| v.parse::<T>().map_err(|_| bad(format!("cannot parse {v:?}"))))
             .collect::<Result<Vec<T>, _>>()?;
-        shm.view_mut::<T>(offset, values.len()).map_err(core_err)?.copy_from_slice(&values);
+        let slice = shm.slice::<T>(offset, values.len()).map_err(core_err)?;
+        slice.copy_from_slice(&values).map_err(core_err)?;
         Ok(values.len().to_string())
     } else {
-        let view = shm.view::<T>(offset, arg(words, 3)?).map_err(core_err)?;
-        Ok(view.iter().map(T::to_string).collect::<Vec<_>>().join(","))
+        let values = shm.slice::<T>(offset, arg(words, 3)?).map_err(core_err)?.to_vec();
+        Ok(values.map_err(core_err)?.iter().map(T::to_string).collect::<Vec<_>>().join(","))
     }
 }
 

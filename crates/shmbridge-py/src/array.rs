@@ -161,14 +161,16 @@ impl SharedArray {
         !self.array.is_writable()
     }
 
-    /// The generation counter, which writers bump to say the contents changed.
+    /// The generation counter, which writers bump to say the contents changed
+    /// (OSError, `errno.EIO`, if a peer shrank the segment).
     #[getter]
-    fn generation(&self) -> u64 {
-        self.array.generation()
+    fn generation(&self) -> PyResult<u64> {
+        self.array.generation().map_err(to_py)
     }
 
     /// Add one to the generation counter and return the new value, telling readers
-    /// the contents changed (TypeError if read-only).
+    /// the contents changed (TypeError if read-only; OSError, `errno.EIO`, if a peer
+    /// shrank the segment).
     fn bump_generation(&self) -> PyResult<u64> {
         self.array.bump_generation().map_err(to_py)
     }

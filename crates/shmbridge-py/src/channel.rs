@@ -10,7 +10,7 @@
 //! discarded loan's room is pinned the same way on the sending side.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use pyo3::exceptions::{
@@ -85,8 +85,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[pyclass(module = "shmbridge", name = "Channel", frozen)]
 pub(crate) struct Channel {
     channel: channel::Channel,
-    sender: Mutex<Option<Arc<channel::Sender>>>,
-    receiver: Mutex<Option<Arc<channel::Receiver>>>,
+    /// Each end, once claimed (lock-free to read: every send and receive does).
+    sender: OnceLock<Arc<channel::Sender>>,
+    receiver: OnceLock<Arc<channel::Receiver>>,
+    /// Held while an end is claimed, and by `close`, so a claim never follows it.
+    claiming: Mutex<()>,
     closed: AtomicBool,
     /// The thread holding an open `Loan` of this channel (0: none): its own sends
     /// would wait for itself.
@@ -97,8 +100,9 @@ impl Channel {
     fn wrap(channel: channel::Channel) -> Self {
         Self {
             channel,
-            sender: Mutex::new(None),
-            receiver: Mutex::new(None),
+            sender: OnceLock::new(),
+            receiver: OnceLock::new(),
+            claiming: Mutex::new(()),
             closed: AtomicBool::new(false),
             loan_thread: AtomicU64::new(0),
         }
@@ -112,32 +116,42 @@ impl Channel {
     }
 
     /// The sending end, claimed at first use.
-    pub(crate) fn sender(&self) -> PyResult<Arc<channel::Sender>> {
+    pub(crate) fn sender(&self) -> PyResult<&Arc<channel::Sender>> {
         self.check_open()?;
-        if self.loan_thread.load(Ordering::Acquire) == thread_key() {
+        let loan_thread = self.loan_thread.load(Ordering::Acquire);
+        if loan_thread != 0 && loan_thread == thread_key() {
             return Err(PyBufferError::new_err(
                 "this thread holds an open Loan of this channel: publish or discard it first",
             ));
         }
-        let mut sender = lock(&self.sender);
-        if let Some(sender) = sender.as_ref() {
-            return Ok(Arc::clone(sender));
+        match self.sender.get() {
+            Some(sender) => Ok(sender),
+            None => self.claim(&self.sender, || self.channel.sender()),
         }
-        let claimed = Arc::new(self.channel.sender().map_err(to_py)?);
-        *sender = Some(Arc::clone(&claimed));
-        Ok(claimed)
     }
 
     /// The receiving end, claimed at first use.
-    pub(crate) fn receiver(&self) -> PyResult<Arc<channel::Receiver>> {
+    pub(crate) fn receiver(&self) -> PyResult<&Arc<channel::Receiver>> {
         self.check_open()?;
-        let mut receiver = lock(&self.receiver);
-        if let Some(receiver) = receiver.as_ref() {
-            return Ok(Arc::clone(receiver));
+        match self.receiver.get() {
+            Some(receiver) => Ok(receiver),
+            None => self.claim(&self.receiver, || self.channel.receiver()),
         }
-        let claimed = Arc::new(self.channel.receiver().map_err(to_py)?);
-        *receiver = Some(Arc::clone(&claimed));
-        Ok(claimed)
+    }
+
+    /// Claims an end for this object (once, even with threads racing).
+    fn claim<'a, E>(
+        &self,
+        end: &'a OnceLock<Arc<E>>,
+        make: impl FnOnce() -> shmbridge::Result<E>,
+    ) -> PyResult<&'a Arc<E>> {
+        let _claiming = lock(&self.claiming);
+        self.check_open()?; // not after close()
+        if let Some(claimed) = end.get() {
+            return Ok(claimed);
+        }
+        let claimed = Arc::new(make().map_err(to_py)?);
+        Ok(end.get_or_init(|| claimed))
     }
 
     /// Takes the next message (held until released), waiting at most `timeout`.
@@ -148,7 +162,7 @@ impl Channel {
     ) -> PyResult<(Arc<channel::Receiver>, RawMessage)> {
         let receiver = self.receiver()?;
         let raw = attempt_until(py, deadline(timeout)?, |until| receiver.recv_raw(Some(until)))?;
-        Ok((receiver, raw))
+        Ok((Arc::clone(receiver), raw))
     }
 }
 
@@ -158,7 +172,9 @@ struct Held<'a>(&'a channel::Receiver, Option<u64>);
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if let Some(position) = self.1 {
-            self.0.release_raw(position);
+            // SAFETY: the key of a message taken with recv_raw for this guard, which
+            // releases it once, here; the message was only copied, never viewed.
+            unsafe { self.0.release_raw(position) };
         }
     }
 }
@@ -305,7 +321,7 @@ impl Channel {
         this.loan_thread.store(thread_key(), Ordering::Release);
         Ok(Loan {
             channel: slf.clone().unbind(),
-            sender,
+            sender: Arc::clone(sender),
             position: raw.position(),
             ptr: raw.as_mut_ptr() as usize,
             len: raw.len(),
@@ -382,10 +398,11 @@ impl Channel {
     /// Idempotent.
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        if let Some(sender) = lock(&self.sender).take() {
+        let _no_claim_under_way = lock(&self.claiming);
+        if let Some(sender) = self.sender.get() {
             sender.close();
         }
-        if let Some(receiver) = lock(&self.receiver).take() {
+        if let Some(receiver) = self.receiver.get() {
             receiver.close();
         }
     }
@@ -484,7 +501,11 @@ impl Message {
             && only_the_caller_holds(slf, site)
             && !this.room_returned.swap(true, Ordering::AcqRel)
         {
-            this.receiver.release_raw(this.position);
+            // SAFETY: this message's key, released once (room_returned); no export is
+            // open and nothing but the caller's name reaches this object, which
+            // refuses new views and copies from now on (released), so nothing can
+            // view the room any more.
+            unsafe { this.receiver.release_raw(this.position) };
         }
         Ok(())
     }
@@ -588,7 +609,10 @@ impl Drop for Message {
     /// process that received it; a `fork`ed child's copy frees nothing).
     fn drop(&mut self) {
         if !*self.room_returned.get_mut() {
-            self.receiver.release_raw(self.position);
+            // SAFETY: this message's key, released once (room_returned says whether
+            // release_at did already); every view of its room holds this object, so
+            // none is left.
+            unsafe { self.receiver.release_raw(self.position) };
         }
     }
 }
@@ -673,7 +697,10 @@ impl Loan {
             && only_the_caller_holds(slf, site)
             && this.pinned.swap(false, Ordering::AcqRel)
         {
-            this.sender.unpin(this.position);
+            // SAFETY: pinned once at finish and unpinned once (the swap); no export is
+            // open and nothing but the caller's name reaches this finished loan,
+            // which makes no new views, so nothing can view the room any more.
+            unsafe { this.sender.unpin(this.position) };
         }
     }
 }
@@ -768,7 +795,9 @@ impl Drop for Loan {
             });
         }
         if *self.pinned.get_mut() {
-            self.sender.unpin(self.position);
+            // SAFETY: this loan's pin, dropped once, here; every view of its room
+            // holds this object, so none is left.
+            unsafe { self.sender.unpin(self.position) };
         }
     }
 }

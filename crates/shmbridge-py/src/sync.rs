@@ -8,6 +8,7 @@
 //! wakes twice a second at most.
 
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -42,16 +43,21 @@ pub(crate) fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
 /// Runs `attempt(until)` once with the GIL held and no waiting (the fast path:
 /// a set event, a free lock, `timeout=0`), then with the GIL released, in slices,
 /// until it succeeds or `deadline` passes; signals are checked between slices.
+/// Each attempt is a call of the core, which runs guarded: a page a peer removed
+/// (by shrinking the segment) ends the wait with the attempt's error within a
+/// slice at most.
 pub(crate) fn wait_interruptibly<T: Send>(
     py: Python<'_>,
     deadline: Option<Instant>,
     attempt: impl Fn(Instant) -> Option<T> + Sync,
 ) -> PyResult<Option<T>> {
-    let now = Instant::now();
-    if let Some(done) = attempt(now) {
+    // An instant already past: try once without waiting (and without reading the
+    // clock, a tenth of a fast send's cost).
+    static PAST: OnceLock<Instant> = OnceLock::new();
+    if let Some(done) = attempt(*PAST.get_or_init(Instant::now)) {
         return Ok(Some(done));
     }
-    if deadline.is_some_and(|d| d <= now) {
+    if deadline.is_some_and(|d| d <= Instant::now()) {
         return Ok(None);
     }
     loop {
@@ -67,6 +73,16 @@ pub(crate) fn wait_interruptibly<T: Send>(
     }
 }
 
+/// A wait's outcome for [`wait_interruptibly`]: `Some` once it is over (done, or
+/// failed), `None` to wait on.
+fn done_or_error(waited: shmbridge::Result<bool>) -> Option<shmbridge::Result<()>> {
+    match waited {
+        Ok(true) => Some(Ok(())),
+        Ok(false) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
 fn segment_of(shm: &Bound<'_, SharedMemory>) -> PyResult<Arc<Segment>> {
     shm.get().segment().map(Arc::clone)
 }
@@ -76,6 +92,9 @@ fn segment_of(shm: &Bound<'_, SharedMemory>) -> PyResult<Arc<Segment>> {
 /// `Event(shm, offset=0, *, auto_reset=None)` uses 16 bytes of `shm` at `offset`
 /// (8-aligned); `Event.create(name, auto_reset=False)` / `Event.open(name)` use a
 /// segment of their own. An auto-reset event lets one waiter through per `set`.
+///
+/// If a peer shrinks the segment under it (Linux, `ftruncate`), every method raises
+/// OSError (`errno.EIO`), never SIGBUS; so for Semaphore, Mutex and SeqLock.
 #[pyclass(module = "shmbridge", name = "Event", frozen)]
 pub(crate) struct Event {
     pub(crate) inner: sync::Event,
@@ -108,18 +127,18 @@ impl Event {
     }
 
     /// Sets the event, waking the waiters (one, if auto-reset).
-    fn set(&self) {
-        self.inner.set();
+    fn set(&self) -> PyResult<()> {
+        self.inner.set().map_err(to_py)
     }
 
     /// Clears the event.
-    fn clear(&self) {
-        self.inner.clear();
+    fn clear(&self) -> PyResult<()> {
+        self.inner.clear().map_err(to_py)
     }
 
     /// Whether the event is set.
-    fn is_set(&self) -> bool {
-        self.inner.is_set()
+    fn is_set(&self) -> PyResult<bool> {
+        self.inner.is_set().map_err(to_py)
     }
 
     /// Cap how long a waiter spins before sleeping, in seconds (default 20e-6;
@@ -146,16 +165,17 @@ impl Event {
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let deadline = deadline(timeout)?;
         let done = wait_interruptibly(py, deadline, |until| {
-            self.inner.wait_deadline(Some(until)).then_some(())
+            done_or_error(self.inner.wait_deadline(Some(until)))
         })?;
-        Ok(done.is_some())
+        Ok(done.transpose().map_err(to_py)?.is_some())
     }
 }
 
 /// A counting semaphore in shared memory, as `threading.Semaphore`.
 ///
 /// `Semaphore(shm, offset=0, value=0)` (the value applies to fresh memory only);
-/// `Semaphore.create(name, value=0)` / `Semaphore.open(name)`.
+/// `Semaphore.create(name, value=0)` / `Semaphore.open(name)`. OSError
+/// (`errno.EIO`) if a peer shrank the segment under it.
 #[pyclass(module = "shmbridge", name = "Semaphore", frozen)]
 pub(crate) struct Semaphore {
     pub(crate) inner: sync::Semaphore,
@@ -194,13 +214,13 @@ impl Semaphore {
                     "can't specify a timeout for a non-blocking call",
                 ));
             }
-            return Ok(self.inner.try_acquire());
+            return self.inner.try_acquire().map_err(to_py);
         }
         let deadline = deadline(timeout)?;
         let done = wait_interruptibly(py, deadline, |until| {
-            self.inner.acquire_deadline(Some(until)).then_some(())
+            done_or_error(self.inner.acquire_deadline(Some(until)))
         })?;
-        Ok(done.is_some())
+        Ok(done.transpose().map_err(to_py)?.is_some())
     }
 
     /// Adds `n` to the count, waking up to `n` waiters.
@@ -214,8 +234,8 @@ impl Semaphore {
 
     /// The current count.
     #[getter]
-    fn value(&self) -> u32 {
-        self.inner.value()
+    fn value(&self) -> PyResult<u32> {
+        self.inner.value().map_err(to_py)
     }
 
     /// ``with`` takes it (waiting as ``acquire()`` does) and returns True.
@@ -240,7 +260,8 @@ impl Semaphore {
 /// As `threading.Lock`: `acquire(blocking=True, timeout=None) -> bool`, `release()`,
 /// `locked()`, and `with mutex:`. If the previous owner's process died holding
 /// it, `acquire` takes it over and `owner_died` is true until the next acquire:
-/// check it to repair data the dead owner may have left half-changed.
+/// check it to repair data the dead owner may have left half-changed. OSError
+/// (`errno.EIO`) if a peer shrank the segment under it.
 #[pyclass(module = "shmbridge", name = "Mutex", frozen)]
 pub(crate) struct Mutex {
     pub(crate) inner: sync::Mutex,
@@ -311,15 +332,17 @@ impl Mutex {
         let taken = if blocking {
             let deadline = deadline(timeout)?;
             wait_interruptibly(py, deadline, |until| {
-                self.inner.lock_deadline(Some(until)).map(keep)
+                self.inner.lock_deadline(Some(until)).map(|taken| taken.map(keep)).transpose()
             })?
+            .transpose()
+            .map_err(to_py)?
         } else {
             if timeout.is_some() {
                 return Err(PyValueError::new_err(
                     "can't specify a timeout for a non-blocking call",
                 ));
             }
-            self.inner.try_lock().map(keep)
+            self.inner.try_lock().map_err(to_py)?.map(keep)
         };
         match taken {
             Some(died) => {
@@ -352,13 +375,13 @@ impl Mutex {
         }
         // SAFETY: this object took the lock in this process and forgot the guard in
         // `acquire`; the exchange above makes this the only release.
-        unsafe { self.inner.force_unlock() };
+        unsafe { self.inner.force_unlock() }.map_err(to_py)?;
         Ok(())
     }
 
     /// Whether some process holds the lock.
-    fn locked(&self) -> bool {
-        self.inner.is_locked()
+    fn locked(&self) -> PyResult<bool> {
+        self.inner.is_locked().map_err(to_py)
     }
 
     /// True if the last acquire took the lock over from a process that died.
@@ -389,7 +412,8 @@ impl Drop for Mutex {
     fn drop(&mut self) {
         if *self.held_in.get_mut() == shmbridge::current_pid() {
             // SAFETY: this object took the lock in this process and forgot the guard.
-            unsafe { self.inner.force_unlock() };
+            // An error (the lock's page vanished) leaves nothing to release.
+            let _ = unsafe { self.inner.force_unlock() };
         }
     }
 }
@@ -398,6 +422,7 @@ impl Drop for Mutex {
 ///
 /// `SeqLock(shm, offset=0, size=None)` (size required for fresh memory),
 /// `SeqLock.create(name, size)` / `SeqLock.open(name)`; `write(data)`, `read()`.
+/// OSError (`errno.EIO`) if a peer shrank the segment under the record.
 #[pyclass(module = "shmbridge", name = "SeqLock", frozen)]
 pub(crate) struct SeqLock {
     inner: sync::SeqLock,
@@ -433,8 +458,8 @@ impl SeqLock {
 
     /// The sequence number: even when stable, +2 per write.
     #[getter]
-    fn sequence(&self) -> u32 {
-        self.inner.sequence()
+    fn sequence(&self) -> PyResult<u32> {
+        self.inner.sequence().map_err(to_py)
     }
 
     /// Replace the record with a bytes-like object of exactly ``size`` bytes;

@@ -107,16 +107,19 @@ pub enum Error {
         mode: u32,
     },
 
-    /// Pages of the segment vanished under a copy: another process shrank the
+    /// Pages of the segment vanished under a copy or another guarded operation (a
+    /// primitive's or an array header's words): another process shrank the
     /// segment (`ftruncate`), or the system had no memory left for a page of a
     /// segment created without reserving its memory (a sparse one, as Python's
-    /// stdlib makes). The copy did not complete (missing bytes read as zeros,
-    /// bytes written to them are lost), and the handle refuses every later copy.
+    /// stdlib makes). The operation did not complete (missing bytes read as zeros,
+    /// bytes written to them are lost, a wake-up may not reach the other
+    /// process), and the handle, with every object built on it, refuses every later
+    /// guarded operation.
     #[error(
-        "segment {name:?} lost pages while this process copied to or from it: another \
-         process shrank it (ftruncate), or the system had no memory left for a page it \
-         never reserved; the copy is incomplete and this handle refuses further copies: \
-         close it, and open or create the segment again"
+        "segment {name:?} lost pages while this process used it: another process shrank it \
+         (ftruncate), or the system had no memory left for a page it never reserved; the \
+         operation is incomplete and this handle refuses further use: close it, and open \
+         or create the segment again"
     )]
     PagesLost {
         /// The segment name.

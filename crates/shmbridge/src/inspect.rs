@@ -208,23 +208,25 @@ pub fn info(name: &str) -> Result<Details> {
         }
     };
     let (kind, sniffed) = match info.kind() {
-        Some(SegmentKind::Raw) | None if info.record.is_none() => (sniff(&shm), true),
+        Some(SegmentKind::Raw) | None if info.record.is_none() => (shm.guarded(|| sniff(&shm)).unwrap_or(SegmentKind::Raw), true),
         other => (other.unwrap_or(SegmentKind::Raw), false),
     };
     let contents = match kind {
         SegmentKind::Array => match ArraySegment::from_segment(shm) {
-            Ok(array) => Contents::Array(ArrayState {
-                layout: array.layout().clone(),
-                generation: array.generation(),
-            }),
+            Ok(array) => match array.generation() {
+                Ok(generation) => {
+                    Contents::Array(ArrayState { layout: array.layout().clone(), generation })
+                }
+                Err(e) => Contents::Unreadable(e.to_string()),
+            },
             Err(e) => Contents::Unreadable(e.to_string()),
         },
-        SegmentKind::Channel => match ChannelState::read(&shm) {
+        SegmentKind::Channel => match guarded_read(&shm, || ChannelState::read(&shm)) {
             Ok(state) => Contents::Channel(state),
             Err(e) => Contents::Unreadable(e.to_string()),
         },
         SegmentKind::Event | SegmentKind::Semaphore | SegmentKind::Mutex | SegmentKind::SeqLock => {
-            match PrimitiveState::read(&shm, 0) {
+            match guarded_read(&shm, || PrimitiveState::read(&shm, 0)) {
                 Ok(state) => Contents::Primitive(state),
                 Err(e) => Contents::Unreadable(e.to_string()),
             }
@@ -233,6 +235,12 @@ pub fn info(name: &str) -> Result<Details> {
     };
     let sniffed = sniffed && !matches!(contents, Contents::Raw);
     Ok(Details { info, contents, sniffed })
+}
+
+/// `read()` of `shm`'s words, in a guarded scope: a segment shrunk under the
+/// reading (by its owner, at any moment) is unreadable, not a SIGBUS.
+fn guarded_read<T>(shm: &SharedMemory, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    shm.guarded(read).map_err(|_| shm.pages_lost_error())?
 }
 
 /// The kind a segment's first eight bytes announce: an array's or a channel's

@@ -29,9 +29,15 @@ pub(crate) const ANONYMOUS: &str = "(anonymous)";
 /// - positional [`read_at`](Self::read_at) / [`write_at`](Self::write_at) (and their
 ///   `_exact`/`_all` forms), which need no cursor, like
 ///   `std::os::unix::fs::FileExt`;
-/// - zero-copy views: [`as_slice`](Self::as_slice), typed views over any
-///   [`bytemuck::Pod`] type ([`view`](Self::view), [`view_from`](Self::view_from),
-///   ...), and raw pointers for FFI.
+/// - typed access in place, over any [`bytemuck::Pod`] type: a
+///   [`SharedSlice`](crate::SharedSlice) ([`slice`](Self::slice),
+///   [`slice_from`](Self::slice_from)) reads and writes one value at a time,
+///   [`read_value`](Self::read_value) / [`write_value`](Self::write_value) copy one,
+///   [`atomic_u32_at`](Self::atomic_u32_at) / [`atomic_u64_at`](Self::atomic_u64_at)
+///   share a word;
+/// - plain slices, `unsafe` since nobody may write the bytes while they live:
+///   [`as_slice`](Self::as_slice), [`view`](Self::view),
+///   [`view_from`](Self::view_from), ..., and raw pointers for FFI.
 ///
 /// # Lifecycle
 ///
@@ -46,11 +52,16 @@ pub(crate) const ANONYMOUS: &str = "(anonymous)";
 ///
 /// # Concurrent access
 ///
-/// Inside this process the borrow checker keeps views and writes apart. Another
-/// process, though, can write to the segment at any moment. Every bit pattern is a
-/// valid value of a `Pod` type, so this never makes a value invalid, but bytes read
-/// while another process writes them may be a mix of old and new: coordinate the
-/// two sides (the spec's call-and-answer, or the synchronization primitives).
+/// Any other handle to the same segment, in this process or another, can write to
+/// it at any moment, and the borrow checker does not see across handles: opening a
+/// segment twice gives two values that share bytes. So safe code reaches the bytes
+/// only through copies, [`SharedSlice`](crate::SharedSlice)s and atomics, which
+/// read or write memory afresh and promise the compiler nothing; plain slices are
+/// `unsafe` ([`view`](Self::view): the caller vouches that nobody writes meanwhile).
+/// Every bit pattern is a valid value of a `Pod` type, so a concurrent write never
+/// makes a value invalid, but bytes read while someone writes them may be a mix of
+/// old and new: coordinate the two sides (the spec's call-and-answer, or the
+/// synchronization primitives). `docs/SAFETY.md` gives the whole model.
 ///
 /// # A peer that shrinks the segment
 ///
@@ -64,10 +75,19 @@ pub(crate) const ANONYMOUS: &str = "(anonymous)";
 ///   and their `_exact`/`_all`/`_raw` forms, [`Read`], [`Write`]) are guarded: such
 ///   a fault makes them return [`Error::PagesLost`] instead, and the value refuses
 ///   every later copy, since parts of its mapping are then private zero pages.
-/// - Zero-copy views ([`as_slice`](Self::as_slice), [`view`](Self::view), raw
-///   pointers, and whatever is built on them) cannot be guarded: a fault through
-///   them kills the process, as it would without shmbridge. Use them only with
-///   peers you trust not to shrink the segment, or copy instead.
+/// - So is every operation of what this crate builds in a segment: the
+///   [`channel`](crate::channel)'s sends, receives, loans, releases and closes
+///   ([`ChannelError::PagesLost`](crate::channel::ChannelError::PagesLost)), the
+///   [`sync`](crate::sync) primitives' state changes, waits and reads (a wait
+///   whose page vanishes ends with the error within half a second), a
+///   [`SeqLock`](crate::sync::SeqLock)'s reads and writes, an array's generation
+///   counter. Calls that cannot return an error (drops, `close`, releasing a
+///   message) just stop early.
+/// - Zero-copy accesses ([`SharedSlice`](crate::SharedSlice) element accesses,
+///   atomics, [`as_slice`](Self::as_slice), [`view`](Self::view), raw pointers, and
+///   whatever is built on them) cannot be guarded: a fault through them kills the
+///   process, as it would without shmbridge. Use them only with peers you trust not
+///   to shrink the segment, or copy instead.
 /// - Anonymous segments ([`anonymous`](Self::anonymous)) are sealed against
 ///   resizing and are safe from this.
 ///
@@ -318,8 +338,10 @@ impl SharedMemory {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        // SAFETY: buf is a valid, exclusively borrowed destination of buf.len() bytes,
-        // and a &mut [u8] cannot point into this mapping while &self is borrowed.
+        // SAFETY: buf is a valid, exclusively borrowed destination of buf.len() bytes.
+        // It can lie in a mapping only through an unsafe view_mut, whose caller
+        // promised that nothing else reads or writes those bytes; safe code holds no
+        // reference into the bytes read (views are unsafe).
         unsafe { self.copy_out(buf.as_mut_ptr(), buf.len(), offset) }
             .map_err(|sys::PagesLost| self.pages_lost_io())
     }
@@ -355,9 +377,9 @@ impl SharedMemory {
     pub fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize> {
         let n = buf.len().min(self.remaining_from(offset));
         self.check_write(n, offset).map_err(|failure| self.copy_io_error(failure, offset, n))?;
-        // SAFETY: checked above; &mut self means no reference into the mapping is
-        // live, and buf cannot point into the mapping either, since that would be a
-        // borrow of self.
+        // SAFETY: checked above. Safe code holds no reference into the bytes written
+        // (plain views are unsafe fns whose callers promise that nobody writes while
+        // they live), and buf is only read.
         unsafe { self.copy_in(buf.as_ptr(), n, offset) }.map_err(|_| self.pages_lost_io())?;
         Ok(n)
     }
@@ -541,6 +563,32 @@ impl SharedMemory {
             len: len as u64,
             size: self.len() as u64,
         }
+    }
+
+    /// Runs `f`, which touches this segment's memory other than through the
+    /// guarded copies (atomic words, waits: the channel's and the primitives'
+    /// operations), so that a page another process removed is repaired instead of
+    /// killing the process: the result is then `Err(PagesLost)`, whatever `f`
+    /// returned, and every later scope or copy of this value fails at once. See
+    /// `sys::Mapping::guarded`.
+    #[inline]
+    pub(crate) fn guarded<R>(&self, f: impl FnOnce() -> R) -> Result<R, sys::PagesLost> {
+        self.mapping.guarded(f)
+    }
+
+    /// Whether pages of this segment vanished under a copy or a scope of this
+    /// process: for wait loops inside [`guarded`](Self::guarded), which must not
+    /// sleep on a word that is no longer shared.
+    #[inline]
+    pub(crate) fn pages_lost(&self) -> bool {
+        self.mapping.pages_lost()
+    }
+
+    /// [`Error::PagesLost`] for this segment.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn pages_lost_error(&self) -> Error {
+        Error::PagesLost { name: self.name.clone() }
     }
 
     pub(crate) fn mapping_ptr(&self) -> *mut u8 {

@@ -15,25 +15,26 @@ fn name(tag: &str) -> String {
 #[test]
 fn create_then_open_by_name_alone() {
     let n = name("open");
-    let mut a = SharedArray::<f64>::create(&n, &[1000, 1000]).unwrap();
-    for (i, x) in a.as_mut_slice().unwrap().iter_mut().enumerate() {
-        *x = i as f64;
-    }
+    let a = SharedArray::<f64>::create(&n, &[1000, 1000]).unwrap();
+    let values: Vec<f64> = (0..1_000_000).map(|i| i as f64).collect();
+    a.elements().copy_from_slice(&values).unwrap();
     let b = SharedArray::<f64>::open(&n).unwrap();
     assert_eq!(
         (b.shape(), b.strides(), b.order(), b.len()),
         (&[1000, 1000][..], &[8000, 8][..], Order::C, 1_000_000)
     );
-    assert_eq!(b.as_slice()[999_999], 999_999.0);
+    assert_eq!(b.elements().get(999_999), Some(999_999.0));
+    assert_eq!(b.to_vec().unwrap(), values);
     assert_eq!(b.name(), n);
 }
 
 fn round_trip<T: Element + PartialEq + std::fmt::Debug>(values: &[T]) {
     let n = name("types");
-    let mut a = SharedArray::<T>::create(&n, &[values.len()]).unwrap();
-    a.as_mut_slice().unwrap().copy_from_slice(values);
+    let a = SharedArray::<T>::create(&n, &[values.len()]).unwrap();
+    a.elements().copy_from_slice(values).unwrap();
     let b = SharedArray::<T>::open(&n).unwrap();
-    assert_eq!(b.as_slice(), values, "{}", T::TYPESTR);
+    assert_eq!(b.to_vec().unwrap(), values, "{}", T::TYPESTR);
+    assert_eq!(b.elements().iter().collect::<Vec<_>>(), values, "{}", T::TYPESTR);
     let untyped = ArraySegment::open(&SharedMemoryOptions::new(), &n).unwrap();
     assert_eq!(untyped.layout().dtype().typestr(), T::TYPESTR);
     assert_eq!(untyped.layout().dtype().itemsize(), size_of::<T>());
@@ -83,15 +84,15 @@ fn fortran_order() {
 #[test]
 fn zero_d_and_empty_arrays() {
     let n = name("scalar");
-    let mut a = SharedArray::<f64>::create(&n, &[]).unwrap();
-    a.as_mut_slice().unwrap()[0] = 42.0;
+    let a = SharedArray::<f64>::create(&n, &[]).unwrap();
+    a.elements().set(0, 42.0).unwrap();
     let b = SharedArray::<f64>::open(&n).unwrap();
-    assert_eq!((b.shape(), b.len(), b.as_slice()), (&[][..], 1, &[42.0][..]));
+    assert_eq!((b.shape(), b.len(), b.to_vec().unwrap()), (&[][..], 1, vec![42.0]));
 
     let n = name("empty");
     let _c = SharedArray::<u16>::create(&n, &[3, 0, 5]).unwrap();
     let d = SharedArray::<u16>::open(&n).unwrap();
-    assert!(d.is_empty() && d.as_slice().is_empty());
+    assert!(d.is_empty() && d.elements().is_empty() && d.to_vec().unwrap().is_empty());
     assert_eq!(d.shape(), &[3, 0, 5]);
 }
 
@@ -100,10 +101,10 @@ fn generation_counter_is_shared() {
     let n = name("gen");
     let a = SharedArray::<u8>::create(&n, &[16]).unwrap();
     let b = SharedArray::<u8>::open(&n).unwrap();
-    assert_eq!((a.generation(), b.generation()), (0, 0));
+    assert_eq!((a.generation().unwrap(), b.generation().unwrap()), (0, 0));
     assert_eq!(a.bump_generation().unwrap(), 1);
     assert_eq!(b.bump_generation().unwrap(), 2);
-    assert_eq!(a.generation(), 2);
+    assert_eq!(a.generation().unwrap(), 2);
 }
 
 #[test]
@@ -112,8 +113,11 @@ fn read_only_open() {
     let _a = SharedArray::<f32>::create(&n, &[8]).unwrap();
     let mut ro =
         SharedArray::<f32>::open_with(SharedMemoryOptions::new().read_only(true), &n).unwrap();
-    assert_eq!(ro.as_slice().len(), 8);
-    assert!(matches!(ro.as_mut_slice(), Err(Error::ReadOnly { .. })));
+    assert_eq!(ro.elements().len(), 8);
+    assert!(matches!(ro.elements().set(0, 1.0), Err(Error::ReadOnly { .. })));
+    assert!(matches!(ro.elements().fill(1.0), Err(Error::ReadOnly { .. })));
+    // SAFETY: the call fails (read-only) before it makes a slice.
+    assert!(matches!(unsafe { ro.as_mut_slice() }, Err(Error::ReadOnly { .. })));
     assert!(matches!(ro.bump_generation(), Err(Error::ReadOnly { .. })));
 }
 
@@ -246,12 +250,18 @@ fn ndarray_views_follow_shape_and_order() {
     let mut a = SharedArray::<i32>::create_with(&SharedMemoryOptions::new(), &n, &[2, 3], Order::F)
         .unwrap();
     {
-        let mut v = a.view_mut().unwrap();
+        // SAFETY: this test's handles are the only ones to a uniquely named segment,
+        // on one thread, and nothing else touches the array while `v` lives.
+        let mut v = unsafe { a.view_mut() }.unwrap();
         v[[1, 2]] = 12;
         v[[0, 1]] = 1;
     }
-    assert_eq!(a.as_slice(), &[0, 0, 1, 0, 0, 12], "column-major memory");
+    assert_eq!(a.to_vec().unwrap(), [0, 0, 1, 0, 0, 12], "column-major memory");
     let b = SharedArray::<i32>::open(&n).unwrap();
-    let v = b.view();
+    // SAFETY: as above; nothing writes the array while `v` lives.
+    let v = unsafe { b.view() };
     assert_eq!((v.shape(), v[[1, 2]], v[[0, 1]]), (&[2, 3][..], 12, 1));
+    let copy = b.to_ndarray().unwrap();
+    assert_eq!(copy, v, "the owned copy has the view's shape and values");
+    assert_eq!((copy.shape(), copy[[1, 2]]), (&[2, 3][..], 12));
 }

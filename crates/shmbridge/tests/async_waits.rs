@@ -47,7 +47,7 @@ async fn timed_out_receives_lose_nothing_async() {
         if let Ok(msg) = early {
             // Sends from the last round may arrive here: still in order.
             let msg = msg.unwrap();
-            assert_eq!(u64::from_le_bytes(msg[..8].try_into().unwrap()), next);
+            assert_eq!(u64::from_le_bytes(msg.to_vec().unwrap()[..8].try_into().unwrap()), next);
             next += 1;
         }
         tx.send(&i.to_le_bytes()).unwrap();
@@ -56,13 +56,17 @@ async fn timed_out_receives_lose_nothing_async() {
                 .await
                 .expect("a message")
                 .unwrap();
-            assert_eq!(u64::from_le_bytes(msg[..8].try_into().unwrap()), next, "lost or reordered");
+            assert_eq!(
+                u64::from_le_bytes(msg.to_vec().unwrap()[..8].try_into().unwrap()),
+                next,
+                "lost or reordered"
+            );
             next += 1;
         }
     }
     while next < 10_000 {
         let msg = rx.recv_async().await.unwrap();
-        assert_eq!(u64::from_le_bytes(msg[..8].try_into().unwrap()), next);
+        assert_eq!(u64::from_le_bytes(msg.to_vec().unwrap()[..8].try_into().unwrap()), next);
         next += 1;
     }
     assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty, "nothing twice");
@@ -88,12 +92,12 @@ async fn ten_thousand_awaits_on_a_thousand_events_async() {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..10_000 {
         let events = Arc::clone(&events);
-        tasks.spawn(async move { events[i % 1000].wait_async().await });
+        tasks.spawn(async move { events[i % 1000].wait_async().await.unwrap() });
     }
     tokio::task::yield_now().await;
     let during = threads();
     for e in events.iter() {
-        e.set();
+        e.set().unwrap();
     }
     let done = tokio::time::timeout(Duration::from_secs(60), async {
         let mut n = 0;
@@ -121,21 +125,21 @@ fn plain_executor_and_passed_on_wake_ups() {
     let mutex = Mutex::create(&unique_name("ta_mx").unwrap()).unwrap();
     std::thread::scope(|s| {
         s.spawn(|| {
-            ev.set();
+            ev.set().unwrap();
             sem.release(1).unwrap();
         });
-        block_on(ev.wait_async());
-        block_on(sem.acquire_async());
+        block_on(ev.wait_async()).unwrap();
+        block_on(sem.acquire_async()).unwrap();
     });
-    assert!(!ev.is_set(), "auto-reset: taken");
-    assert_eq!(sem.value(), 0);
+    assert!(!ev.is_set().unwrap(), "auto-reset: taken");
+    assert_eq!(sem.value().unwrap(), 0);
     // A lock held elsewhere; an async waiter that gives up takes nothing.
-    let guard = mutex.lock().unwrap_or_else(|d| d.into_guard());
+    let guard = mutex.lock().unwrap().unwrap_or_else(|d| d.into_guard());
     let never = Box::pin(mutex.lock_async());
     let quick = Box::pin(futures::future::ready(()));
     assert!(matches!(block_on(select(never, quick)), futures::future::Either::Right(_)));
     drop(guard);
-    let taken = block_on(mutex.lock_async().map(|r| r.is_ok()));
+    let taken = block_on(mutex.lock_async().map(|r| r.unwrap().is_ok()));
     assert!(taken, "the lock comes to an async waiter");
 }
 
@@ -155,13 +159,13 @@ fn async_send_waits_for_room_and_cancels_cleanly() {
     std::thread::scope(|s| {
         s.spawn(|| {
             let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-            assert_eq!(&*m, &[1; 40]);
+            assert_eq!(m.to_vec().unwrap(), [1; 40]);
         });
         block_on(tx.send_async(&[2; 40])).unwrap();
     });
     let mut got = Vec::new();
     while let Ok(m) = rx.try_recv() {
-        got.push(m[0]);
+        got.push(m.bytes().get(0).unwrap());
     }
     assert_eq!(got.last(), Some(&2));
     assert!(!got.contains(&9), "the cancelled send sent nothing");

@@ -36,7 +36,7 @@ fn boundaries_and_order_survive_many_wraps() {
         for i in 0..20_000u64 {
             let len = lens[i as usize % lens.len()];
             let got = rx.recv().unwrap();
-            assert_eq!(&*got, &message(i, len)[..len], "message {i}");
+            assert_eq!(got.to_vec().unwrap(), &message(i, len)[..len], "message {i}");
         }
         assert_eq!(rx.recv().unwrap_err(), ChannelError::Closed);
     });
@@ -58,7 +58,7 @@ fn back_pressure_never_overwrites() {
     );
     assert_eq!(sent, 16, "256 bytes of 16-byte records");
     for i in 0..sent {
-        assert_eq!(&*rx.try_recv().unwrap(), &i.to_le_bytes());
+        assert_eq!(rx.try_recv().unwrap().to_vec().unwrap(), &i.to_le_bytes());
     }
     assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
     assert_eq!(rx.recv_timeout(Duration::from_millis(20)).unwrap_err(), ChannelError::Timeout);
@@ -70,16 +70,36 @@ fn loans_write_in_place() {
     let tx = ch.sender().unwrap();
     let rx = ch.receiver().unwrap();
     {
-        let mut loan = tx.loan(6).unwrap();
-        loan.copy_from_slice(b"in pla");
+        let loan = tx.loan(6).unwrap();
+        loan.bytes().copy_from_slice(b"in pla").unwrap();
         // dropped without publish: nothing is sent
     }
     assert_eq!(rx.try_recv().unwrap_err(), ChannelError::Empty);
-    let mut loan = tx.loan(8).unwrap();
-    loan.copy_from_slice(b"in place");
+    let loan = tx.loan(8).unwrap();
+    assert_eq!((loan.len(), loan.is_empty()), (8, false));
+    loan.bytes().subslice(..3).unwrap().copy_from_slice(b"in ").unwrap();
+    let rest = b"place";
+    (0..5).for_each(|i| loan.bytes().set(3 + i, rest[i]).unwrap()); // a byte at a time
     loan.publish().unwrap();
     let msg = rx.recv().unwrap();
-    assert_eq!(&*msg, b"in place");
+    assert_eq!((msg.len(), msg.is_empty()), (8, false));
+    assert_eq!(msg.to_vec().unwrap(), b"in place");
+    assert_eq!(msg.bytes().iter().collect::<Vec<u8>>(), b"in place", "in place, zero-copy");
+    let mut copy = [0u8; 8];
+    msg.copy_to(&mut copy).unwrap();
+    assert_eq!(&copy, b"in place");
+    assert!(matches!(msg.copy_to(&mut [0u8; 7]), Err(ChannelError::TooLarge { .. })));
+    drop(msg);
+
+    // The plain slices, for code that can vouch for every writer.
+    let mut loan = tx.loan(4).unwrap();
+    // SAFETY: this test holds the only handles to its channel; the receiver does
+    // not read an unpublished loan, and nothing else writes the ring.
+    unsafe { loan.as_mut_slice() }.copy_from_slice(b"raw!");
+    loan.publish().unwrap();
+    let msg = rx.recv().unwrap();
+    // SAFETY: as above; the sender does not reuse a held message's room.
+    assert_eq!(unsafe { msg.as_slice() }, b"raw!");
 }
 
 #[test]
@@ -100,7 +120,7 @@ fn closing_either_end() {
     let rx = ch.receiver().unwrap();
     tx.send(b"last words").unwrap();
     tx.close();
-    assert_eq!(&*rx.recv().unwrap(), b"last words", "delivered before the close");
+    assert_eq!(rx.recv().unwrap().to_vec().unwrap(), b"last words", "delivered before the close");
     assert_eq!(rx.recv().unwrap_err(), ChannelError::Closed);
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap_err(), ChannelError::Closed);
     drop(tx);
@@ -155,7 +175,7 @@ fn a_corrupted_ring_is_reported_not_read() {
     let rx = ch.receiver().unwrap();
     tx.send(b"fine").unwrap();
     tx.send(b"to be corrupted").unwrap();
-    assert_eq!(&*rx.recv().unwrap(), b"fine");
+    assert_eq!(rx.recv().unwrap().to_vec().unwrap(), b"fine");
     // Something else overwrites the next record's length (the ring starts at 192).
     let mut raw = shmbridge::SharedMemory::open(ch.name()).unwrap();
     raw.write_all_at(&100_000u32.to_ne_bytes(), 192 + 16).unwrap();
@@ -184,6 +204,7 @@ fn threads_sharing_a_sender_lose_nothing() {
         let mut next = [0u64; THREADS as usize];
         for _ in 0..THREADS * EACH {
             let msg = rx.recv_timeout(Duration::from_secs(30)).expect("a message");
+            let msg = msg.to_vec().unwrap();
             let t = u64::from_le_bytes(msg[..8].try_into().unwrap()) as usize;
             let i = u64::from_le_bytes(msg[8..].try_into().unwrap());
             assert_eq!(i, next[t], "thread {t}'s message lost, duplicated or reordered");
@@ -209,7 +230,7 @@ fn batches_arrive_whole_and_in_order() {
             }
         });
         for (i, expected) in messages.iter().enumerate() {
-            assert_eq!(&*rx.recv().unwrap(), &expected[..], "message {i}");
+            assert_eq!(rx.recv().unwrap().to_vec().unwrap(), *expected, "message {i}");
         }
     });
     let too_large = vec![0u8; ch.max_message() + 1];
@@ -260,8 +281,8 @@ fn publish_after_close_is_refused() {
     let tx = ch.sender().unwrap();
     let rx = ch.receiver().unwrap();
     std::thread::scope(|s| {
-        let mut loan = tx.loan(4).unwrap();
-        loan.copy_from_slice(b"late");
+        let loan = tx.loan(4).unwrap();
+        loan.bytes().copy_from_slice(b"late").unwrap();
         // close() does not wait for the loan: it runs on another thread meanwhile.
         s.spawn(|| tx.close()).join().unwrap();
         assert_eq!(loan.publish().unwrap_err(), ChannelError::ClosedHere);
@@ -290,8 +311,8 @@ fn held_messages_keep_their_bytes_and_are_never_redelivered() {
         sent += 1;
     }
     assert!(sent >= 3, "the room after the held messages is usable ({sent})");
-    assert_eq!(&*first, &message(0, 40)[..]);
-    assert_eq!(&*third, &message(2, 40)[..]);
+    assert_eq!(first.to_vec().unwrap(), message(0, 40));
+    assert_eq!(third.to_vec().unwrap(), message(2, 40));
     rx.close();
     let err = ch.receiver().unwrap_err();
     assert!(err.to_string().contains("still holds"), "{err}");
@@ -300,7 +321,7 @@ fn held_messages_keep_their_bytes_and_are_never_redelivered() {
     drop(rx);
     let rx = ch.receiver().expect("free once nothing is held");
     // The new receiver starts after what was delivered: no message comes twice.
-    assert_eq!(&*rx.recv().unwrap(), &message(100, 40)[..]);
+    assert_eq!(rx.recv().unwrap().to_vec().unwrap(), message(100, 40));
 }
 
 /// Eight threads wait on one receiver, each with its own deadline: each returns by
@@ -340,7 +361,7 @@ fn corrupted_rings_of_every_size_are_reported_not_read() {
             tx.send(&vec![i; m]).unwrap();
         }
         for i in 0..14u8 {
-            assert_eq!(rx.recv().unwrap()[0], i);
+            assert_eq!(rx.recv().unwrap().bytes().get(0), Some(i));
         }
         for i in 0..13u8 {
             tx.send(&vec![100 + i; m]).unwrap();
@@ -395,7 +416,8 @@ fn a_receive_racing_close_never_delivers_twice() {
             (None, Err(e)) => panic!("round {round}: nothing held, yet {e}"),
         }
         if let Some(raw) = held {
-            rx.release_raw(raw.position());
+            // SAFETY: the message's own key, released once; nothing views its room.
+            unsafe { rx.release_raw(raw.position()) };
         }
     }
 }

@@ -75,10 +75,10 @@ fn child(scenario: &str, name: &str) {
             shm.write_all_at(b"Hello from the child", 0).unwrap();
         }
         "typed" => {
-            let mut shm = SharedMemory::open(name).unwrap();
-            let v = shm.view_from_mut::<f64>(0).unwrap();
-            assert_eq!(v[1000], 1000.0);
-            v.iter_mut().for_each(|x| *x *= 2.0);
+            let shm = SharedMemory::open(name).unwrap();
+            let v = shm.slice_from::<f64>(0).unwrap();
+            assert_eq!(v.get(1000), Some(1000.0));
+            (0..v.len()).for_each(|i| v.set(i, v.get(i).unwrap() * 2.0).unwrap());
         }
         "create" => {
             let mut shm = SharedMemory::options().persist(true).create(name, 4096).unwrap();
@@ -88,23 +88,23 @@ fn child(scenario: &str, name: &str) {
             let ping = Event::open(&format!("{name}_ping")).unwrap();
             let pong = Event::open(&format!("{name}_pong")).unwrap();
             for _ in 0..ROUNDS {
-                assert!(ping.wait_timeout(DEADLINE), "no ping");
-                pong.set();
+                assert!(ping.wait_timeout(DEADLINE).unwrap(), "no ping");
+                pong.set().unwrap();
             }
         }
         "hold_lock" => {
             let mutex = Mutex::open(name).unwrap();
             let locked = Event::open(&format!("{name}_locked")).unwrap();
             let never = Event::open(&format!("{name}_never")).unwrap();
-            let _guard = mutex.lock().unwrap();
-            locked.set();
-            never.wait(); // until killed
+            let _guard = mutex.lock().unwrap().unwrap();
+            locked.set().unwrap();
+            never.wait().unwrap(); // until killed
         }
         "lock_and_exit" => {
             let mutex = Mutex::open(name).unwrap();
             let locked = Event::open(&format!("{name}_locked")).unwrap();
-            std::mem::forget(mutex.lock().unwrap());
-            locked.set();
+            std::mem::forget(mutex.lock().unwrap().unwrap());
+            locked.set().unwrap();
             std::process::exit(0); // holding the lock; the parent does not reap us yet
         }
         "produce" => {
@@ -133,13 +133,12 @@ fn bytes_both_ways() {
 }
 
 fn typed_slices_both_ways() {
-    let mut shm = SharedMemory::create_unique("xp_typed", 8 * 4096).unwrap();
-    for (i, x) in shm.view_from_mut::<f64>(0).unwrap().iter_mut().enumerate() {
-        *x = i as f64;
-    }
+    let shm = SharedMemory::create_unique("xp_typed", 8 * 4096).unwrap();
+    let v = shm.slice_from::<f64>(0).unwrap();
+    (0..v.len()).for_each(|i| v.set(i, i as f64).unwrap());
     assert!(wait(spawn("typed", shm.name())).success());
-    let v = shm.view_from::<f64>(0).unwrap();
-    assert!(v.iter().enumerate().all(|(i, &x)| x == 2.0 * i as f64));
+    assert!(v.iter().enumerate().all(|(i, x)| x == 2.0 * i as f64));
+    assert!(v.to_vec().unwrap().iter().enumerate().all(|(i, &x)| x == 2.0 * i as f64));
 }
 
 fn child_creates_parent_opens() {
@@ -147,7 +146,7 @@ fn child_creates_parent_opens() {
     assert!(wait(spawn("create", &name)).success());
     let mut shm = SharedMemory::open(&name).unwrap();
     assert_eq!(shm.len(), 4096);
-    assert_eq!(&shm.as_slice()[..17], b"made by the child");
+    assert_eq!(&shm.read_value::<[u8; 17]>(0).unwrap(), b"made by the child");
     shm.unlink().unwrap();
 }
 
@@ -159,8 +158,8 @@ fn event_ping_pong() {
     let pong = Event::create(&format!("{name}_pong"), true).unwrap();
     let child = spawn("pong", &name);
     for round in 0..ROUNDS {
-        ping.set();
-        assert!(pong.wait_timeout(DEADLINE), "no pong in round {round}");
+        ping.set().unwrap();
+        assert!(pong.wait_timeout(DEADLINE).unwrap(), "no pong in round {round}");
     }
     assert!(wait(child).success());
 }
@@ -171,20 +170,20 @@ fn mutex_of_a_killed_owner_is_recovered() {
     let locked = Event::create(&format!("{name}_locked"), false).unwrap();
     let _never = Event::create(&format!("{name}_never"), false).unwrap();
     let mut child = spawn("hold_lock", &name);
-    assert!(locked.wait_timeout(DEADLINE), "the child did not take the lock");
-    assert!(mutex.is_locked());
-    assert!(mutex.try_lock().is_none(), "a live owner keeps it");
+    assert!(locked.wait_timeout(DEADLINE).unwrap(), "the child did not take the lock");
+    assert!(mutex.is_locked().unwrap());
+    assert!(mutex.try_lock().unwrap().is_none(), "a live owner keeps it");
     child.kill().unwrap(); // SIGKILL: no unlock, no destructor
     let status = wait(child);
     assert!(!status.success());
-    match mutex.lock_timeout(DEADLINE).expect("the lock comes back") {
+    match mutex.lock_timeout(DEADLINE).unwrap().expect("the lock comes back") {
         Err(died) => {
             assert_ne!(died.dead_owner(), std::process::id());
             drop(died.into_guard());
         }
         Ok(_) => panic!("the takeover was not reported"),
     }
-    let _guard = mutex.lock().expect("normal again after recovery");
+    let _guard = mutex.lock().unwrap().expect("normal again after recovery");
 }
 
 /// A child made by `fork` inherits the creator's segment and a held lock guard;
@@ -194,7 +193,7 @@ fn forked_child_never_undoes_the_parents_state() {
     let name = shmbridge::unique_name("xp_fork").unwrap();
     let shm = SharedMemory::create(&name, 4096).unwrap();
     let mutex = Mutex::create(&format!("{name}_m")).unwrap();
-    let guard = mutex.lock().unwrap_or_else(|died| died.into_guard());
+    let guard = mutex.lock().unwrap().unwrap_or_else(|died| died.into_guard());
     // SAFETY: this harness runs its tests on the main thread alone, so the child is
     // a complete copy of a single-threaded process; it only drops values and exits.
     let pid = unsafe { libc::fork() };
@@ -210,10 +209,10 @@ fn forked_child_never_undoes_the_parents_state() {
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status}");
     SharedMemory::open(&name).expect("the child's drop left the parent's name");
-    assert_eq!(mutex.owner_pid(), Some(std::process::id()), "the child released the lock");
+    assert_eq!(mutex.owner_pid().unwrap(), Some(std::process::id()), "the child released the lock");
     assert!(shm.unlinks_on_drop());
     drop(guard);
-    assert!(!mutex.is_locked());
+    assert!(!mutex.is_locked().unwrap());
     drop(shm);
     assert!(SharedMemory::open(&name).is_err(), "the creator's drop unlinks");
 }
@@ -238,7 +237,8 @@ fn channel_stream_between_processes() {
         match rx.recv_timeout(DEADLINE) {
             Ok(msg) => {
                 let want = stream_message(received);
-                assert_eq!(&*msg, &want[..], "message {received}: lost, duplicated or reordered");
+                let msg = msg.to_vec().unwrap();
+                assert_eq!(msg, want, "message {received}: lost, duplicated or reordered");
                 checksum = checksum.wrapping_add(msg.iter().map(|&b| u64::from(b)).sum::<u64>());
                 expected_sum =
                     expected_sum.wrapping_add(want.iter().map(|&b| u64::from(b)).sum::<u64>());
@@ -260,7 +260,7 @@ fn channel_producer_killed_mid_stream() {
     let mut received = 0u64;
     while received < 10_000 {
         let msg = rx.recv_timeout(DEADLINE).unwrap();
-        assert_eq!(&*msg, &stream_message(received)[..]);
+        assert_eq!(msg.to_vec().unwrap(), stream_message(received));
         received += 1;
     }
     child.kill().unwrap();
@@ -269,8 +269,8 @@ fn channel_producer_killed_mid_stream() {
         match rx.recv_timeout(DEADLINE) {
             Ok(msg) => {
                 assert_eq!(
-                    &*msg,
-                    &stream_message(received)[..],
+                    msg.to_vec().unwrap(),
+                    stream_message(received),
                     "published messages come in order"
                 );
                 received += 1;
@@ -288,9 +288,9 @@ fn mutex_of_an_unreaped_owner_is_recovered() {
     let mutex = Mutex::create(&name).unwrap();
     let locked = Event::create(&format!("{name}_locked"), false).unwrap();
     let child = spawn("lock_and_exit", &name);
-    assert!(locked.wait_timeout(DEADLINE), "the child did not take the lock");
+    assert!(locked.wait_timeout(DEADLINE).unwrap(), "the child did not take the lock");
     // The child exits and stays a zombie (not waited for): it must count as dead.
-    match mutex.lock_timeout(DEADLINE).expect("the lock comes back") {
+    match mutex.lock_timeout(DEADLINE).unwrap().expect("the lock comes back") {
         Err(died) => assert_eq!(died.dead_owner(), child.id()),
         Ok(_) => panic!("the takeover was not reported"),
     }

@@ -24,9 +24,11 @@ mod linux {
     use std::os::unix::process::ExitStatusExt;
     use std::path::{Path, PathBuf};
     use std::process::{Child, ChildStdin, Command, Stdio};
-    use std::sync::mpsc;
+    use std::sync::{Arc, mpsc};
     use std::time::{Duration, Instant};
 
+    use shmbridge::channel::{Channel, ChannelError};
+    use shmbridge::sync::{Event, Mutex, Semaphore, SeqLock};
     use shmbridge::{Error, SharedMemory, unique_name};
 
     const DEADLINE: Duration = Duration::from_secs(30);
@@ -50,6 +52,18 @@ mod linux {
                 copies_from_a_shrunk_segment_fail_cleanly,
             ),
             ("views_of_a_shrunk_segment_still_crash", views_of_a_shrunk_segment_still_crash),
+            (
+                "channel_on_a_vanished_segment_fails_cleanly",
+                channel_on_a_vanished_segment_fails_cleanly,
+            ),
+            (
+                "seqlock_on_a_shrunk_segment_fails_cleanly",
+                seqlock_on_a_shrunk_segment_fails_cleanly,
+            ),
+            (
+                "waits_on_a_vanished_page_end_with_an_error",
+                waits_on_a_vanished_page_end_with_an_error,
+            ),
             ("anonymous_segments_cannot_be_resized", anonymous_segments_cannot_be_resized),
             (
                 "sparse_segment_on_a_full_tmpfs_fails_cleanly",
@@ -306,9 +320,10 @@ mod linux {
         );
     }
 
-    /// A zero-copy view is not a copy: touching a vanished page through it still
-    /// raises SIGBUS (the handler passes the fault on, to the default action), as
-    /// the docs say, instead of silently reading zeros.
+    /// A zero-copy access is not a copy: touching a vanished page through one (here
+    /// a `SharedSlice` element, safe code; a plain view alike) still raises SIGBUS
+    /// (the handler passes the fault on, to the default action), as the docs say,
+    /// instead of silently reading zeros.
     fn views_of_a_shrunk_segment_still_crash() {
         let n = name("view");
         let _cleanup = Planted(shm_path(&n));
@@ -329,6 +344,129 @@ mod linux {
         drop(owner);
         assert_eq!(lines, ["guarded copy: PagesLost"]);
         assert_eq!(status.signal(), Some(7), "expected death by SIGBUS, got {status}");
+    }
+
+    /// Shrinks the segment `name` to `size` bytes, as a hostile peer would.
+    fn shrink(name: &str, size: u64) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(shm_path(name))
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+    }
+
+    /// What the channel scenario does after the shrink, in this order, except that
+    /// the step a run names goes first (the first touch of a vanished page is a
+    /// fault in that step, later ones are refused at once). A loan is open only in
+    /// the run that publishes it first: sends would wait for its turn. Closing
+    /// comes last: after it, a closed end may answer `ClosedHere` first.
+    const CHANNEL_STEPS: [&str; 15] = [
+        "loan publish",
+        "held message to_vec",
+        "send",
+        "try_send",
+        "send_batch",
+        "loan",
+        "send_readiness",
+        "recv_timeout",
+        "try_recv",
+        "drain_with",
+        "recv_readiness",
+        "recv_async",
+        "send_async",
+        "drop a held message",
+        "close both ends",
+    ];
+
+    /// The steps a run does after `first`: the others in order (closing last, so
+    /// none after it), without the loan's publish, which needs a loan opened for
+    /// it.
+    fn steps_after(first: &str) -> impl Iterator<Item = &str> {
+        let steps = if first == "close both ends" { &[][..] } else { &CHANNEL_STEPS[..] };
+        steps.iter().copied().filter(move |s| *s != first && *s != "loan publish")
+    }
+
+    /// A peer shrinks a channel's segment to nothing (header and ring) under both
+    /// ends, a held message, an open loan and a receiver blocked with no deadline:
+    /// every operation is `ChannelError::PagesLost` (or `Error::PagesLost`), drops
+    /// and closes return, and nothing dies of SIGBUS or hangs. Each operation gets a
+    /// run of its own in which it touches the vanished pages first.
+    fn channel_on_a_vanished_segment_fails_cleanly() {
+        for first in CHANNEL_STEPS {
+            let n = name("channel");
+            let channel = Channel::create(&n, 1 << 16).unwrap();
+            let idle = Channel::create(&format!("{n}_idle"), 4096).unwrap();
+            let scenario = Scenario::start(&format!("channel:{first}"), &n);
+            shrink(&n, 0);
+            shrink(idle.name(), 0);
+            let lines = scenario.finish();
+            drop((channel, idle)); // never touched here after the shrink: only unmapped
+            let rest = steps_after(first);
+            let outcome = |step: &str| match step {
+                "send_readiness" | "recv_readiness" => "None",
+                "drop a held message" | "close both ends" => "returned",
+                _ => "PagesLost",
+            };
+            let mut expected: Vec<String> = std::iter::once(first)
+                .chain(rest)
+                .map(|s| format!("{s}: {}", outcome(s)))
+                .collect();
+            expected.extend(
+                [
+                    "drop both ends: returned",
+                    "receiver blocked with no deadline: PagesLost",
+                    "claiming an end again: PagesLost",
+                ]
+                .map(String::from),
+            );
+            assert_eq!(lines, expected, "{first} first");
+        }
+    }
+
+    /// A peer cuts a seqlock's record off (the header page stays): reads and writes
+    /// copy through atomic words, and a vanished page is `Error::PagesLost`.
+    fn seqlock_on_a_shrunk_segment_fails_cleanly() {
+        let n = name("seqlock");
+        let owner = SeqLock::create(&n, 16384).unwrap();
+        owner.write(&[7; 16384]).unwrap();
+        let scenario = Scenario::start("seqlock", &n);
+        shrink(&n, SHRUNK);
+        let lines = scenario.finish();
+        drop(owner);
+        assert_eq!(
+            lines,
+            [
+                "read: PagesLost",
+                "read_timeout after: PagesLost",
+                "sequence after: PagesLost",
+                "write (another handle): PagesLost",
+                "write_value after: PagesLost",
+            ]
+        );
+    }
+
+    /// Threads asleep with no deadline in `Event::wait`, `Semaphore::acquire` and
+    /// `Mutex::lock` when a peer takes their page: nobody will ever wake them
+    /// through it, and they return `Error::PagesLost` (within half a second)
+    /// instead of sleeping forever; the lock guard held meanwhile drops quietly.
+    fn waits_on_a_vanished_page_end_with_an_error() {
+        let n = name("waits");
+        let _cleanup = Planted(shm_path(&n));
+        drop(SharedMemory::options().persist(true).create(&n, 3 * PAGE).unwrap());
+        let scenario = Scenario::start("waits", &n);
+        shrink(&n, 0);
+        let lines = scenario.finish();
+        assert_eq!(
+            lines,
+            [
+                "event wait: PagesLost",
+                "semaphore acquire: PagesLost",
+                "mutex lock: PagesLost",
+                "dropped the guard held meanwhile",
+                "event set after: PagesLost",
+            ]
+        );
     }
 
     /// An anonymous segment (memfd) is sealed: whoever gets its descriptor can
@@ -384,6 +522,14 @@ mod linux {
     }
 
     fn child(scenario: &str, name: &str) {
+        if let Some(first) = scenario.strip_prefix("channel:") {
+            return channel(name, first);
+        }
+        match scenario {
+            "seqlock" => return seqlock(name),
+            "waits" => return waits(name),
+            _ => {}
+        }
         // Handles opened before the parent's hostile act, which happens while we
         // wait for "go".
         let before: Vec<SharedMemory> = match scenario {
@@ -401,6 +547,152 @@ mod linux {
             "full" => full(name),
             other => panic!("unknown scenario {other}"),
         }
+    }
+
+    /// Tells the parent this child is set up, and waits for its hostile act.
+    fn ready_then_wait_for_go() {
+        println!("ready");
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).unwrap();
+    }
+
+    fn channel_lost<T>(result: Result<T, ChannelError>) -> &'static str {
+        match result {
+            Err(ChannelError::PagesLost) => "PagesLost",
+            Err(_) => "another error",
+            Ok(_) => "ok (wrong)",
+        }
+    }
+
+    fn error_lost<T>(result: shmbridge::Result<T>) -> &'static str {
+        match result {
+            Err(Error::PagesLost { .. }) => "PagesLost",
+            Err(_) => "another error",
+            Ok(_) => "ok (wrong)",
+        }
+    }
+
+    /// Polls `f` once (an async operation that must be ready at once).
+    fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(f).poll(&mut cx) {
+            std::task::Poll::Ready(out) => Some(out),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    fn channel(name: &str, first: &str) {
+        let channel = Channel::open(name).unwrap();
+        let (tx, rx) = (channel.sender().unwrap(), channel.receiver().unwrap());
+        for byte in 1..=3 {
+            tx.send(&[byte; 100]).unwrap();
+        }
+        // The oldest message held: dropping it moves the tail (a header word).
+        let mut dropped = Some(rx.recv().unwrap());
+        let kept = rx.recv().unwrap(); // copied after the shrink
+        // Holds the sender's turn across the shrink.
+        let mut loan = (first == "loan publish").then(|| tx.loan(16).unwrap());
+        let idle_rx = Channel::open(&format!("{name}_idle")).unwrap().receiver().unwrap();
+        let (blocked_tx, blocked) = mpsc::channel();
+        std::thread::spawn(move || {
+            blocked_tx.send(channel_lost(idle_rx.recv().map(drop))).unwrap();
+        });
+        ready_then_wait_for_go();
+        let none = |r: Option<_>| if r.is_none() { "None" } else { "Some (wrong)" };
+        let mut step = |what: &str| match what {
+            "loan publish" => channel_lost(loan.take().expect("opened for this run").publish()),
+            "held message to_vec" => channel_lost(kept.to_vec()),
+            "send" => channel_lost(tx.send(b"x")),
+            "try_send" => channel_lost(tx.try_send(b"x")),
+            "send_batch" => channel_lost(tx.send_batch([&b"a"[..], b"b"], None)),
+            "loan" => channel_lost(tx.loan(8).map(drop)),
+            "send_readiness" => none(tx.send_readiness(8)),
+            "recv_timeout" => channel_lost(rx.recv_timeout(Duration::from_secs(1)).map(drop)),
+            "try_recv" => channel_lost(rx.try_recv().map(drop)),
+            "drain_with" => channel_lost(rx.drain_with(8, |m| m.len())),
+            "recv_readiness" => none(rx.recv_readiness()),
+            "recv_async" => {
+                poll_once(rx.recv_async()).map_or("pending (wrong)", |r| channel_lost(r.map(drop)))
+            }
+            "send_async" => poll_once(tx.send_async(b"x")).map_or("pending (wrong)", channel_lost),
+            "drop a held message" => {
+                drop(dropped.take()); // gives its room back: stores the tail
+                "returned"
+            }
+            "close both ends" => {
+                tx.close();
+                rx.close();
+                "returned"
+            }
+            other => panic!("unknown step {other}"),
+        };
+        for what in std::iter::once(first).chain(steps_after(first)) {
+            println!("{what}: {}", step(what));
+        }
+        drop((kept, dropped, loan));
+        drop((tx, rx));
+        println!("drop both ends: returned");
+        let blocked = blocked.recv_timeout(DEADLINE).unwrap_or("still blocked (wrong)");
+        println!("receiver blocked with no deadline: {blocked}");
+        println!("claiming an end again: {}", error_lost(channel.sender()));
+    }
+
+    fn seqlock(name: &str) {
+        let (reader, writer) = (SeqLock::open(name).unwrap(), SeqLock::open(name).unwrap());
+        let mut buf = vec![0u8; reader.record_size()];
+        reader.read(&mut buf).unwrap();
+        ready_then_wait_for_go();
+        println!("read: {}", error_lost(reader.read(&mut buf)));
+        let timed = reader.read_timeout(&mut buf, Duration::from_secs(1));
+        println!("read_timeout after: {}", error_lost(timed));
+        println!("sequence after: {}", error_lost(reader.sequence()));
+        println!("write (another handle): {}", error_lost(writer.write(&[9; 16384])));
+        println!("write_value after: {}", error_lost(writer.write_value(&[1u64; 2048])));
+    }
+
+    fn waits(name: &str) {
+        let shm = Arc::new(SharedMemory::open(name).unwrap());
+        // All three on the segment's third page, which the peer takes.
+        let event = Arc::new(Event::in_segment(Arc::clone(&shm), 2 * PAGE, Some(false)).unwrap());
+        let sem = Arc::new(Semaphore::in_segment(Arc::clone(&shm), 2 * PAGE + 16, 0).unwrap());
+        let mutex = Arc::new(Mutex::in_segment(Arc::clone(&shm), 2 * PAGE + 32).unwrap());
+        let guard = mutex.lock().unwrap().unwrap(); // another thread of ours waits for it
+        let (tx, outcomes) = mpsc::channel();
+        let waiter = |what: &'static str, wait: Box<dyn FnOnce() -> &'static str + Send>| {
+            let tx = tx.clone();
+            std::thread::spawn(move || tx.send((what, wait())).unwrap());
+        };
+        let e = Arc::clone(&event);
+        waiter("event wait", Box::new(move || error_lost(e.wait())));
+        let s = Arc::clone(&sem);
+        waiter("semaphore acquire", Box::new(move || error_lost(s.acquire())));
+        let m = Arc::clone(&mutex);
+        waiter("mutex lock", Box::new(move || error_lost(m.lock().map(drop))));
+        // Each waiter counts itself as a sleeper on its word just before it sleeps.
+        let start = Instant::now();
+        for sleepers in [2 * PAGE + 4, 2 * PAGE + 20, 2 * PAGE + 36] {
+            let mut word = [0u8; 4];
+            while u32::from_ne_bytes(word) == 0 {
+                assert!(start.elapsed() < DEADLINE, "a waiter never went to sleep");
+                std::thread::yield_now();
+                shm.read_exact_at(&mut word, sleepers as u64).unwrap();
+            }
+        }
+        ready_then_wait_for_go();
+        let mut lines: Vec<String> = (0..3)
+            .map(|_| match outcomes.recv_timeout(DEADLINE) {
+                Ok((what, outcome)) => format!("{what}: {outcome}"),
+                Err(_) => "a waiter still sleeps (wrong)".to_owned(),
+            })
+            .collect();
+        let order = ["event", "semaphore", "mutex"];
+        lines.sort_by_key(|l| order.iter().position(|o| l.starts_with(o)));
+        for line in lines {
+            println!("{line}");
+        }
+        drop(guard);
+        println!("dropped the guard held meanwhile");
+        println!("event set after: {}", error_lost(event.set()));
     }
 
     fn describe(result: shmbridge::Result<SharedMemory>) -> String {
@@ -508,11 +800,11 @@ mod linux {
         let mut buf = [0u8; 64];
         println!("guarded copy: {}", lost(handles[0].read_at(&mut buf, 8 * PAGE as u64)));
         std::io::stdout().flush().unwrap();
-        // The second handle's pages are still gone: a view of them faults, and that
-        // fault is not ours to repair.
-        let slice = handles[1].as_slice();
-        let byte = std::hint::black_box(slice[8 * PAGE]);
-        println!("view read {byte} (wrong: should have died)");
+        // The second handle's pages are still gone: a zero-copy read of them faults,
+        // and that fault is not ours to repair.
+        let slice = handles[1].slice_from::<u8>(0).unwrap();
+        let byte = std::hint::black_box(slice.get(8 * PAGE));
+        println!("view read {byte:?} (wrong: should have died)");
     }
 
     fn full(name: &str) {

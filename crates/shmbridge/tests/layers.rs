@@ -20,10 +20,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("reclaim", &["error", "sys", "owner", "record", "name"]),
     ("segment", &["error", "sys", "owner", "name", "record", "reclaim"]),
     ("options", &["error", "sys", "owner", "name", "record", "reclaim", "segment"]),
-    ("view", &["error", "segment"]),
-    ("array", &["error", "segment", "options", "record"]),
+    // Typed access that no reference spans; the views and arrays hand it out.
+    ("shared_slice", &["error", "segment"]),
+    ("view", &["error", "segment", "shared_slice"]),
+    ("array", &["error", "segment", "options", "record", "shared_slice"]),
     ("sync", &["error", "sys", "owner", "record", "segment"]),
-    ("channel", &["error", "sys", "owner", "record", "segment", "sync"]),
+    ("channel", &["error", "sys", "owner", "record", "segment", "shared_slice", "sync"]),
     ("worker", &["error", "sys", "name", "segment", "options", "array", "channel"]),
     // The operator's view reads every kind of segment.
     (

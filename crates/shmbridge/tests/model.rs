@@ -89,7 +89,7 @@ proptest! {
                 }
             }
             prop_assert_eq!(shm.stream_position().unwrap(), model.position());
-            prop_assert_eq!(shm.as_slice(), &model.get_ref()[..]);
+            prop_assert_eq!(shm.slice::<u8>(0, shm.len()).unwrap().to_vec().unwrap(), &model.get_ref()[..]);
         }
     }
 }

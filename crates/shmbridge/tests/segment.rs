@@ -9,17 +9,23 @@ fn name(tag: &str) -> String {
     unique_name(&format!("t_{tag}")).unwrap()
 }
 
+/// A copy of every byte of the segment (through a guarded copy: no reference into
+/// shared memory).
+fn bytes(shm: &SharedMemory) -> Vec<u8> {
+    shm.slice::<u8>(0, shm.len()).unwrap().to_vec().unwrap()
+}
+
 #[test]
 fn create_open_share_bytes() {
     let n = name("share");
     let mut a = SharedMemory::create(&n, 4096).unwrap();
     assert_eq!(a.len(), 4096);
     assert_eq!(a.name(), n);
-    assert!(a.as_slice().iter().all(|&b| b == 0), "fresh segments are zeroed");
+    assert!(bytes(&a).iter().all(|&b| b == 0), "fresh segments are zeroed");
     a.write_all_at(b"hello", 100).unwrap();
     let b = SharedMemory::open(&n).unwrap();
     assert_eq!(b.len(), 4096);
-    assert_eq!(&b.as_slice()[100..105], b"hello");
+    assert_eq!(&bytes(&b)[100..105], b"hello");
 }
 
 #[test]
@@ -40,13 +46,13 @@ fn create_is_exclusive_unless_replace() {
     assert!(err.to_string().contains(&n), "message names the segment: {err}");
     assert_eq!(err.kind(), ErrorKind::AlreadyExists);
     // The failed create did not touch the existing segment.
-    assert_eq!(&SharedMemory::open(&n).unwrap().as_slice()[..3], b"old");
+    assert_eq!(&bytes(&SharedMemory::open(&n).unwrap())[..3], b"old");
 
     let b = SharedMemory::options().replace(true).create(&n, 128).unwrap();
     assert_eq!(b.len(), 128);
-    assert_eq!(&SharedMemory::open(&n).unwrap().as_slice()[..3], &[0, 0, 0]);
+    assert_eq!(&bytes(&SharedMemory::open(&n).unwrap())[..3], &[0, 0, 0]);
     // `a` keeps its own (now nameless) segment.
-    assert_eq!(&a.as_slice()[..3], b"old");
+    assert_eq!(&bytes(&a)[..3], b"old");
 }
 
 #[test]
@@ -160,15 +166,26 @@ fn read_only_open_refuses_writes() {
     owner.write_all_at(b"abc", 0).unwrap();
     let mut ro = SharedMemory::options().read_only(true).open(&n).unwrap();
     assert!(!ro.is_writable());
-    assert_eq!(&ro.as_slice()[..3], b"abc");
+    assert_eq!(&bytes(&ro)[..3], b"abc");
     let err = ro.write_at(b"x", 0).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied);
     assert!(err.to_string().contains("read-only"), "{err}");
-    assert!(matches!(ro.as_mut_slice(), Err(Error::ReadOnly { .. })));
-    assert!(matches!(ro.view_mut::<u32>(0, 1), Err(Error::ReadOnly { .. })));
-    assert!(matches!(ro.view_from_mut::<u8>(0), Err(Error::ReadOnly { .. })));
+    assert!(matches!(ro.write_value(0, &1u32), Err(Error::ReadOnly { .. })));
+    assert!(matches!(ro.slice::<u32>(0, 1).unwrap().set(0, 1), Err(Error::ReadOnly { .. })));
+    assert!(matches!(ro.slice_from::<u8>(0).unwrap().fill(1), Err(Error::ReadOnly { .. })));
+    assert!(matches!(
+        ro.slice::<u8>(0, 3).unwrap().copy_from_slice(b"xyz"),
+        Err(Error::ReadOnly { .. })
+    ));
+    // SAFETY: each call fails (read-only) before it makes a slice, so no reference
+    // into the segment exists.
+    unsafe {
+        assert!(matches!(ro.as_mut_slice(), Err(Error::ReadOnly { .. })));
+        assert!(matches!(ro.view_mut::<u32>(0, 1), Err(Error::ReadOnly { .. })));
+        assert!(matches!(ro.view_from_mut::<u8>(0), Err(Error::ReadOnly { .. })));
+    }
     assert!(ro.write_all(b"x").is_err());
-    assert_eq!(&owner.as_slice()[..3], b"abc", "nothing written");
+    assert_eq!(&bytes(&owner)[..3], b"abc", "nothing written");
 }
 
 #[test]
@@ -186,7 +203,7 @@ fn positional_io_follows_file_ext() {
     let err = shm.write_all_at(b"abcdef", 6).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("outside segment"), "{err}");
-    assert_eq!(&shm.as_slice()[6..], b"abcd", "all-or-nothing wrote nothing");
+    assert_eq!(&bytes(&shm)[6..], b"abcd", "all-or-nothing wrote nothing");
     shm.read_exact_at(&mut buf[..4], 6).unwrap();
 }
 
@@ -213,44 +230,107 @@ fn cursor_io_follows_std_cursor() {
 }
 
 #[test]
-fn typed_views_check_bounds_and_alignment() {
-    let mut shm = SharedMemory::create_unique("t_view", 64).unwrap();
-    {
-        let v = shm.view_mut::<u32>(4, 3).unwrap();
-        v.copy_from_slice(&[1, 2, 3]);
-    }
-    assert_eq!(shm.view::<u32>(4, 3).unwrap(), &[1, 2, 3]);
-    assert_eq!(&shm.as_slice()[4..8], &1u32.to_ne_bytes());
-    assert_eq!(shm.view_from::<u64>(8).unwrap().len(), 7);
-    assert_eq!(shm.view_from::<f32>(60).unwrap().len(), 1);
-    assert_eq!(shm.view_from::<u8>(64).unwrap().len(), 0, "an empty view at the very end");
-    assert_eq!(shm.view::<u16>(0, 0).unwrap().len(), 0);
+fn typed_slices_check_bounds_and_alignment() {
+    let shm = SharedMemory::create_unique("t_slice", 64).unwrap();
+    shm.slice::<u32>(4, 3).unwrap().copy_from_slice(&[1, 2, 3]).unwrap();
+    assert_eq!(shm.slice::<u32>(4, 3).unwrap().to_vec().unwrap(), [1, 2, 3]);
+    assert_eq!(&bytes(&shm)[4..8], &1u32.to_ne_bytes());
+    assert_eq!(shm.slice_from::<u64>(8).unwrap().len(), 7);
+    assert_eq!(shm.slice_from::<f32>(60).unwrap().len(), 1);
+    assert_eq!(shm.slice_from::<u8>(64).unwrap().len(), 0, "an empty slice at the very end");
+    assert_eq!(shm.slice::<u16>(0, 0).unwrap().len(), 0);
 
-    let err = shm.view::<f64>(4, 1).unwrap_err();
+    let err = shm.slice::<f64>(4, 1).unwrap_err();
     assert!(matches!(err, Error::Misaligned { align: 8, offset: 4, .. }), "{err:?}");
     assert!(err.to_string().contains("f64"), "{err}");
-    assert!(matches!(shm.view::<u8>(0, 65), Err(Error::OutOfBounds { .. })));
-    assert!(matches!(shm.view::<u64>(8, 8), Err(Error::OutOfBounds { .. })));
-    assert!(matches!(shm.view::<u64>(0, usize::MAX), Err(Error::OutOfBounds { .. })));
-    assert!(matches!(shm.view::<u8>(usize::MAX, 1), Err(Error::OutOfBounds { .. })));
-    assert!(matches!(shm.view_from::<u8>(65), Err(Error::OutOfBounds { .. })));
-    assert!(matches!(shm.view_from_mut::<i16>(3), Err(Error::Misaligned { .. })));
-    assert!(matches!(shm.view_mut::<i64>(64, 1), Err(Error::OutOfBounds { .. })));
+    assert!(matches!(shm.slice::<u8>(0, 65), Err(Error::OutOfBounds { .. })));
+    assert!(matches!(shm.slice::<u64>(8, 8), Err(Error::OutOfBounds { .. })));
+    assert!(matches!(shm.slice::<u64>(0, usize::MAX), Err(Error::OutOfBounds { .. })));
+    assert!(matches!(shm.slice::<u8>(usize::MAX, 1), Err(Error::OutOfBounds { .. })));
+    assert!(matches!(shm.slice_from::<u8>(65), Err(Error::OutOfBounds { .. })));
+    assert!(matches!(shm.slice_from::<i16>(3), Err(Error::Misaligned { .. })));
+    assert!(matches!(shm.slice::<i64>(64, 1), Err(Error::OutOfBounds { .. })));
 }
 
 #[test]
-fn every_spec_type_has_a_view() {
-    let mut shm = SharedMemory::create_unique("t_types", 1024 * 8).unwrap();
-    shm.view_from_mut::<f64>(0).unwrap()[..2].copy_from_slice(&[1.5, -2.25]);
-    assert_eq!(shm.view_from::<f64>(0).unwrap().len(), 1024);
-    assert_eq!(shm.view_from::<f32>(0).unwrap().len(), 2048);
-    assert_eq!(shm.view_from::<i16>(0).unwrap().len(), 4096);
-    assert_eq!(shm.view_from::<u16>(0).unwrap().len(), 4096);
-    assert_eq!(shm.view_from::<i32>(0).unwrap().len(), 2048);
-    assert_eq!(shm.view_from::<u32>(0).unwrap().len(), 2048);
-    assert_eq!(shm.view_from::<i64>(0).unwrap().len(), 1024);
-    assert_eq!(shm.view_from::<u64>(0).unwrap()[0], 1.5f64.to_bits());
-    assert_eq!(shm.view_from::<u8>(0).unwrap().len(), 8192);
+fn shared_slices_read_and_write_in_place() {
+    let shm = SharedMemory::create_unique("t_shared_slice", 64).unwrap();
+    let other = SharedMemory::open(shm.name()).unwrap(); // a second handle, same bytes
+    let words = shm.slice::<u64>(0, 4).unwrap();
+    let seen = other.slice::<u64>(0, 4).unwrap();
+    words.set(1, 7).unwrap();
+    assert_eq!(seen.get(1), Some(7), "each access reads memory afresh");
+    seen.fill(3).unwrap();
+    assert_eq!(words.iter().collect::<Vec<_>>(), [3, 3, 3, 3]);
+    assert_eq!(words.get(4), None);
+    assert!(matches!(words.set(4, 0), Err(Error::OutOfBounds { .. })));
+    let tail = words.subslice(2..).unwrap();
+    assert_eq!((tail.len(), tail.offset()), (2, 16));
+    tail.copy_from_slice(&[8, 9]).unwrap();
+    assert_eq!(seen.to_vec().unwrap(), [3, 3, 8, 9]);
+    assert!(words.subslice(3..5).is_none());
+    assert!(matches!(tail.copy_to_slice(&mut [0; 3]), Err(Error::OutOfBounds { .. })));
+
+    // Types of other sizes go through volatile accesses; values of a Pod struct.
+    #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+    #[repr(C)]
+    struct Rgb([u8; 3]);
+    let pixels = shm.slice::<Rgb>(40, 3).unwrap();
+    pixels.set(2, Rgb([1, 2, 3])).unwrap();
+    assert_eq!(other.slice::<Rgb>(40, 3).unwrap().get(2), Some(Rgb([1, 2, 3])));
+    assert_eq!(other.read_value::<[u8; 3]>(46).unwrap(), [1, 2, 3]);
+    other.write_value(47, &[9u8, 9]).unwrap(); // any alignment
+    assert_eq!(pixels.get(2), Some(Rgb([1, 9, 9])));
+    assert!(matches!(shm.read_value::<u64>(60), Err(Error::OutOfBounds { .. })));
+}
+
+#[test]
+fn typed_views_check_bounds_and_alignment() {
+    let mut shm = SharedMemory::create_unique("t_view", 64).unwrap();
+    // SAFETY: this test holds the only handle to a uniquely named segment, on one
+    // thread, and never writes through one view while another is alive.
+    unsafe {
+        shm.view_mut::<u32>(4, 3).unwrap().copy_from_slice(&[1, 2, 3]);
+        assert_eq!(shm.view::<u32>(4, 3).unwrap(), &[1, 2, 3]);
+        assert_eq!(&shm.as_slice()[4..8], &1u32.to_ne_bytes());
+        assert_eq!(shm.view_from::<u64>(8).unwrap().len(), 7);
+        assert_eq!(shm.view_from::<f32>(60).unwrap().len(), 1);
+        assert_eq!(shm.view_from::<u8>(64).unwrap().len(), 0, "an empty view at the very end");
+        assert_eq!(shm.view::<u16>(0, 0).unwrap().len(), 0);
+
+        let err = shm.view::<f64>(4, 1).unwrap_err();
+        assert!(matches!(err, Error::Misaligned { align: 8, offset: 4, .. }), "{err:?}");
+        assert!(err.to_string().contains("f64"), "{err}");
+        assert!(matches!(shm.view::<u8>(0, 65), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(shm.view::<u64>(8, 8), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(shm.view::<u64>(0, usize::MAX), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(shm.view::<u8>(usize::MAX, 1), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(shm.view_from::<u8>(65), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(shm.view_from_mut::<i16>(3), Err(Error::Misaligned { .. })));
+        assert!(matches!(shm.view_mut::<i64>(64, 1), Err(Error::OutOfBounds { .. })));
+        shm.as_mut_slice().unwrap()[63] = 5;
+    }
+    assert_eq!(shm.read_value::<u8>(63).unwrap(), 5);
+}
+
+#[test]
+fn every_spec_type_has_a_slice() {
+    let shm = SharedMemory::create_unique("t_types", 1024 * 8).unwrap();
+    shm.slice_from::<f64>(0)
+        .unwrap()
+        .subslice(..2)
+        .unwrap()
+        .copy_from_slice(&[1.5, -2.25])
+        .unwrap();
+    assert_eq!(shm.slice_from::<f64>(0).unwrap().len(), 1024);
+    assert_eq!(shm.slice_from::<f32>(0).unwrap().len(), 2048);
+    assert_eq!(shm.slice_from::<i16>(0).unwrap().len(), 4096);
+    assert_eq!(shm.slice_from::<u16>(0).unwrap().len(), 4096);
+    assert_eq!(shm.slice_from::<i32>(0).unwrap().len(), 2048);
+    assert_eq!(shm.slice_from::<u32>(0).unwrap().len(), 2048);
+    assert_eq!(shm.slice_from::<i64>(0).unwrap().len(), 1024);
+    assert_eq!(shm.slice_from::<u64>(0).unwrap().get(0), Some(1.5f64.to_bits()));
+    assert_eq!(shm.slice_from::<u8>(0).unwrap().len(), 8192);
 
     #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
     #[repr(C)]
@@ -258,18 +338,18 @@ fn every_spec_type_has_a_view() {
         x: f32,
         y: f32,
     }
-    shm.view_mut::<Point>(16, 1).unwrap()[0] = Point { x: 1.0, y: -1.0 };
-    assert_eq!(shm.view::<f32>(16, 2).unwrap(), &[1.0, -1.0]);
+    shm.slice::<Point>(16, 1).unwrap().set(0, Point { x: 1.0, y: -1.0 }).unwrap();
+    assert_eq!(shm.slice::<f32>(16, 2).unwrap().to_vec().unwrap(), [1.0, -1.0]);
 }
 
 #[test]
 fn raw_pointer_for_ffi() {
     let shm = SharedMemory::create_unique("t_ptr", 16).unwrap();
-    assert_eq!(shm.as_ptr(), shm.as_slice().as_ptr());
+    assert_eq!(shm.as_ptr(), shm.slice::<u8>(0, 16).unwrap().as_ptr().cast_const());
     // SAFETY: the pointer is valid for len() bytes while shm lives, writable, and no
     // reference into the mapping is live across this write.
     unsafe { shm.as_mut_ptr().add(3).write(7) };
-    assert_eq!(shm.as_slice()[3], 7);
+    assert_eq!(shm.read_value::<u8>(3).unwrap(), 7);
     assert_eq!(shm.as_ptr() as usize % 4096, 0, "mappings start on a page");
 }
 
@@ -310,7 +390,7 @@ fn populate_and_unreserved_segments_work_alike() {
     let mut a = SharedMemory::options().populate(true).reserve(false).create(&n, 1 << 20).unwrap();
     let b = SharedMemory::options().populate(true).open(&n).unwrap();
     a.write_all_at(b"z", (1 << 20) - 1).unwrap();
-    assert_eq!(b.as_slice()[(1 << 20) - 1], b'z');
+    assert_eq!(b.read_value::<u8>((1 << 20) - 1).unwrap(), b'z');
     assert!(!a.is_empty() && !b.is_empty());
 }
 

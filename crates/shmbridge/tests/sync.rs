@@ -19,29 +19,30 @@ fn segment(size: usize) -> Arc<SharedMemory> {
 fn manual_reset_event_wakes_every_waiter() {
     let shm = segment(4096);
     let event = Event::in_segment(Arc::clone(&shm), 0, Some(false)).unwrap();
-    assert!(!event.is_set() && !event.is_auto_reset());
+    assert!(!event.is_set().unwrap() && !event.is_auto_reset());
     std::thread::scope(|s| {
-        let waiters: Vec<_> = (0..3).map(|_| s.spawn(|| event.wait_timeout(LONG))).collect();
-        event.set();
+        let waiters: Vec<_> =
+            (0..3).map(|_| s.spawn(|| event.wait_timeout(LONG).unwrap())).collect();
+        event.set().unwrap();
         assert!(waiters.into_iter().all(|w| w.join().unwrap()));
     });
-    assert!(event.is_set(), "stays set");
-    assert!(event.wait_timeout(Duration::ZERO));
-    event.clear();
-    assert!(!event.wait_timeout(Duration::from_millis(20)));
+    assert!(event.is_set().unwrap(), "stays set");
+    assert!(event.wait_timeout(Duration::ZERO).unwrap());
+    event.clear().unwrap();
+    assert!(!event.wait_timeout(Duration::from_millis(20)).unwrap());
 }
 
 #[test]
 fn auto_reset_event_lets_one_waiter_through_per_set() {
     let shm = segment(4096);
     let event = Event::in_segment(Arc::clone(&shm), 8, Some(true)).unwrap();
-    event.set();
-    assert!(event.wait_timeout(LONG));
-    assert!(!event.is_set(), "the wait took the set");
-    assert!(!event.wait_timeout(Duration::from_millis(20)));
+    event.set().unwrap();
+    assert!(event.wait_timeout(LONG).unwrap());
+    assert!(!event.is_set().unwrap(), "the wait took the set");
+    assert!(!event.wait_timeout(Duration::from_millis(20)).unwrap());
     std::thread::scope(|s| {
-        let waiter = s.spawn(|| event.wait_timeout(LONG));
-        event.set();
+        let waiter = s.spawn(|| event.wait_timeout(LONG).unwrap());
+        event.set().unwrap();
         assert!(waiter.join().unwrap());
     });
     // Opening it again keeps its mode; asking for the other mode is an error.
@@ -55,21 +56,22 @@ fn timeouts_return_on_time() {
     let shm = segment(4096);
     let event = Event::in_segment(Arc::clone(&shm), 0, None).unwrap();
     let start = Instant::now();
-    assert!(!event.wait_timeout(Duration::from_millis(50)));
+    assert!(!event.wait_timeout(Duration::from_millis(50)).unwrap());
     let waited = start.elapsed();
     assert!(waited >= Duration::from_millis(50) && waited < Duration::from_secs(5), "{waited:?}");
     let sem = Semaphore::in_segment(Arc::clone(&shm), 16, 0).unwrap();
-    assert!(!sem.acquire_timeout(Duration::from_millis(20)));
+    assert!(!sem.acquire_timeout(Duration::from_millis(20)).unwrap());
 }
 
 #[test]
 fn semaphore_counts() {
     let shm = segment(4096);
     let sem = Semaphore::in_segment(Arc::clone(&shm), 0, 2).unwrap();
-    assert_eq!(sem.value(), 2);
-    assert!(sem.try_acquire() && sem.try_acquire() && !sem.try_acquire());
+    assert_eq!(sem.value().unwrap(), 2);
+    let take = || sem.try_acquire().unwrap();
+    assert!(take() && take() && !take());
     std::thread::scope(|s| {
-        let taker = s.spawn(|| sem.acquire_timeout(LONG));
+        let taker = s.spawn(|| sem.acquire_timeout(LONG).unwrap());
         sem.release(1).unwrap();
         assert!(taker.join().unwrap());
     });
@@ -79,9 +81,9 @@ fn semaphore_counts() {
         matches!(err, Error::Incompatible { .. }) && err.to_string().contains("overflow"),
         "{err}"
     );
-    assert_eq!(sem.value(), u32::MAX, "nothing added");
+    assert_eq!(sem.value().unwrap(), u32::MAX, "nothing added");
     // Opening an existing semaphore keeps its count.
-    assert_eq!(Semaphore::in_segment(Arc::clone(&shm), 0, 5).unwrap().value(), u32::MAX);
+    assert_eq!(Semaphore::in_segment(Arc::clone(&shm), 0, 5).unwrap().value().unwrap(), u32::MAX);
 }
 
 #[test]
@@ -93,7 +95,7 @@ fn mutex_excludes_threads() {
         for _ in 0..4 {
             s.spawn(|| {
                 for _ in 0..5000 {
-                    let _guard = mutex.lock().unwrap();
+                    let _guard = mutex.lock().unwrap().unwrap();
                     // A non-atomic read-modify-write: only correct under the lock.
                     let v = counter.load(Ordering::Relaxed);
                     counter.store(v + 1, Ordering::Relaxed);
@@ -102,16 +104,18 @@ fn mutex_excludes_threads() {
         }
     });
     assert_eq!(counter.load(Ordering::Relaxed), 20_000);
-    assert!(!mutex.is_locked());
-    let guard = mutex.try_lock().unwrap().unwrap();
-    assert!(mutex.is_locked());
+    assert!(!mutex.is_locked().unwrap());
+    let guard = mutex.try_lock().unwrap().unwrap().unwrap();
+    assert!(mutex.is_locked().unwrap());
     std::thread::scope(|s| {
         assert!(
-            s.spawn(|| mutex.lock_timeout(Duration::from_millis(20)).is_none()).join().unwrap()
+            s.spawn(|| mutex.lock_timeout(Duration::from_millis(20)).unwrap().is_none())
+                .join()
+                .unwrap()
         );
     });
     drop(guard);
-    assert!(mutex.lock_timeout(Duration::ZERO).is_some());
+    assert!(mutex.lock_timeout(Duration::ZERO).unwrap().is_some());
 }
 
 #[test]
@@ -140,7 +144,7 @@ fn seqlock_readers_never_see_torn_records() {
             });
         }
     });
-    assert_eq!(lock.sequence(), 40_000);
+    assert_eq!(lock.sequence().unwrap(), 40_000);
     #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, PartialEq, Debug)]
     #[repr(C)]
     struct Pose {
@@ -160,14 +164,14 @@ fn named_forms() {
     let event = Event::create(&name, true).unwrap();
     let other = Event::open(&name).unwrap();
     assert!(other.is_auto_reset());
-    other.set();
-    assert!(event.wait_timeout(LONG));
+    other.set().unwrap();
+    assert!(event.wait_timeout(LONG).unwrap());
     let sem_name = unique_name("ts_named").unwrap();
     let _sem = Semaphore::create(&sem_name, 3).unwrap();
-    assert_eq!(Semaphore::open(&sem_name).unwrap().value(), 3);
+    assert_eq!(Semaphore::open(&sem_name).unwrap().value().unwrap(), 3);
     let m_name = unique_name("ts_named").unwrap();
     let _m = Mutex::create(&m_name).unwrap();
-    assert!(Mutex::open(&m_name).unwrap().try_lock().is_some());
+    assert!(Mutex::open(&m_name).unwrap().try_lock().unwrap().is_some());
     let s_name = unique_name("ts_named").unwrap();
     let _s = SeqLock::create(&s_name, 24).unwrap();
     assert_eq!(SeqLock::open(&s_name).unwrap().record_size(), 24);
@@ -235,7 +239,7 @@ fn a_writer_that_died_mid_write_is_reported_then_replaced() {
     );
     lock.write_value(&9u64).unwrap(); // the next writer takes over
     assert_eq!(lock.read_value::<u64>().unwrap(), 9);
-    assert!(lock.sequence().is_multiple_of(2));
+    assert!(lock.sequence().unwrap().is_multiple_of(2));
 }
 
 /// Issue: a writer stored its pid only after making the sequence odd, so a second
@@ -251,7 +255,7 @@ fn a_dead_previous_writer_never_lets_two_writes_overlap() {
     let dead = dead_pid();
     for round in 0..2_000u32 {
         raw.write_all_at(&dead.to_ne_bytes(), 4).unwrap();
-        let before = lock.sequence();
+        let before = lock.sequence().unwrap();
         let gate = std::sync::Barrier::new(2);
         std::thread::scope(|s| {
             for byte in [0xAAu8, 0x55] {
@@ -262,7 +266,11 @@ fn a_dead_previous_writer_never_lets_two_writes_overlap() {
                 });
             }
         });
-        assert_eq!(lock.sequence(), before.wrapping_add(4), "round {round}: writes overlapped");
+        assert_eq!(
+            lock.sequence().unwrap(),
+            before.wrapping_add(4),
+            "round {round}: writes overlapped"
+        );
         let mut record = [0u8; 512];
         lock.read(&mut record).unwrap();
         assert!(record.iter().all(|&b| b == record[0]), "round {round}: torn record");
@@ -319,12 +327,12 @@ fn every_waiter_keeps_its_own_deadline() {
         });
     }
     let event = Event::create(&unique_name("ts_race_ev").unwrap(), false).unwrap();
-    race("event", &|t| event.wait_timeout(t));
+    race("event", &|t| event.wait_timeout(t).unwrap());
     let sem = Semaphore::create(&unique_name("ts_race_sem").unwrap(), 0).unwrap();
-    race("semaphore", &|t| sem.acquire_timeout(t));
+    race("semaphore", &|t| sem.acquire_timeout(t).unwrap());
     let mutex = Mutex::create(&unique_name("ts_race_mx").unwrap()).unwrap();
-    let guard = mutex.lock().unwrap_or_else(|d| d.into_guard());
-    race("mutex", &|t| mutex.lock_timeout(t).is_some());
+    let guard = mutex.lock().unwrap().unwrap_or_else(|d| d.into_guard());
+    race("mutex", &|t| mutex.lock_timeout(t).unwrap().is_some());
     drop(guard);
     let seq = SeqLock::create(&unique_name("ts_race_seq").unwrap(), 8).unwrap();
     let mut raw = SharedMemory::open(seq_name(&seq)).unwrap();

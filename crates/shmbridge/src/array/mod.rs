@@ -9,14 +9,14 @@
 //! use shmbridge::array::{Order, SharedArray};
 //!
 //! let name = shmbridge::unique_name("doc_array")?;
-//! let mut frame = SharedArray::<f32>::create(&name, &[480, 640])?;
-//! frame.as_mut_slice()?.fill(0.5);
+//! let frame = SharedArray::<f32>::create(&name, &[480, 640])?;
+//! frame.elements().fill(0.5)?; // in place, one value at a time
 //! frame.bump_generation()?; // tell readers a new frame is in
 //!
 //! // Another process, knowing only the name:
 //! let seen = SharedArray::<f32>::open(&name)?;
 //! assert_eq!(seen.shape(), &[480, 640]);
-//! assert_eq!(seen.as_slice()[0], 0.5);
+//! assert_eq!(seen.elements().get(0), Some(0.5));
 //! assert!(SharedArray::<f64>::open(&name).is_err()); // wrong dtype: an error, not a misread
 //! # Ok::<(), shmbridge::Error>(())
 //! ```
@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::options::SharedMemoryOptions;
 use crate::record::SegmentKind;
 use crate::segment::SharedMemory;
+use crate::shared_slice::SharedSlice;
 
 /// An array segment of any supported dtype: the segment and its validated layout.
 ///
@@ -55,7 +56,7 @@ use crate::segment::SharedMemory;
 /// assert_eq!(seen.layout().dtype().typestr(), "<i2");
 /// assert_eq!(seen.layout().shape(), &[2, 3]);
 /// assert_eq!(seen.layout().strides(), &[2, 4]); // Fortran order
-/// assert_eq!(seen.data().len(), 12);
+/// assert_eq!(seen.data_bytes().len(), 12);
 /// # Ok::<(), shmbridge::Error>(())
 /// ```
 #[derive(Debug)]
@@ -88,7 +89,8 @@ impl ArraySegment {
         // The magic value goes in last, with release ordering: a reader that sees it
         // (with acquire ordering) sees the whole header.
         fence(Ordering::Release);
-        magic(&shm).store(u64::from_ne_bytes(MAGIC), Ordering::Release);
+        shm.guarded(|| magic(&shm).store(u64::from_ne_bytes(MAGIC), Ordering::Release))
+            .map_err(|_| shm.pages_lost_error())?;
         Ok(Self { shm, layout })
     }
 
@@ -116,7 +118,9 @@ impl ArraySegment {
         if shm.len() < layout::FIXED_LEN {
             return Err(bad(format!("{} bytes is too small to hold an array header", shm.len())));
         }
-        let found = magic(&shm).load(Ordering::Acquire).to_ne_bytes();
+        let found = shm
+            .guarded(|| magic(&shm).load(Ordering::Acquire).to_ne_bytes())
+            .map_err(|_| shm.pages_lost_error())?;
         if found != MAGIC {
             return Err(bad(format!(
                 "not a shmbridge array (magic {found:02x?}); it may be a raw segment, or its \
@@ -153,29 +157,52 @@ impl ArraySegment {
         self.shm.as_mut_ptr().wrapping_add(self.layout.data_offset())
     }
 
-    /// The data region as bytes.
-    pub fn data(&self) -> &[u8] {
+    /// The data region's bytes, as a [`SharedSlice`] (sound while others write).
+    pub fn data_bytes(&self) -> SharedSlice<'_, u8> {
         self.shm
-            .view::<u8>(self.layout.data_offset(), self.layout.data_size())
+            .slice::<u8>(self.layout.data_offset(), self.layout.data_size())
+            .expect("the data region was validated to lie in the segment")
+    }
+
+    /// The data region as bytes.
+    ///
+    /// # Safety
+    ///
+    /// As [`SharedMemory::view`]: nobody may write the data while the slice lives.
+    pub unsafe fn data(&self) -> &[u8] {
+        // SAFETY: the caller vouches that nobody writes the data meanwhile.
+        unsafe { self.shm.view::<u8>(self.layout.data_offset(), self.layout.data_size()) }
             .expect("the data region was validated to lie in the segment")
     }
 
     /// The data region as mutable bytes.
     ///
+    /// # Safety
+    ///
+    /// As [`SharedMemory::view_mut`]: nobody else may read or write the data
+    /// while the slice lives.
+    ///
     /// # Errors
     ///
     /// [`Error::ReadOnly`] on a read-only open.
-    pub fn data_mut(&mut self) -> Result<&mut [u8]> {
+    pub unsafe fn data_mut(&mut self) -> Result<&mut [u8]> {
         let (start, size) = (self.layout.data_offset(), self.layout.data_size());
-        match self.shm.view_mut::<u8>(start, size) {
+        // SAFETY: the caller vouches for other readers and writers.
+        match unsafe { self.shm.view_mut::<u8>(start, size) } {
             Err(Error::OutOfBounds { .. }) => unreachable!("the data region was validated"),
             other => other,
         }
     }
 
     /// The generation counter, which writers bump to say the contents changed.
-    pub fn generation(&self) -> u64 {
-        generation(&self.shm).load(Ordering::Acquire)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagesLost`] if another process shrank the segment, taking the
+    /// header's page (now or before).
+    pub fn generation(&self) -> Result<u64> {
+        let shm = &self.shm;
+        shm.guarded(|| generation(shm).load(Ordering::Acquire)).map_err(|_| shm.pages_lost_error())
     }
 
     /// Adds one to the generation counter (with release ordering: a reader that
@@ -183,12 +210,15 @@ impl ArraySegment {
     ///
     /// # Errors
     ///
-    /// [`Error::ReadOnly`] on a read-only open.
+    /// [`Error::ReadOnly`] on a read-only open; [`Error::PagesLost`] as in
+    /// [`generation`](Self::generation) (the bump may not reach other processes).
     pub fn bump_generation(&self) -> Result<u64> {
         if !self.is_writable() {
             return Err(Error::ReadOnly { name: self.name().to_owned() });
         }
-        Ok(generation(&self.shm).fetch_add(1, Ordering::AcqRel).wrapping_add(1))
+        let shm = &self.shm;
+        shm.guarded(|| generation(shm).fetch_add(1, Ordering::AcqRel).wrapping_add(1))
+            .map_err(|_| shm.pages_lost_error())
     }
 
     /// The typed array, if its elements are `T`.
@@ -243,9 +273,11 @@ fn generation(shm: &SharedMemory) -> &AtomicU64 {
 
 /// A shared array of `T`, opened or created by name, with a checked dtype.
 ///
-/// The elements are contiguous (C or Fortran order); [`as_slice`](Self::as_slice)
-/// gives them in memory order. With the `ndarray` feature,
-/// [`view`](Self::view) gives an `ndarray` view of the right shape and strides.
+/// The elements are contiguous (C or Fortran order); [`elements`](Self::elements)
+/// gives them in memory order as a [`SharedSlice`] (sound while other processes
+/// read and write them), [`to_vec`](Self::to_vec) copies them out. With the
+/// `ndarray` feature, [`to_ndarray`](Self::to_ndarray) copies the array with its
+/// shape, and the `unsafe` [`view`](Self::view) gives an `ndarray` view in place.
 ///
 /// # Example
 ///
@@ -254,17 +286,17 @@ fn generation(shm: &SharedMemory) -> &AtomicU64 {
 /// use shmbridge::array::{Order, SharedArray};
 ///
 /// let name = shmbridge::unique_name("doc_shared_array")?;
-/// let mut grid = SharedArray::<i32>::create_with(
+/// let grid = SharedArray::<i32>::create_with(
 ///     SharedMemory::options().mode(0o600),
 ///     &name,
 ///     &[2, 3],
 ///     Order::C,
 /// )?;
-/// grid.as_mut_slice()?.copy_from_slice(&[1, 2, 3, 4, 5, 6]);
+/// grid.elements().copy_from_slice(&[1, 2, 3, 4, 5, 6])?;
 ///
 /// let reader = SharedArray::<i32>::open_with(SharedMemory::options().read_only(true), &name)?;
 /// assert_eq!(reader.shape(), &[2, 3]);
-/// assert_eq!(reader.as_slice(), &[1, 2, 3, 4, 5, 6]);
+/// assert_eq!(reader.to_vec()?, [1, 2, 3, 4, 5, 6]);
 /// assert!(!reader.is_writable());
 /// # Ok::<(), shmbridge::Error>(())
 /// ```
@@ -353,25 +385,72 @@ impl<T: Element> SharedArray<T> {
         self.inner.layout.is_empty()
     }
 
-    /// The elements, in memory order.
-    pub fn as_slice(&self) -> &[T] {
+    /// The elements, in memory order, as a [`SharedSlice`]: read and written one
+    /// at a time or copied in bulk, sound while other processes use the array.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use shmbridge::array::SharedArray;
+    ///
+    /// let frame = SharedArray::<f32>::create(&shmbridge::unique_name("doc_elements")?, &[2, 3])?;
+    /// frame.elements().copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+    /// assert_eq!(frame.elements().get(4), Some(5.0));
+    /// assert_eq!(frame.to_vec()?.iter().sum::<f32>(), 21.0);
+    /// # Ok::<(), shmbridge::Error>(())
+    /// ```
+    pub fn elements(&self) -> SharedSlice<'_, T> {
         // Checked by `typed`: contiguous, dtype of T's size; the data offset is a
         // multiple of 64 and so aligned for T.
-        bytemuck::cast_slice(&self.inner.data()[..self.len() * size_of::<T>()])
+        self.inner
+            .shm
+            .slice::<T>(self.inner.layout.data_offset(), self.len())
+            .expect("the data region was validated to lie in the segment")
     }
 
-    /// The elements, in memory order, writable.
+    /// A copy of the elements, in memory order (a guarded copy).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagesLost`] if a peer shrank the segment.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        self.elements().to_vec()
+    }
+
+    /// The elements, in memory order, as a plain slice.
+    ///
+    /// # Safety
+    ///
+    /// As [`SharedMemory::view`]: nobody (no other handle of this process, no
+    /// other process) may write the elements while the slice lives.
+    pub unsafe fn as_slice(&self) -> &[T] {
+        // SAFETY: the caller vouches for writers; `elements` checked the range.
+        unsafe { self.elements().as_slice() }
+    }
+
+    /// The elements, in memory order, as a plain mutable slice.
+    ///
+    /// # Safety
+    ///
+    /// As [`SharedMemory::view_mut`]: nobody else may read or write the elements
+    /// while the slice lives.
     ///
     /// # Errors
     ///
     /// [`Error::ReadOnly`] on a read-only open.
-    pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
+    pub unsafe fn as_mut_slice(&mut self) -> Result<&mut [T]> {
         let len = self.len() * size_of::<T>();
-        Ok(bytemuck::cast_slice_mut(&mut self.inner.data_mut()?[..len]))
+        // SAFETY: the caller vouches for other readers and writers.
+        let bytes = unsafe { self.inner.data_mut() }?;
+        Ok(bytemuck::cast_slice_mut(&mut bytes[..len]))
     }
 
     /// The generation counter (see [`ArraySegment::generation`]).
-    pub fn generation(&self) -> u64 {
+    ///
+    /// # Errors
+    ///
+    /// As [`ArraySegment::generation`].
+    pub fn generation(&self) -> Result<u64> {
         self.inner.generation()
     }
 
@@ -379,7 +458,7 @@ impl<T: Element> SharedArray<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::ReadOnly`] on a read-only open.
+    /// As [`ArraySegment::bump_generation`].
     pub fn bump_generation(&self) -> Result<u64> {
         self.inner.bump_generation()
     }
@@ -399,34 +478,57 @@ impl<T: Element> SharedArray<T> {
         ndarray::IxDyn(self.shape()).strides(ndarray::IxDyn(&strides))
     }
 
-    /// An `ndarray` view with the array's shape and strides.
+    /// A copy of the array as an owned `ndarray`, with its shape (a guarded copy).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagesLost`] if a peer shrank the segment.
     ///
     /// # Example
     ///
     /// ```
     /// use shmbridge::array::SharedArray;
     ///
-    /// let mut grid = SharedArray::<f32>::create(&shmbridge::unique_name("doc_ndarray")?, &[2, 3])?;
-    /// grid.view_mut()?.fill(1.5);
-    /// let view = grid.view();
-    /// assert_eq!(view.shape(), &[2, 3]);
-    /// assert_eq!(view.sum(), 9.0);
+    /// let grid = SharedArray::<f32>::create(&shmbridge::unique_name("doc_ndarray")?, &[2, 3])?;
+    /// grid.elements().fill(1.5)?;
+    /// let copy = grid.to_ndarray()?;
+    /// assert_eq!(copy.shape(), &[2, 3]);
+    /// assert_eq!(copy.sum(), 9.0);
     /// # Ok::<(), shmbridge::Error>(())
     /// ```
-    pub fn view(&self) -> ndarray::ArrayViewD<'_, T> {
-        let data = self.as_slice();
+    pub fn to_ndarray(&self) -> Result<ndarray::ArrayD<T>> {
+        let values = self.to_vec()?;
+        Ok(ndarray::ArrayD::from_shape_vec(self.nd_shape(), values)
+            .expect("a validated contiguous layout is a valid ndarray shape"))
+    }
+
+    /// An `ndarray` view with the array's shape and strides.
+    ///
+    /// # Safety
+    ///
+    /// As [`as_slice`](Self::as_slice): nobody may write the elements while the
+    /// view lives.
+    pub unsafe fn view(&self) -> ndarray::ArrayViewD<'_, T> {
+        // SAFETY: the caller vouches for writers.
+        let data = unsafe { self.as_slice() };
         ndarray::ArrayViewD::from_shape(self.nd_shape(), data)
             .expect("a validated contiguous layout is a valid ndarray shape")
     }
 
     /// A mutable `ndarray` view with the array's shape and strides.
     ///
+    /// # Safety
+    ///
+    /// As [`as_mut_slice`](Self::as_mut_slice): nobody else may read or write the
+    /// elements while the view lives.
+    ///
     /// # Errors
     ///
     /// [`Error::ReadOnly`] on a read-only open.
-    pub fn view_mut(&mut self) -> Result<ndarray::ArrayViewMutD<'_, T>> {
+    pub unsafe fn view_mut(&mut self) -> Result<ndarray::ArrayViewMutD<'_, T>> {
         let shape = self.nd_shape();
-        let data = self.as_mut_slice()?;
+        // SAFETY: the caller vouches for other readers and writers.
+        let data = unsafe { self.as_mut_slice() }?;
         Ok(ndarray::ArrayViewMutD::from_shape(shape, data)
             .expect("a validated contiguous layout is a valid ndarray shape"))
     }

@@ -9,13 +9,36 @@
 //! let channel = Channel::create(&name, 1 << 16)?;
 //! let tx = channel.sender()?;
 //! tx.send(b"frame 1")?;
-//! let mut loan = tx.loan(5)?; // write in place, no copy
-//! loan.copy_from_slice(b"hello");
+//! let loan = tx.loan(5)?; // room in the ring: write in place, no copy
+//! loan.bytes().copy_from_slice(b"hello")?;
 //! loan.publish()?;
 //!
 //! let rx = Channel::open(&name)?.receiver()?; // in another process, usually
-//! assert_eq!(&*rx.recv()?, b"frame 1");
-//! assert_eq!(&*rx.recv_timeout(Duration::from_secs(1))?, b"hello");
+//! assert_eq!(rx.recv()?.to_vec()?, b"frame 1");
+//! let held = rx.recv_timeout(Duration::from_secs(1))?; // in the ring until dropped
+//! assert_eq!(held.bytes().get(0), Some(b'h')); // read in place
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Messages and loans are read and written in place through
+//! [`SharedSlice`]s, or copied: the channel's protocol keeps a
+//! held message's room and an unpublished loan's room for their owner, but only
+//! code that follows it, while safe code must stay sound whatever writes the
+//! segment. Plain slices (`Message::as_slice`, `Loan::as_mut_slice`) are `unsafe`
+//! (see `docs/SAFETY.md`).
+//!
+//! ```
+//! # use shmbridge::channel::Channel;
+//! # let name = shmbridge::unique_name("doc_channel_typed")?;
+//! # let channel = Channel::create(&name, 1 << 16)?;
+//! # let (tx, rx) = (channel.sender()?, channel.receiver()?);
+//! // Typed values in place: payloads start 8-aligned in the ring.
+//! let loan = tx.loan(3 * 8)?;
+//! let values = loan.bytes().cast::<f64>().expect("8-aligned");
+//! (0..3).try_for_each(|i| values.set(i, i as f64 / 2.0))?;
+//! loan.publish()?;
+//! let message = rx.recv()?;
+//! assert_eq!(message.bytes().cast::<f64>().unwrap().get(2), Some(1.0));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -58,6 +81,7 @@ use crate::error::{Error, Result};
 use crate::owner::Owner;
 use crate::record::SegmentKind;
 use crate::segment::SharedMemory;
+use crate::shared_slice::SharedSlice;
 use crate::sync::Readiness;
 use crate::sync::wait::{Spinner, wait_until_or};
 use crate::sys;
@@ -104,7 +128,7 @@ const CONSUMER_CLOSED: usize = 148;
 /// assert_eq!(rx.recv_timeout(Duration::from_millis(1)).unwrap_err(), ChannelError::Timeout);
 /// tx.send(b"last")?;
 /// drop(tx); // the sender closes: the receiver gets everything, then Closed
-/// assert_eq!(&*rx.recv()?, b"last");
+/// assert_eq!(rx.recv()?.to_vec()?, b"last");
 /// assert_eq!(rx.recv().unwrap_err(), ChannelError::Closed);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -243,11 +267,13 @@ impl Channel {
                 reason: "a channel's ring holds 64 bytes at least",
             });
         }
-        let shm =
-            SharedMemory::options().kind(SegmentKind::Channel).create(name, RING + capacity)?;
-        shm.atomic_u64(CAPACITY).store(capacity as u64, Ordering::Relaxed);
-        shm.atomic_u32(8).store(VERSION, Ordering::Relaxed);
-        shm.atomic_u64(0).store(u64::from_ne_bytes(MAGIC), Ordering::Release);
+        let shm = SharedMemory::options().kind(SegmentKind::Channel).create(name, RING + capacity)?;
+        shm.guarded(|| {
+            shm.atomic_u64(CAPACITY).store(capacity as u64, Ordering::Relaxed);
+            shm.atomic_u32(8).store(VERSION, Ordering::Relaxed);
+            shm.atomic_u64(0).store(u64::from_ne_bytes(MAGIC), Ordering::Release);
+        })
+        .map_err(|_| shm.pages_lost_error())?;
         Ok(Self { shm: Arc::new(shm), capacity })
     }
 
@@ -264,14 +290,19 @@ impl Channel {
             what: "channel",
             reason,
         };
-        if shm.atomic_u64(0).load(Ordering::Acquire).to_ne_bytes() != MAGIC {
+        let (magic, version, capacity) = shm
+            .guarded(|| {
+                let magic = shm.atomic_u64(0).load(Ordering::Acquire).to_ne_bytes();
+                let version = shm.atomic_u32(8).load(Ordering::Relaxed);
+                (magic, version, shm.atomic_u64(CAPACITY).load(Ordering::Relaxed))
+            })
+            .map_err(|_| shm.pages_lost_error())?;
+        if magic != MAGIC {
             return Err(bad("not a shmbridge channel".into()));
         }
-        let version = shm.atomic_u32(8).load(Ordering::Relaxed);
         if version != VERSION {
             return Err(bad(format!("channel version {version}; this build reads {VERSION}")));
         }
-        let capacity = shm.atomic_u64(CAPACITY).load(Ordering::Relaxed);
         match usize::try_from(capacity) {
             Ok(c)
                 if c >= 64
@@ -314,8 +345,12 @@ impl Channel {
     /// closed it but still holds loans from it; [`Error::BadHeader`] if the ring's
     /// positions are corrupt.
     pub fn sender(&self) -> Result<Sender> {
-        let owner = self.claim(PRODUCER)?;
-        Sender::start(self.clone(), owner)
+        self.shm
+            .guarded(|| {
+                let owner = self.claim(PRODUCER)?;
+                Sender::start(self.clone(), owner)
+            })
+            .map_err(|_| self.shm.pages_lost_error())?
     }
 
     /// Claims the consuming end for this process.
@@ -326,8 +361,12 @@ impl Channel {
     /// closed it but still holds messages from it; [`Error::BadHeader`] if the
     /// ring's positions are corrupt.
     pub fn receiver(&self) -> Result<Receiver> {
-        let owner = self.claim(CONSUMER)?;
-        Receiver::start(self.clone(), owner)
+        self.shm
+            .guarded(|| {
+                let owner = self.claim(CONSUMER)?;
+                Receiver::start(self.clone(), owner)
+            })
+            .map_err(|_| self.shm.pages_lost_error())?
     }
 
     fn claim(&self, end: End) -> Result<Owner> {
@@ -380,6 +419,35 @@ impl Channel {
         self.shm.atomic_u32(offset)
     }
 
+    /// Runs `f`, which touches the header's words or the ring, in a guarded scope
+    /// of the segment: a page another process removed (by shrinking the segment)
+    /// is [`ChannelError::PagesLost`], never a SIGBUS, whatever `f` returned. Every
+    /// public operation of the ends runs this way; no caller's code runs inside
+    /// (a callback reading a message in place must fault as any view does, not
+    /// read zeros).
+    #[inline]
+    fn guarded<R>(&self, f: impl FnOnce() -> Result<R, ChannelError>) -> Result<R, ChannelError> {
+        self.shm.guarded(f).unwrap_or(Err(ChannelError::PagesLost))
+    }
+
+    /// As [`guarded`](Self::guarded), for bodies that take or give back the
+    /// sender's turn: `f`'s result if it ran (it does not when pages were lost
+    /// before), and whether pages were lost, so that the caller can end a turn
+    /// that `f` took, or would have ended, before reporting the error.
+    #[inline]
+    fn guarded_keeping<R>(&self, f: impl FnOnce() -> R) -> (Option<R>, bool) {
+        let mut result = None;
+        let lost = self.shm.guarded(|| result = Some(f())).is_err();
+        (result, lost)
+    }
+
+    /// As [`guarded`](Self::guarded), for what cannot report an error (closing,
+    /// releasing, dropping): a lost page only ends it early.
+    #[inline]
+    fn guarded_quietly(&self, f: impl FnOnce()) {
+        let _ = self.shm.guarded(f);
+    }
+
     fn counter(&self, offset: usize) -> &AtomicU64 {
         self.shm.atomic_u64(offset)
     }
@@ -394,6 +462,13 @@ impl Channel {
     fn ring_ptr(&self, at: usize) -> *mut u8 {
         debug_assert!(at <= self.capacity);
         self.shm.as_mut_ptr().wrapping_add(RING + at)
+    }
+
+    /// `len` bytes of the ring at `at`, as a [`SharedSlice`]; the caller checked
+    /// that they lie in the ring.
+    fn ring_slice(&self, at: usize, len: usize) -> SharedSlice<'_, u8> {
+        debug_assert!(at + len <= self.capacity);
+        SharedSlice::new(&self.shm, RING + at, len)
     }
 
     /// Reads the record header (length, flags) at ring offset `place`.
@@ -545,6 +620,7 @@ impl Waiting {
         let slice = Instant::now() + LIVENESS_CHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
         wait_until_or(
+            &channel.shm,
             channel.word(signal),
             channel.word(sleepers),
             &self.spinner,
@@ -555,6 +631,10 @@ impl Waiting {
                 gone.is_none()
             },
         );
+        if channel.shm.pages_lost() {
+            // The signal word may be a private page now, which the peer never moves.
+            return Err(ChannelError::PagesLost);
+        }
         if crate::sync::wait::interrupted() {
             return Err(ChannelError::Timeout);
         }

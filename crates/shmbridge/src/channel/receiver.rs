@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::owner::Owner;
+use crate::shared_slice::SharedSlice;
 use crate::sync::Readiness;
 use crate::sync::wait::wake_after_rmw;
 
@@ -38,7 +38,7 @@ use crate::sync::wait::wake_after_rmw;
 /// let a = rx.recv()?; // held, zero-copy
 /// let b = rx.recv()?;
 /// drop(a); // released in any order
-/// assert_eq!(&*b, b"b");
+/// assert_eq!(b.to_vec()?, b"b");
 /// assert_eq!(rx.try_recv()?.to_vec()?, b"c");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -67,7 +67,7 @@ struct Held {
 }
 
 /// A message taken by [`Receiver::recv_raw`]: where its bytes are, and the key to
-/// give it back with [`Receiver::release_raw`].
+/// give it back with [`Receiver::release_raw`] (`unsafe`: see there).
 #[derive(Debug)]
 pub struct RawMessage {
     position: u64,
@@ -177,6 +177,11 @@ impl Receiver {
     ///
     /// As [`recv_timeout`](Self::recv_timeout).
     pub fn recv_raw(&self, deadline: Option<Instant>) -> Result<RawMessage, ChannelError> {
+        self.channel.guarded(|| self.recv_unguarded(deadline))
+    }
+
+    /// The body of [`recv_raw`](Self::recv_raw), in its guarded scope.
+    fn recv_unguarded(&self, deadline: Option<Instant>) -> Result<RawMessage, ChannelError> {
         self.wait_for(deadline, || {
             let mut state = self.lock();
             let taken = self.take(&mut state);
@@ -208,6 +213,12 @@ impl Receiver {
     /// ended: receive then), for bindings that wait their own way (see
     /// [`Readiness`]). Takes nothing.
     pub fn recv_readiness(&self) -> Option<Readiness> {
+        // A lost page gives None: the caller then receives, and gets the error.
+        self.channel.guarded(|| Ok(self.recv_readiness_unguarded())).unwrap_or(None)
+    }
+
+    /// The body of [`recv_readiness`](Self::recv_readiness), in its guarded scope.
+    fn recv_readiness_unguarded(&self) -> Option<Readiness> {
         let c = &self.channel;
         let seen = c.word(HEAD_SIGNAL).load(Ordering::Acquire);
         if self.usable().is_err()
@@ -222,6 +233,17 @@ impl Receiver {
     /// One step of [`recv_async`](Self::recv_async): a message, why the channel
     /// ended, or what to wait for.
     fn try_take_or_readiness(&self) -> Result<Result<RawMessage, ChannelError>, Readiness> {
+        match self.channel.guarded(|| Ok(self.try_take_or_readiness_unguarded())) {
+            Ok(step) => step,
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// The body of [`try_take_or_readiness`](Self::try_take_or_readiness), in its
+    /// guarded scope.
+    fn try_take_or_readiness_unguarded(
+        &self,
+    ) -> Result<Result<RawMessage, ChannelError>, Readiness> {
         let c = &self.channel;
         let seen = c.word(HEAD_SIGNAL).load(Ordering::Acquire);
         let take = || -> Result<Option<RawMessage>, ChannelError> {
@@ -254,10 +276,24 @@ impl Receiver {
     /// Gives back a message taken by [`recv_raw`](Self::recv_raw) (its key,
     /// [`RawMessage::position`]); unknown keys are ignored. A no-op in a process
     /// that does not own this end (a `fork`ed child).
-    pub fn release_raw(&self, position: u64) {
+    ///
+    /// # Safety
+    ///
+    /// Nothing may read the message's room through a reference after this call:
+    /// the sender may then write there. Keys are stream positions, easy to guess
+    /// (the first message is at 0), so a safe call could free the room of a
+    /// [`Message`] that another part of the program still derefs; hence `unsafe`.
+    /// Release each message taken with `recv_raw` once, and only it.
+    pub unsafe fn release_raw(&self, position: u64) {
         if !self.owner.is_current() {
             return;
         }
+        // A lost page: the ring is gone, there is no room left to give back.
+        self.channel.guarded_quietly(|| self.release_unguarded(position));
+    }
+
+    /// The rest of [`release_raw`](Self::release_raw), in its guarded scope.
+    fn release_unguarded(&self, position: u64) {
         let mut state = self.lock();
         if let Some(held) = state.held.iter_mut().find(|h| h.start == position) {
             held.released = true;
@@ -334,7 +370,8 @@ impl Receiver {
         if drained.0 > 0 {
             return Ok(drained);
         }
-        let Some(gone) = self.waiting.peer_gone_cheaply(&self.channel, PRODUCER) else {
+        let c = &self.channel;
+        let Some(gone) = c.guarded(|| Ok(self.waiting.peer_gone_cheaply(c, PRODUCER)))? else {
             return Err(ChannelError::Empty);
         };
         // Everything published before the end is delivered before the end is told.
@@ -342,7 +379,10 @@ impl Receiver {
         if drained.0 > 0 { Ok(drained) } else { Err(gone) }
     }
 
-    /// The body of [`drain_with`](Self::drain_with): what is there now.
+    /// The body of [`drain_with`](Self::drain_with): what is there now. Each
+    /// record is taken in a guarded scope, and `f` runs outside it: a view of
+    /// the message that `f` reads in place faults as any view does, instead of
+    /// reading zeros.
     fn drain_now<R>(
         &self,
         max: usize,
@@ -351,7 +391,7 @@ impl Receiver {
         let mut state = self.lock();
         let (mut taken, mut last, mut failed) = (0, None, None);
         while taken < max {
-            match self.take(&mut state) {
+            match self.channel.guarded(|| self.take(&mut state)) {
                 Ok(Some((position, payload, len))) => {
                     last = Some(f(Lent { channel: &self.channel, payload, len }));
                     if let Some(held) = state.held.iter_mut().rev().find(|h| h.start == position) {
@@ -366,7 +406,9 @@ impl Receiver {
                 }
             }
         }
-        self.advance_tail(&mut state);
+        // What `f` got was whole (its copies are guarded themselves); a page lost
+        // here shows at the next call.
+        self.channel.guarded_quietly(|| self.advance_tail(&mut state));
         match failed {
             Some(e) if taken == 0 => Err(e),
             _ => Ok((taken, last)),
@@ -387,6 +429,12 @@ impl Receiver {
         if !self.owner.is_current() || self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
+        // A lost page ends the close early: nobody can see the channel any more.
+        self.channel.guarded_quietly(|| self.close_unguarded());
+    }
+
+    /// The rest of [`close`](Self::close), in its guarded scope.
+    fn close_unguarded(&self) {
         let c = &self.channel;
         c.word(CONSUMER.closed).store(1, Ordering::Release);
         c.word(TAIL_SIGNAL).fetch_add(1, Ordering::SeqCst);
@@ -581,12 +629,24 @@ impl Lent<'_> {
         Ok(bytes)
     }
 
-    /// The message in place: zero-copy and unguarded, like every view of shared
-    /// memory (see [`SharedMemory`](crate::SharedMemory)'s notes on peers).
-    pub fn as_slice(&self) -> &[u8] {
+    /// The message in place, as a [`SharedSlice`]: zero-copy, each byte read
+    /// afresh, sound whatever another process writes there (see [`Message::bytes`]).
+    pub fn bytes(&self) -> SharedSlice<'_, u8> {
+        self.channel.ring_slice(self.payload, self.len)
+    }
+
+    /// The message in place, as a plain slice: zero-copy and unguarded, like every
+    /// view of shared memory (see [`SharedMemory`](crate::SharedMemory)'s notes on
+    /// peers).
+    ///
+    /// # Safety
+    ///
+    /// As [`Message::as_slice`]: nothing may write the message's room while the
+    /// slice lives.
+    pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: [payload, payload + len) is a published record checked to lie in
         // the ring (a non-null address, even for len 0), held until `f` returns, which
-        // this borrow cannot outlive.
+        // this borrow cannot outlive; the caller vouches that nothing writes it.
         unsafe { std::slice::from_raw_parts(self.channel.ring_ptr(self.payload), self.len) }
     }
 }
@@ -597,11 +657,17 @@ impl fmt::Debug for Lent<'_> {
     }
 }
 
-/// A received message: a zero-copy view of the ring, released when dropped.
+/// A received message, in place in the ring, released when dropped.
 ///
-/// Deref gives the bytes in place (unguarded, like every view: a peer that shrinks
-/// the segment makes touching them fault); [`to_vec`](Self::to_vec) copies them
-/// out guarded.
+/// Its room is this message's alone under the channel's protocol: the sender does
+/// not reuse it before the message is dropped. That promise binds only code that
+/// follows the protocol, though: another handle to the same segment (in this
+/// process too: `SharedMemory::open` of the channel's name) or a misbehaving peer
+/// can write there at any moment. So safe code reads the bytes in place through a
+/// [`SharedSlice`] ([`bytes`](Self::bytes): each byte read afresh, unguarded like
+/// every zero-copy access) or copies them out ([`to_vec`](Self::to_vec),
+/// [`copy_to`](Self::copy_to): guarded against a peer shrinking the segment); a
+/// plain `&[u8]` is [`as_slice`](Self::as_slice), `unsafe`.
 ///
 /// # Example
 ///
@@ -612,7 +678,8 @@ impl fmt::Debug for Lent<'_> {
 /// let (tx, rx) = (channel.sender()?, channel.receiver()?);
 /// tx.send(&[1, 2, 3])?;
 /// let message = rx.recv()?;
-/// assert_eq!(message.len(), 3); // the bytes in place, through Deref
+/// assert_eq!(message.len(), 3);
+/// assert_eq!(message.bytes().get(2), Some(3)); // in place
 /// let copy: Vec<u8> = message.to_vec()?; // a guarded copy
 /// assert_eq!(copy, [1, 2, 3]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -622,17 +689,52 @@ pub struct Message<'a> {
     raw: RawMessage,
 }
 
-impl Deref for Message<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: [ptr, ptr + len) is a published record checked to lie in the ring,
-        // which the sender does not reuse before this message is released (on drop);
-        // the receiver's borrow keeps the mapping alive.
+impl Message<'_> {
+    /// The message's length.
+    pub fn len(&self) -> usize {
+        self.raw.len
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.raw.len == 0
+    }
+
+    /// The message in place, as a [`SharedSlice`] of bytes: zero-copy, each byte
+    /// read afresh (so a peer writing the room meanwhile gives wrong bytes, never
+    /// undefined behaviour), unguarded like every zero-copy access.
+    pub fn bytes(&self) -> SharedSlice<'_, u8> {
+        let c = &self.receiver.channel;
+        c.ring_slice(self.raw.ptr as usize - c.ring_ptr(0) as usize, self.raw.len)
+    }
+
+    /// Copies the message into `dst`, which must be exactly as long (guarded, as
+    /// [`to_vec`](Self::to_vec)).
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::PagesLost`]; [`ChannelError::TooLarge`] if `dst` has the
+    /// wrong length.
+    pub fn copy_to(&self, dst: &mut [u8]) -> Result<(), ChannelError> {
+        self.receiver.copy_raw(&self.raw, dst)
+    }
+
+    /// The message in place, as a plain slice: zero-copy and unguarded.
+    ///
+    /// # Safety
+    ///
+    /// Nothing may write the message's room while the slice lives: no other
+    /// handle to the channel's segment in this process, and no other process (the
+    /// channel's sender follows the protocol and does not; a peer that ignores it
+    /// could, so only use this with peers you trust). `docs/SAFETY.md`.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: [ptr, ptr + len) is a published record checked to lie in the ring
+        // (non-null even for len 0), which the sender does not reuse before this
+        // message is released (on drop); the receiver's borrow keeps the mapping
+        // alive; the caller vouches for every other writer.
         unsafe { std::slice::from_raw_parts(self.raw.ptr, self.raw.len) }
     }
-}
 
-impl Message<'_> {
     /// A copy of the message, guarded: pages a peer removed by shrinking the
     /// segment are [`ChannelError::PagesLost`], never a signal.
     ///
@@ -648,7 +750,9 @@ impl Message<'_> {
 
 impl Drop for Message<'_> {
     fn drop(&mut self) {
-        self.receiver.release_raw(self.raw.position);
+        // SAFETY: this message's own key, released once; nothing borrowed from the
+        // message (`as_slice`, `bytes`) outlives it.
+        unsafe { self.receiver.release_raw(self.raw.position) };
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,6 +13,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::owner::Owner;
+use crate::shared_slice::SharedSlice;
 use crate::sync::Readiness;
 use crate::sync::local_lock::{Acquired, LocalLock};
 use crate::sync::wait::wake_after_rmw;
@@ -149,6 +149,12 @@ impl Sender {
     /// if it can, or cannot ever: send then), for bindings that wait their own way
     /// (see [`Readiness`]). Sends nothing.
     pub fn send_readiness(&self, len: usize) -> Option<Readiness> {
+        // A lost page gives None: the caller then sends, and gets the error.
+        self.channel.guarded(|| Ok(self.send_readiness_unguarded(len))).unwrap_or(None)
+    }
+
+    /// The body of [`send_readiness`](Self::send_readiness), in its guarded scope.
+    fn send_readiness_unguarded(&self, len: usize) -> Option<Readiness> {
         let c = &self.channel;
         let seen = c.word(TAIL_SIGNAL).load(Ordering::Acquire);
         if self.usable().is_err() || len > self.max_message() {
@@ -170,6 +176,18 @@ impl Sender {
     /// One step of [`send_async`](Self::send_async): sent, failed, or what to wait
     /// for.
     fn try_send_or_readiness(&self, data: &[u8]) -> Result<Result<(), ChannelError>, Readiness> {
+        match self.channel.guarded(|| Ok(self.try_send_or_readiness_unguarded(data))) {
+            Ok(step) => step,
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// The body of [`try_send_or_readiness`](Self::try_send_or_readiness), in its
+    /// guarded scope.
+    fn try_send_or_readiness_unguarded(
+        &self,
+        data: &[u8],
+    ) -> Result<Result<(), ChannelError>, Readiness> {
         let c = &self.channel;
         let seen = c.word(TAIL_SIGNAL).load(Ordering::Acquire);
         let busy = self.turn.is_locked();
@@ -196,20 +214,28 @@ impl Sender {
         parts: &[&[u8]],
         deadline: Option<Instant>,
     ) -> Result<(), ChannelError> {
+        self.channel.guarded(|| self.send_parts_unguarded(parts, deadline))
+    }
+
+    /// The body of [`send_parts_deadline`](Self::send_parts_deadline), in its
+    /// guarded scope.
+    fn send_parts_unguarded(
+        &self,
+        parts: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<(), ChannelError> {
         let len = parts.iter().map(|p| p.len()).sum();
-        let raw = self.reserve_raw(len, deadline)?;
+        let raw = self.reserve_unguarded(len, deadline)?;
         // Guarded copies (a peer shrinking the segment is an error, not a signal).
         let mut place = raw.ptr as usize - self.channel.ring_ptr(0) as usize;
         for part in parts {
             if let Err(e) = self.channel.copy_in(place, part) {
-                // SAFETY: raw came from reserve_raw on this sender and is used once.
-                unsafe { self.discard_raw(raw, false) };
+                self.discard_unguarded(raw, false);
                 return Err(e);
             }
             place += part.len();
         }
-        // SAFETY: raw came from reserve_raw on this sender and is used once.
-        unsafe { self.publish_raw(raw, false) }
+        self.publish_unguarded(raw, false)
     }
 
     /// Sends the messages of `batch` in order, waiting for room until `deadline`
@@ -222,6 +248,17 @@ impl Sender {
     /// be sent; a failure after some were sent ends the batch early, returning the
     /// count (the caller still has the rest).
     pub fn send_batch<'a>(
+        &self,
+        batch: impl IntoIterator<Item = &'a [u8]>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, ChannelError> {
+        // Messages published before a page vanished may never reach the receiver:
+        // the whole batch is reported lost.
+        self.channel.guarded(|| self.send_batch_unguarded(batch, deadline))
+    }
+
+    /// The body of [`send_batch`](Self::send_batch), in its guarded scope.
+    fn send_batch_unguarded<'a>(
         &self,
         batch: impl IntoIterator<Item = &'a [u8]>,
         deadline: Option<Instant>,
@@ -318,6 +355,24 @@ impl Sender {
         len: usize,
         deadline: Option<Instant>,
     ) -> Result<RawLoan, ChannelError> {
+        match self.channel.guarded_keeping(|| self.reserve_unguarded(len, deadline)) {
+            (Some(reserved), false) => reserved,
+            (Some(Ok(_)), true) => {
+                // Reserved on pages that vanished meanwhile: give the turn back, or
+                // this process's other threads would wait for it forever.
+                self.turn.unlock();
+                Err(ChannelError::PagesLost)
+            }
+            _ => Err(ChannelError::PagesLost),
+        }
+    }
+
+    /// The body of [`reserve_raw`](Self::reserve_raw), in the caller's guarded scope.
+    fn reserve_unguarded(
+        &self,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<RawLoan, ChannelError> {
         if len > self.max_message() {
             return Err(ChannelError::TooLarge { len, max: self.max_message() });
         }
@@ -345,8 +400,9 @@ impl Sender {
 
     /// Publishes a message reserved with [`reserve_raw`](Self::reserve_raw), and
     /// ends this end's turn. With `pin`, the record's room is not reused until
-    /// [`unpin`](Self::unpin) is called with the loan's [`RawLoan::position`]: for
-    /// a binding whose users may still hold views of the loan's memory.
+    /// [`unpin`](Self::unpin) (`unsafe`) is called with the loan's
+    /// [`RawLoan::position`]: for a binding whose users may still hold views of the
+    /// loan's memory.
     ///
     /// # Errors
     ///
@@ -360,6 +416,21 @@ impl Sender {
     /// `loan` must come from `reserve_raw` on this sender, and be published or
     /// discarded once.
     pub unsafe fn publish_raw(&self, loan: RawLoan, pin: bool) -> Result<(), ChannelError> {
+        match self.channel.guarded_keeping(|| self.publish_unguarded(loan, pin)) {
+            (Some(published), false) => published,
+            (None, _) => {
+                // Refused at once (the pages were already lost): the turn that the
+                // reservation holds goes back all the same.
+                self.give_turn_back();
+                Err(ChannelError::PagesLost)
+            }
+            (Some(_), true) => Err(ChannelError::PagesLost),
+        }
+    }
+
+    /// The body of [`publish_raw`](Self::publish_raw), in the caller's guarded
+    /// scope, with its contract.
+    fn publish_unguarded(&self, loan: RawLoan, pin: bool) -> Result<(), ChannelError> {
         if !self.owner.is_current() {
             // A fork()ed child's copy of a loan: the turn and the room are the parent's.
             return Err(ChannelError::WrongProcess { owner: self.owner.pid() });
@@ -384,6 +455,24 @@ impl Sender {
     ///
     /// As [`publish_raw`](Self::publish_raw).
     pub unsafe fn discard_raw(&self, loan: RawLoan, pin: bool) {
+        // A lost page: the ring is gone, there is no room left to keep; the turn
+        // goes back all the same.
+        if let (None, _) = self.channel.guarded_keeping(|| self.discard_unguarded(loan, pin)) {
+            self.give_turn_back();
+        }
+    }
+
+    /// Ends the turn of a reservation whose publish or discard was refused because
+    /// pages were lost (in the owning process only, as a publish would).
+    fn give_turn_back(&self) {
+        if self.owner.is_current() {
+            self.turn.unlock();
+        }
+    }
+
+    /// The body of [`discard_raw`](Self::discard_raw), in the caller's guarded
+    /// scope, with its contract.
+    fn discard_unguarded(&self, loan: RawLoan, pin: bool) {
         if !self.owner.is_current() {
             return; // a fork()ed child's copy: the parent's loan is not ours to end
         }
@@ -417,7 +506,21 @@ impl Sender {
 
     /// Lets the room of a pinned record (published or discarded with `pin`) be
     /// reused.
-    pub fn unpin(&self, position: u64) {
+    ///
+    /// # Safety
+    ///
+    /// Nothing may use a view of the record's room through a reference after this
+    /// call: the next messages may be written there. A pin exists because some
+    /// code (a binding) still hands out views of the room, and keys are stream
+    /// positions, easy to guess, so a safe call could pull the room from under
+    /// them; hence `unsafe`. Unpin each record pinned with `publish_raw` or
+    /// `discard_raw` once, when nothing views it any more.
+    pub unsafe fn unpin(&self, position: u64) {
+        self.channel.guarded_quietly(|| self.unpin_unguarded(position));
+    }
+
+    /// The body of [`unpin`](Self::unpin), in its guarded scope.
+    fn unpin_unguarded(&self, position: u64) {
         let mut pins = self.pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(i) = pins.iter().position(|&p| p == position) {
             pins.remove(i);
@@ -444,6 +547,12 @@ impl Sender {
         if !self.owner.is_current() || self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
+        // A lost page ends the close early: nobody can see the channel any more.
+        self.channel.guarded_quietly(|| self.close_unguarded());
+    }
+
+    /// The rest of [`close`](Self::close), in its guarded scope.
+    fn close_unguarded(&self) {
         // Our own waiters: for the turn, and for room (moving the room's signal, so
         // that async waiters, which look at its value, see it too).
         self.turn.wake_all();
@@ -507,7 +616,10 @@ impl Sender {
 
     fn acquire_turn(&self, deadline: Option<Instant>) -> Result<(), ChannelError> {
         self.usable()?;
-        match self.turn.lock_until(deadline, || self.closed.load(Ordering::Acquire)) {
+        // A lost page abandons too: whoever holds the turn may never give it back
+        // through the ring (the scope around this reports the loss).
+        let abandon = || self.closed.load(Ordering::Acquire) || self.channel.shm.pages_lost();
+        match self.turn.lock_until(deadline, abandon) {
             Acquired::Yes if self.closed.load(Ordering::Acquire) => {
                 self.end_turn();
                 Err(ChannelError::ClosedHere)
@@ -668,6 +780,13 @@ unsafe impl Sync for RawLoan {}
 /// Room for one message in the ring, written in place; [`publish`](Self::publish)
 /// hands it to the receiver, dropping it sends nothing.
 ///
+/// Until it is published the room is this loan's alone under the channel's
+/// protocol (the receiver does not read it, other threads' sends wait). Code that
+/// ignores the protocol could still touch it (another handle to the segment, a
+/// misbehaving peer), so safe code writes through a [`SharedSlice`]
+/// ([`bytes`](Self::bytes): one write per byte or a guarded bulk copy); a plain
+/// `&mut [u8]` is [`as_mut_slice`](Self::as_mut_slice), `unsafe`.
+///
 /// # Example
 ///
 /// ```
@@ -675,11 +794,11 @@ unsafe impl Sync for RawLoan {}
 ///
 /// let channel = Channel::create(&shmbridge::unique_name("doc_loan")?, 4096)?;
 /// let (tx, rx) = (channel.sender()?, channel.receiver()?);
-/// let mut loan = tx.loan(4)?;
-/// loan.copy_from_slice(&7u32.to_le_bytes()); // written straight into the ring
+/// let loan = tx.loan(4)?;
+/// loan.bytes().copy_from_slice(&7u32.to_le_bytes())?; // straight into the ring
 /// loan.publish()?;
 /// drop(tx.loan(16)?); // dropped unpublished: nothing is sent
-/// assert_eq!(&*rx.recv()?, &7u32.to_le_bytes());
+/// assert_eq!(rx.recv()?.to_vec()?, 7u32.to_le_bytes());
 /// assert!(rx.try_recv().is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -707,21 +826,41 @@ impl Loan<'_> {
     }
 }
 
-impl Deref for Loan<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        let raw = self.raw();
-        // SAFETY: the loan owns [ptr, ptr + len) of the ring (reserved, not yet
-        // published, so the receiver does not read it, and this end's turn keeps
-        // other threads' sends out); it borrows the sender, which keeps the mapping.
-        unsafe { std::slice::from_raw_parts(raw.ptr, raw.len) }
+impl Loan<'_> {
+    /// The payload's length.
+    pub fn len(&self) -> usize {
+        self.raw().len
     }
-}
 
-impl DerefMut for Loan<'_> {
-    fn deref_mut(&mut self) -> &mut [u8] {
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.raw().len == 0
+    }
+
+    /// The payload's room, as a [`SharedSlice`] of bytes: written in place one byte
+    /// at a time or by a guarded bulk copy ([`SharedSlice::copy_from_slice`]).
+    pub fn bytes(&self) -> SharedSlice<'_, u8> {
         let raw = self.raw();
-        // SAFETY: as in deref (the address is in the ring, so non-null, even for len 0); &mut self makes this the only reference to the range.
+        let c = &self.sender.channel;
+        c.ring_slice(raw.ptr as usize - c.ring_ptr(0) as usize, raw.len)
+    }
+
+    /// The payload's room, as a plain mutable slice (to serialize into in place).
+    ///
+    /// # Safety
+    ///
+    /// Nothing else may read or write the room while the slice lives: no other
+    /// handle to the channel's segment in this process, and no other process (the
+    /// channel's receiver follows the protocol and does not; a peer that ignores it
+    /// could, so only use this with peers you trust). `docs/SAFETY.md`.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        let raw = self.raw();
+        // SAFETY: the loan owns [ptr, ptr + len) of the ring under the protocol
+        // (reserved, not yet published, so the receiver does not read it, and this
+        // end's turn keeps other threads' sends out); it borrows the sender, which
+        // keeps the mapping; the address is in the ring, so non-null even for len 0;
+        // &mut self makes this the only reference through the loan, and the caller
+        // vouches for everyone else.
         unsafe { std::slice::from_raw_parts_mut(raw.ptr, raw.len) }
     }
 }

@@ -29,11 +29,11 @@ const AUTO_RESET: u32 = 1;
 /// let name = shmbridge::unique_name("doc_event")?;
 /// let ready = Event::create(&name, false)?; // manual reset
 /// let other = Event::open(&name)?; // in another process, usually
-/// assert!(!other.wait_timeout(Duration::from_millis(1)));
-/// ready.set();
-/// assert!(other.wait_timeout(Duration::from_secs(1)));
-/// assert!(other.is_set()); // stays set until cleared
-/// ready.clear();
+/// assert!(!other.wait_timeout(Duration::from_millis(1))?);
+/// ready.set()?;
+/// assert!(other.wait_timeout(Duration::from_secs(1))?);
+/// assert!(other.is_set()?); // stays set until cleared
+/// ready.clear()?;
 /// # Ok::<(), shmbridge::Error>(())
 /// ```
 #[derive(Debug)]
@@ -96,20 +96,36 @@ impl Event {
     }
 
     /// Sets the event, waking the waiters (one, for an auto-reset event).
-    pub fn set(&self) {
-        self.place.word(STATE).store(1, Ordering::Release);
-        let count = if self.auto_reset { 1 } else { i32::MAX as u32 };
-        wake(self.place.word(STATE), self.place.word(SLEEPERS), count);
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagesLost`](crate::Error::PagesLost) if another process shrank the
+    /// segment, taking the event's page (now or before): the set may not have
+    /// reached anyone. So for every method of this type.
+    pub fn set(&self) -> Result<()> {
+        self.place.guarded(|| {
+            self.place.word(STATE).store(1, Ordering::Release);
+            let count = if self.auto_reset { 1 } else { i32::MAX as u32 };
+            wake(self.place.word(STATE), self.place.word(SLEEPERS), count);
+        })
     }
 
     /// Clears the event.
-    pub fn clear(&self) {
-        self.place.word(STATE).store(0, Ordering::Release);
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set).
+    pub fn clear(&self) -> Result<()> {
+        self.place.guarded(|| self.place.word(STATE).store(0, Ordering::Release))
     }
 
     /// Whether the event is set.
-    pub fn is_set(&self) -> bool {
-        self.place.word(STATE).load(Ordering::Acquire) != 0
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set).
+    pub fn is_set(&self) -> Result<bool> {
+        self.place.guarded(|| self.place.word(STATE).load(Ordering::Acquire) != 0)
     }
 
     /// Whether this is an auto-reset event.
@@ -118,21 +134,40 @@ impl Event {
     }
 
     /// Waits until the event is set (and, auto-reset, takes the set).
-    pub fn wait(&self) {
-        self.wait_deadline(None);
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set): the event's page vanished before or during the
+    /// wait (a wait ends within half a second of that).
+    pub fn wait(&self) -> Result<()> {
+        self.wait_deadline(None).map(drop)
     }
 
     /// Waits at most `timeout`; whether the event was set.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
         self.wait_deadline(Instant::now().checked_add(timeout))
     }
 
     /// Waits until `deadline` (forever if `None`); whether the event was set.
-    pub fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
-        let state = self.place.word(STATE);
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    pub fn wait_deadline(&self, deadline: Option<Instant>) -> Result<bool> {
+        self.place.guarded(|| self.wait_unguarded(deadline))
+    }
+
+    /// The body of [`wait_deadline`](Self::wait_deadline), in its guarded scope.
+    fn wait_unguarded(&self, deadline: Option<Instant>) -> bool {
+        let (shm, state) = (&*self.place.shm, self.place.word(STATE));
         let sleepers = self.place.word(SLEEPERS);
         loop {
-            if !wait_until(state, sleepers, &self.spinner, deadline, |v| v != 0) {
+            // A wait stops (false) when the page is lost; the scope reports that.
+            if !wait_until(shm, state, sleepers, &self.spinner, deadline, |v| v != 0) {
                 return false;
             }
             if !self.auto_reset {
@@ -148,6 +183,9 @@ impl Event {
             }
             // Another waiter took this set; wait for the next (wait_until checks the
             // deadline again).
+            if self.place.pages_lost() {
+                return false;
+            }
         }
     }
 
@@ -179,8 +217,8 @@ impl Event {
     ///
     /// ```
     /// let event = shmbridge::sync::Event::create(&shmbridge::unique_name("doc_async")?, true)?;
-    /// event.set();
-    /// futures_executor_block_on(event.wait_async());
+    /// event.set()?;
+    /// futures_executor_block_on(event.wait_async())?;
     /// # fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
     /// #     let waker = std::task::Waker::noop();
     /// #     let mut cx = std::task::Context::from_waker(&waker);
@@ -189,15 +227,21 @@ impl Event {
     /// # }
     /// # Ok::<(), shmbridge::Error>(())
     /// ```
-    pub fn wait_async(&self) -> impl std::future::Future<Output = ()> + '_ {
-        WhenReady::new(move || self.try_take())
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    pub fn wait_async(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
+        WhenReady::new(move || self.place.attempt(|| self.try_take()))
     }
 
-    /// What to wait for while the event is not set (`None` if it is set now), for
-    /// bindings that wait their own way (see [`Readiness`]). Takes nothing.
+    /// What to wait for while the event is not set (`None` if it is set now, or
+    /// its page vanished: wait then, to get the error), for bindings that wait
+    /// their own way (see [`Readiness`]). Takes nothing.
     pub fn readiness(&self) -> Option<Readiness> {
-        match self.place.word(STATE).load(Ordering::Acquire) {
-            0 => Some(self.place.readiness(STATE, SLEEPERS, 0, None)),
+        let state = self.place.guarded(|| self.place.word(STATE).load(Ordering::Acquire));
+        match state {
+            Ok(0) => Some(self.place.readiness(STATE, SLEEPERS, 0, None)),
             _ => None,
         }
     }

@@ -19,10 +19,10 @@
 //! let ready = Event::in_segment(Arc::clone(&shm), 0, Some(false))?;
 //! let lock = Mutex::in_segment(Arc::clone(&shm), 64)?;
 //! {
-//!     let _guard = lock.lock().unwrap_or_else(|died| died.into_guard());
-//!     ready.set();
+//!     let _guard = lock.lock()?.unwrap_or_else(|died| died.into_guard());
+//!     ready.set()?;
 //! }
-//! assert!(ready.wait_timeout(Duration::from_secs(1)));
+//! assert!(ready.wait_timeout(Duration::from_secs(1))?);
 //! # Ok::<(), shmbridge::Error>(())
 //! ```
 
@@ -125,6 +125,37 @@ impl Place {
         self.shm.atomic_u32(self.offset + 4 * index)
     }
 
+    /// Runs `f`, which touches the primitive's words, in a guarded scope of the
+    /// segment: a page another process removed (by shrinking the segment) is
+    /// [`Error::PagesLost`], never a SIGBUS, whatever `f` returned.
+    fn guarded<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        self.shm.guarded(f).map_err(|_| self.shm.pages_lost_error())
+    }
+
+    /// As [`guarded`](Self::guarded), for an `f` that may fail itself.
+    fn try_guarded<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        self.guarded(f)?
+    }
+
+    /// As [`guarded`](Self::guarded), for the async forms' attempts: done (with
+    /// `Err(PagesLost)` if pages vanished), or what to wait for.
+    fn attempt<R>(
+        &self,
+        f: impl FnOnce() -> std::result::Result<R, Readiness>,
+    ) -> std::result::Result<Result<R>, Readiness> {
+        match self.guarded(f) {
+            Ok(Ok(done)) => Ok(Ok(done)),
+            Ok(Err(readiness)) => Err(readiness),
+            Err(lost) => Ok(Err(lost)),
+        }
+    }
+
+    /// Whether the segment lost pages: wait loops stop then (their words may be
+    /// private pages nobody else writes).
+    fn pages_lost(&self) -> bool {
+        self.shm.pages_lost()
+    }
+
     /// A readiness on word `index` (which holds `seen`), whose sleepers are counted
     /// in word `sleepers`.
     fn readiness(
@@ -147,7 +178,10 @@ impl Place {
     /// there; returns the settings in effect and whether this call initialized it.
     fn init(&self, kind: Kind, settings: Option<u32>) -> Result<(u32, bool)> {
         let want = INITIALIZED | (kind as u32) << KIND_SHIFT | settings.unwrap_or(0);
-        match self.word(FLAGS).compare_exchange(0, want, Ordering::AcqRel, Ordering::Acquire) {
+        let exchanged = self.guarded(|| {
+            self.word(FLAGS).compare_exchange(0, want, Ordering::AcqRel, Ordering::Acquire)
+        })?;
+        match exchanged {
             Ok(_) => Ok((settings.unwrap_or(0), true)),
             Err(found) => {
                 let found_kind = Kind::from_bits((found & !INITIALIZED) >> KIND_SHIFT);

@@ -39,7 +39,7 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 /// let name = shmbridge::unique_name("doc_mutex")?;
 /// let lock = Mutex::create(&name)?;
 /// let other = Mutex::open(&name)?; // in another process, usually
-/// let guard = match lock.lock() {
+/// let guard = match lock.lock()? {
 ///     Ok(guard) => guard,
 ///     Err(died) => {
 ///         // The last owner (process `died.dead_owner()`) died holding the lock:
@@ -47,9 +47,9 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 ///         died.into_guard()
 ///     }
 /// };
-/// assert!(other.try_lock().is_none()); // held
+/// assert!(other.try_lock()?.is_none()); // held
 /// drop(guard);
-/// assert!(other.try_lock().is_some());
+/// assert!(other.try_lock()?.is_some());
 /// # Ok::<(), shmbridge::Error>(())
 /// ```
 #[derive(Debug)]
@@ -124,23 +124,55 @@ impl Mutex {
     }
 
     /// Takes the lock, waiting as long as a live process holds it.
-    pub fn lock(&self) -> LockResult<'_> {
-        self.lock_deadline(None).expect("no deadline, so the lock is taken")
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagesLost`](crate::Error::PagesLost) if another process shrank the
+    /// segment, taking the lock's page (before or during the call; a wait ends
+    /// within 100 ms of that): the lock is not taken. So for every method of this
+    /// type.
+    pub fn lock(&self) -> Result<LockResult<'_>> {
+        loop {
+            // Without a deadline, only a lost page ends the wait without the lock.
+            if let Some(taken) = self.lock_deadline(None)? {
+                return Ok(taken);
+            }
+        }
     }
 
     /// Takes the lock if it is free (or its owner is dead), without waiting.
-    pub fn try_lock(&self) -> Option<LockResult<'_>> {
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock).
+    pub fn try_lock(&self) -> Result<Option<LockResult<'_>>> {
         self.lock_deadline(Some(Instant::now()))
     }
 
     /// Waits at most `timeout` for the lock.
-    pub fn lock_timeout(&self, timeout: Duration) -> Option<LockResult<'_>> {
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock).
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<Option<LockResult<'_>>> {
         self.lock_deadline(Instant::now().checked_add(timeout))
     }
 
     /// Waits until `deadline` (forever if `None`) for the lock; `None` if it did not
     /// come in time.
-    pub fn lock_deadline(&self, deadline: Option<Instant>) -> Option<LockResult<'_>> {
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock).
+    pub fn lock_deadline(&self, deadline: Option<Instant>) -> Result<Option<LockResult<'_>>> {
+        // A guard taken on a private page (the lock's page was replaced while we
+        // waited) is dropped with the scope's error: its unlock, guarded too, then
+        // does nothing.
+        self.place.guarded(|| self.lock_unguarded(deadline))
+    }
+
+    /// The body of [`lock_deadline`](Self::lock_deadline), in its guarded scope.
+    fn lock_unguarded(&self, deadline: Option<Instant>) -> Option<LockResult<'_>> {
         let owner = self.place.word(OWNER);
         let me = my_pid();
         loop {
@@ -168,10 +200,9 @@ impl Mutex {
             // Sleep until the word changes, waking now and then to check the owner.
             let slice = now + LIVENESS_CHECK;
             let until = deadline.map_or(slice, |d| d.min(slice));
-            wait_until(owner, self.place.word(SLEEPERS), &self.spinner, Some(until), |v| {
-                v != held_by
-            });
-            if super::wait::interrupted() {
+            let (shm, sleepers) = (&*self.place.shm, self.place.word(SLEEPERS));
+            wait_until(shm, owner, sleepers, &self.spinner, Some(until), |v| v != held_by);
+            if super::wait::interrupted() || self.place.pages_lost() {
                 return None;
             }
         }
@@ -181,21 +212,28 @@ impl Mutex {
     /// thread: a future for any async runtime. While the lock is held it checks
     /// every 100 ms whether its owner still lives. Cancel-safe: dropping it before
     /// it completes takes nothing.
-    pub fn lock_async(&self) -> impl std::future::Future<Output = LockResult<'_>> + '_ {
-        WhenReady::new(move || match self.try_lock() {
-            Some(taken) => Ok(taken),
-            None => Err(self.waiting_for(self.place.word(OWNER).load(Ordering::Acquire))),
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock).
+    pub fn lock_async(&self) -> impl std::future::Future<Output = Result<LockResult<'_>>> + '_ {
+        WhenReady::new(move || {
+            self.place.attempt(|| match self.lock_unguarded(Some(Instant::now())) {
+                Some(taken) => Ok(taken),
+                None => Err(self.waiting_for(self.place.word(OWNER).load(Ordering::Acquire))),
+            })
         })
     }
 
-    /// What to wait for while the lock is held (`None` if it can be taken now),
-    /// for bindings that wait their own way (see [`Readiness`]): the owner word's
-    /// change, or a liveness check of the owner every 100 ms. Takes nothing.
+    /// What to wait for while the lock is held (`None` if it can be taken now, or
+    /// its page vanished: lock then, to get the error), for bindings that wait
+    /// their own way (see [`Readiness`]): the owner word's change, or a liveness
+    /// check of the owner every 100 ms. Takes nothing.
     pub fn readiness(&self) -> Option<Readiness> {
-        match self.place.word(OWNER).load(Ordering::Acquire) {
-            0 => None,
-            held_by if held_by != my_pid() && !sys::process_alive(held_by) => None,
-            held_by => Some(self.waiting_for(held_by)),
+        match self.place.guarded(|| self.place.word(OWNER).load(Ordering::Acquire)) {
+            Err(_) | Ok(0) => None,
+            Ok(held_by) if held_by != my_pid() && !sys::process_alive(held_by) => None,
+            Ok(held_by) => Some(self.waiting_for(held_by)),
         }
     }
 
@@ -204,8 +242,12 @@ impl Mutex {
     }
 
     /// Whether some process holds the lock.
-    pub fn is_locked(&self) -> bool {
-        self.place.word(OWNER).load(Ordering::Acquire) != 0
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock).
+    pub fn is_locked(&self) -> Result<bool> {
+        self.place.guarded(|| self.place.word(OWNER).load(Ordering::Acquire) != 0)
     }
 
     /// Releases the lock without a guard: for bindings that keep the lock across
@@ -217,27 +259,38 @@ impl Mutex {
     ///
     /// The caller must hold the lock (its guard forgotten with `mem::forget`), and
     /// nothing may use that guard afterwards.
-    pub unsafe fn force_unlock(&self) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock): the lock's page vanished, so no other process can
+    /// see this lock any more.
+    pub unsafe fn force_unlock(&self) -> Result<bool> {
         self.unlock()
     }
 
     /// The process holding the lock, if any (it may have died).
-    pub fn owner_pid(&self) -> Option<u32> {
-        match self.place.word(OWNER).load(Ordering::Acquire) {
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock).
+    pub fn owner_pid(&self) -> Result<Option<u32>> {
+        self.place.guarded(|| match self.place.word(OWNER).load(Ordering::Acquire) {
             0 => None,
             pid => Some(pid),
-        }
+        })
     }
 
     /// Unlocks if this process holds the lock. A guard inherited by a `fork`ed
     /// child finds another process's id in the word and leaves it alone.
-    fn unlock(&self) -> bool {
-        let owner = self.place.word(OWNER);
-        if owner.compare_exchange(my_pid(), 0, Ordering::Release, Ordering::Relaxed).is_err() {
-            return false;
-        }
-        wake(owner, self.place.word(SLEEPERS), 1);
-        true
+    fn unlock(&self) -> Result<bool> {
+        self.place.guarded(|| {
+            let owner = self.place.word(OWNER);
+            if owner.compare_exchange(my_pid(), 0, Ordering::Release, Ordering::Relaxed).is_err() {
+                return false;
+            }
+            wake(owner, self.place.word(SLEEPERS), 1);
+            true
+        })
     }
 
     /// Caps how long a waiter spins before sleeping (default 20 us; zero: sleep
@@ -251,7 +304,7 @@ impl Mutex {
 impl Drop for MutexGuard<'_> {
     fn drop(&mut self) {
         // False only in a forked child, whose copy of the guard must not release the
-        // parent's lock.
-        self.mutex.unlock();
+        // parent's lock. An error (the lock's page vanished) leaves nothing to do.
+        let _ = self.mutex.unlock();
     }
 }

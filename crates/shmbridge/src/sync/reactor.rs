@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::wait::LOST_CHECK;
 use crate::segment::SharedMemory;
 use crate::sys;
 
@@ -53,6 +54,28 @@ impl Readiness {
 
     fn word(&self) -> &AtomicU32 {
         self.shm.atomic_u32(self.word)
+    }
+
+    /// Whether the word no longer holds the value seen, looked at in a guarded
+    /// scope of the segment: a word whose page vanished (a peer shrank the
+    /// segment) counts as changed, so that its waiters try their operation and get
+    /// the error, instead of this process dying of SIGBUS or the waiters sleeping
+    /// on a page nobody else sees.
+    fn changed(&self) -> bool {
+        self.shm.guarded(|| self.word().load(Ordering::SeqCst) != self.seen).unwrap_or(true)
+    }
+
+    /// Counts one more sleeper on the word (or one fewer); nothing if its page
+    /// vanished.
+    fn count_sleeper(&self, delta: i32) {
+        let sleepers = self.shm.atomic_u32(self.sleepers);
+        let _ = self.shm.guarded(|| {
+            if delta > 0 {
+                sleepers.fetch_add(1, Ordering::SeqCst);
+            } else {
+                sleepers.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
     }
 
     /// Calls `notify` once, on a waiter thread of this crate, when the word may
@@ -148,8 +171,7 @@ struct Entry {
 impl Entry {
     /// Stops counting as a sleeper of the word.
     fn leave(&self) {
-        let r = &self.readiness;
-        r.shm.atomic_u32(r.sleepers).fetch_sub(1, Ordering::SeqCst);
+        self.readiness.count_sleeper(-1);
     }
 }
 
@@ -199,7 +221,12 @@ impl Shard {
             let mut waits: Vec<(&AtomicU32, u32)> = Vec::with_capacity(held.len() + 1);
             waits.push((&self.control, control));
             waits.extend(held.iter().map(|(shm, offset, seen)| (shm.atomic_u32(*offset), *seen)));
-            let timeout = due.map(|d| d.saturating_duration_since(Instant::now()));
+            let mut timeout = due.map(|d| d.saturating_duration_since(Instant::now()));
+            if waits.len() > 1 {
+                // A word whose page a peer removed is woken by nobody: look at the
+                // words (fire, guarded) at least this often.
+                timeout = Some(timeout.map_or(LOST_CHECK, |t| t.min(LOST_CHECK)));
+            }
             sys::wait_on_many(&waits, timeout);
             drop(waits);
             drop(held);
@@ -214,7 +241,7 @@ impl Shard {
         {
             let mut state = self.lock();
             state.entries.retain(|_, entry| {
-                let changed = entry.readiness.word().load(Ordering::SeqCst) != entry.readiness.seen;
+                let changed = entry.readiness.changed();
                 if changed {
                     notify.extend(entry.waiters.drain().map(|(_, w)| w.notify));
                 } else {
@@ -290,8 +317,8 @@ impl Reactor {
         // Count as a sleeper before the last look (SeqCst, paired with the waker's
         // change of the word and look at the sleepers): either we see the change now,
         // or the waker sees us and wakes the shard.
-        readiness.shm.atomic_u32(readiness.sleepers).fetch_add(1, Ordering::SeqCst);
-        let changed = readiness.word().load(Ordering::SeqCst) != readiness.seen;
+        readiness.count_sleeper(1);
+        let changed = readiness.changed();
         let entry = Entry { readiness, waiters: HashMap::from([(id, waiter)]) };
         if changed {
             entry.leave();

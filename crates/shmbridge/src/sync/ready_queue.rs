@@ -22,7 +22,7 @@ use crate::sys;
 /// let queue = ReadyQueue::new()?;
 /// let readiness = event.readiness().expect("not set yet");
 /// let _registration = queue.register(readiness, 7);
-/// event.set();
+/// event.set()?;
 /// // An event loop would see queue.as_fd() readable now.
 /// let mut fired = Vec::new();
 /// while fired.is_empty() {

@@ -24,11 +24,11 @@ const SLEEPERS: usize = 1;
 /// use shmbridge::sync::Semaphore;
 ///
 /// let slots = Semaphore::create(&shmbridge::unique_name("doc_semaphore")?, 2)?;
-/// assert!(slots.try_acquire());
-/// assert!(slots.acquire_timeout(Duration::from_secs(1)));
-/// assert!(!slots.try_acquire()); // both taken
+/// assert!(slots.try_acquire()?);
+/// assert!(slots.acquire_timeout(Duration::from_secs(1))?);
+/// assert!(!slots.try_acquire()?); // both taken
 /// slots.release(1)?;
-/// assert_eq!(slots.value(), 1);
+/// assert_eq!(slots.value()?, 1);
 /// # Ok::<(), shmbridge::Error>(())
 /// ```
 #[derive(Debug)]
@@ -76,52 +76,86 @@ impl Semaphore {
     }
 
     /// Takes one from the count, waiting while it is 0.
-    pub fn acquire(&self) {
-        self.acquire_deadline(None);
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagesLost`] if another process shrank the segment, taking the
+    /// semaphore's page (before or during the call; a wait ends within half a
+    /// second of that). So for every method of this type.
+    pub fn acquire(&self) -> Result<()> {
+        self.acquire_deadline(None).map(drop)
     }
 
     /// Takes one if the count is above 0, without waiting.
-    pub fn try_acquire(&self) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub fn try_acquire(&self) -> Result<bool> {
+        self.place.guarded(|| self.take_one())
+    }
+
+    /// The body of [`try_acquire`](Self::try_acquire), in a guarded scope.
+    fn take_one(&self) -> bool {
         let count = self.place.word(COUNT);
         count.fetch_update(Ordering::Acquire, Ordering::Relaxed, |c| c.checked_sub(1)).is_ok()
     }
 
     /// Waits at most `timeout`; whether one was taken.
-    pub fn acquire_timeout(&self, timeout: Duration) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
         self.acquire_deadline(Instant::now().checked_add(timeout))
     }
 
     /// Waits until `deadline` (forever if `None`); whether one was taken.
-    pub fn acquire_deadline(&self, deadline: Option<Instant>) -> bool {
-        loop {
-            if self.try_acquire() {
-                return true;
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub fn acquire_deadline(&self, deadline: Option<Instant>) -> Result<bool> {
+        self.place.guarded(|| {
+            loop {
+                if self.take_one() {
+                    return true;
+                }
+                let (count, sleepers) = (self.place.word(COUNT), self.place.word(SLEEPERS));
+                let shm = &*self.place.shm;
+                // False also when the page is lost; the scope reports that.
+                if !wait_until(shm, count, sleepers, &self.spinner, deadline, |c| c > 0) {
+                    return false;
+                }
             }
-            let (count, sleepers) = (self.place.word(COUNT), self.place.word(SLEEPERS));
-            if !wait_until(count, sleepers, &self.spinner, deadline, |c| c > 0) {
-                return false;
-            }
-        }
+        })
     }
 
     /// Takes one from the count when it is above 0, without blocking a thread: a
     /// future for any async runtime. Cancel-safe: dropping it before it completes
     /// takes nothing (a permit it was woken for goes on to the next waiter).
-    pub fn acquire_async(&self) -> impl std::future::Future<Output = ()> + '_ {
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub fn acquire_async(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
         WhenReady::new(move || {
-            if self.try_acquire() {
-                Ok(())
-            } else {
-                Err(self.place.readiness(COUNT, SLEEPERS, 0, None))
-            }
+            self.place.attempt(|| {
+                if self.take_one() {
+                    Ok(())
+                } else {
+                    Err(self.place.readiness(COUNT, SLEEPERS, 0, None))
+                }
+            })
         })
     }
 
-    /// What to wait for while the count is 0 (`None` if a permit is there now),
-    /// for bindings that wait their own way (see [`Readiness`]). Takes nothing.
+    /// What to wait for while the count is 0 (`None` if a permit is there now, or
+    /// the page vanished: acquire then, to get the error), for bindings that wait
+    /// their own way (see [`Readiness`]). Takes nothing.
     pub fn readiness(&self) -> Option<Readiness> {
-        match self.place.word(COUNT).load(Ordering::Acquire) {
-            0 => Some(self.place.readiness(COUNT, SLEEPERS, 0, None)),
+        match self.place.guarded(|| self.place.word(COUNT).load(Ordering::Acquire)) {
+            Ok(0) => Some(self.place.readiness(COUNT, SLEEPERS, 0, None)),
             _ => None,
         }
     }
@@ -130,23 +164,30 @@ impl Semaphore {
     ///
     /// # Errors
     ///
-    /// [`Error::Incompatible`] if the count would pass `u32::MAX` (nothing is added).
+    /// [`Error::Incompatible`] if the count would pass `u32::MAX` (nothing is
+    /// added); [`Error::PagesLost`] as for [`acquire`](Self::acquire).
     pub fn release(&self, n: u32) -> Result<()> {
         let count = self.place.word(COUNT);
-        count.fetch_update(Ordering::Release, Ordering::Relaxed, |c| c.checked_add(n)).map_err(
-            |c| Error::Incompatible {
-                name: self.place.shm.name().to_owned(),
-                what: format!("a Semaphore at offset {}", self.place.offset),
-                reason: format!("has count {c}; releasing {n} more would overflow it"),
-            },
-        )?;
-        wake(count, self.place.word(SLEEPERS), n);
-        Ok(())
+        self.place.try_guarded(|| {
+            count
+                .fetch_update(Ordering::Release, Ordering::Relaxed, |c| c.checked_add(n))
+                .map_err(|c| Error::Incompatible {
+                    name: self.place.shm.name().to_owned(),
+                    what: format!("a Semaphore at offset {}", self.place.offset),
+                    reason: format!("has count {c}; releasing {n} more would overflow it"),
+                })?;
+            wake(count, self.place.word(SLEEPERS), n);
+            Ok(())
+        })
     }
 
     /// The current count.
-    pub fn value(&self) -> u32 {
-        self.place.word(COUNT).load(Ordering::Acquire)
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub fn value(&self) -> Result<u32> {
+        self.place.guarded(|| self.place.word(COUNT).load(Ordering::Acquire))
     }
 
     /// Caps how long a waiter spins before sleeping (default 20 us; zero: sleep

@@ -96,7 +96,8 @@ impl SeqLock {
             check_size(shm.name(), size)?;
         }
         let place = Place::new(Arc::clone(&shm), offset, HEADER, Kind::SeqLock)?;
-        let fresh = place.word(super::FLAGS).load(std::sync::atomic::Ordering::Acquire) == 0;
+        let flags = place.guarded(|| place.word(super::FLAGS).load(Ordering::Acquire))?;
+        let fresh = flags == 0;
         if fresh && size.is_none() {
             // Claiming fresh memory without a size would fix its size at 0.
             return Err(
@@ -131,7 +132,10 @@ impl SeqLock {
     ///
     /// # Errors
     ///
-    /// [`Error::OutOfBounds`] if `data` has the wrong length (nothing is written).
+    /// [`Error::OutOfBounds`] if `data` has the wrong length (nothing is written);
+    /// [`Error::PagesLost`] if another process shrank the segment, taking pages of
+    /// the seqlock (before or during the write, which then did not reach the
+    /// other processes; a wait ends within 100 ms of that).
     pub fn write(&self, data: &[u8]) -> Result<u32> {
         self.write_deadline(data, None)
     }
@@ -147,6 +151,11 @@ impl SeqLock {
         if data.len() != self.size {
             return Err(self.wrong_length(data.len()));
         }
+        self.place.try_guarded(|| self.write_unguarded(data, deadline))
+    }
+
+    /// The body of [`write_deadline`](Self::write_deadline), in its guarded scope.
+    fn write_unguarded(&self, data: &[u8], deadline: Option<Instant>) -> Result<u32> {
         let sequence = self.place.word(SEQUENCE);
         let writer = self.place.word(WRITER);
         let me = my_pid();
@@ -206,8 +215,13 @@ impl SeqLock {
         }
         let slice = now + LIVENESS_CHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
-        let writer = self.place.word(WRITER);
-        wait_until(writer, self.place.word(SLEEPERS), &self.spinner, Some(until), |v| v != w);
+        let (shm, writer) = (&*self.place.shm, self.place.word(WRITER));
+        let sleepers = self.place.word(SLEEPERS);
+        wait_until(shm, writer, sleepers, &self.spinner, Some(until), |v| v != w);
+        if self.place.pages_lost() {
+            // The writer word may be a private page now, which no writer frees.
+            return Err(self.place.shm.pages_lost_error());
+        }
         Ok(())
     }
 
@@ -219,7 +233,8 @@ impl SeqLock {
     ///
     /// [`Error::OutOfBounds`] if `buf` has the wrong length; [`Error::PeerDied`] if
     /// a writer died mid-write (the record may be torn, and stays so until the
-    /// next write).
+    /// next write); [`Error::PagesLost`] as in [`write`](Self::write) (`buf` then
+    /// holds zeros where the vanished pages were).
     pub fn read(&self, buf: &mut [u8]) -> Result<u32> {
         self.read_deadline(buf, None)
     }
@@ -244,6 +259,11 @@ impl SeqLock {
         if buf.len() != self.size {
             return Err(self.wrong_length(buf.len()));
         }
+        self.place.try_guarded(|| self.read_unguarded(buf, deadline))
+    }
+
+    /// The body of [`read_deadline`](Self::read_deadline), in its guarded scope.
+    fn read_unguarded(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<u32> {
         let sequence = self.place.word(SEQUENCE);
         let started = Instant::now();
         loop {
@@ -289,8 +309,13 @@ impl SeqLock {
         }
         let slice = now + LIVENESS_CHECK;
         let until = deadline.map_or(slice, |d| d.min(slice));
-        let sequence = self.place.word(SEQUENCE);
-        wait_until(sequence, self.place.word(SLEEPERS), &self.spinner, Some(until), |v| v != odd);
+        let (shm, sequence) = (&*self.place.shm, self.place.word(SEQUENCE));
+        let sleepers = self.place.word(SLEEPERS);
+        wait_until(shm, sequence, sleepers, &self.spinner, Some(until), |v| v != odd);
+        if self.place.pages_lost() {
+            // The sequence word may be a private page now, which no writer moves.
+            return Err(self.place.shm.pages_lost_error());
+        }
         if super::wait::interrupted() {
             return Err(self.busy(started));
         }
@@ -327,8 +352,12 @@ impl SeqLock {
     }
 
     /// The current sequence number (even: stable; it grows by 2 per write).
-    pub fn sequence(&self) -> u32 {
-        self.place.word(SEQUENCE).load(Ordering::Acquire)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PagesLost`] as in [`write`](Self::write).
+    pub fn sequence(&self) -> Result<u32> {
+        self.place.guarded(|| self.place.word(SEQUENCE).load(Ordering::Acquire))
     }
 
     fn data_word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {

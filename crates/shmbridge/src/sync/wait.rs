@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
+use crate::segment::SharedMemory;
 use crate::sys;
 
 thread_local! {
@@ -32,7 +33,7 @@ thread_local! {
 /// let event = shmbridge::sync::Event::create(&shmbridge::unique_name("doc_sig")?, false)?;
 /// // A wait that a signal (say SIGINT, with a handler installed) would cut short:
 /// let set = shmbridge::sync::return_on_signal(|| event.wait_timeout(Duration::from_millis(10)));
-/// assert!(!set);
+/// assert!(!set?);
 /// # Ok::<(), shmbridge::Error>(())
 /// ```
 pub fn return_on_signal<R>(f: impl FnOnce() -> R) -> R {
@@ -150,23 +151,37 @@ impl Spinner {
     }
 }
 
+/// The longest one sleep lasts before the waiter looks whether `shm` lost pages.
+/// A sleeper whose word's page a peer removed (by shrinking the segment) is
+/// woken by nobody: the kernel keeps it queued on the vanished page, and this
+/// process's wakers now write a private page in its place. Waits already wake this
+/// often or more for liveness checks (the channel, `Mutex`, `SeqLock`) and for
+/// signals (the Python binding's slices); an idle `Event` or `Semaphore` waiter
+/// wakes twice a second for this.
+pub(crate) const LOST_CHECK: Duration = Duration::from_millis(500);
+
 /// Waits until `ready(word)` or `deadline`; `true` if ready. `sleepers` counts the
 /// processes asleep on `word`, so that [`wake`] can skip the system call when
-/// nobody sleeps.
+/// nobody sleeps. Both words lie in `shm`, and the caller runs in a guarded scope
+/// of it ([`SharedMemory::guarded`]): if `shm` loses pages, the wait returns
+/// `false` within [`LOST_CHECK`], and callers that loop must look at
+/// [`SharedMemory::pages_lost`] before waiting again.
 pub(crate) fn wait_until(
+    shm: &SharedMemory,
     word: &AtomicU32,
     sleepers: &AtomicU32,
     spinner: &Spinner,
     deadline: Option<Instant>,
     ready: impl Fn(u32) -> bool,
 ) -> bool {
-    wait_until_or(word, sleepers, spinner, deadline, ready, || true)
+    wait_until_or(shm, word, sleepers, spinner, deadline, ready, || true)
 }
 
 /// As [`wait_until`], asking `may_sleep()` once, after spinning failed and before
 /// sleeping: the place for checks too costly for the fast path (is the other side
 /// alive?). If it says no, returns `false` at once.
 pub(crate) fn wait_until_or(
+    shm: &SharedMemory,
     word: &AtomicU32,
     sleepers: &AtomicU32,
     spinner: &Spinner,
@@ -182,13 +197,14 @@ pub(crate) fn wait_until_or(
         return false;
     }
     let asleep_at = Instant::now();
-    let done = sleep_until(word, sleepers, deadline, ready);
+    let done = sleep_until(shm, word, sleepers, deadline, ready);
     spinner.last_wait_short.store(asleep_at.elapsed() < SHORT_WAIT, Ordering::Relaxed);
     done
 }
 
 /// The sleeping half of [`wait_until`].
 fn sleep_until(
+    shm: &SharedMemory,
     word: &AtomicU32,
     sleepers: &AtomicU32,
     deadline: Option<Instant>,
@@ -196,23 +212,24 @@ fn sleep_until(
 ) -> bool {
     loop {
         let timeout = match deadline {
-            None => None,
+            None => LOST_CHECK,
             Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
+                Some(left) if !left.is_zero() => left.min(LOST_CHECK),
                 _ => return ready(word.load(Ordering::Acquire)),
             },
         };
         sleepers.fetch_add(1, Ordering::SeqCst);
         // Registered as a sleeper before the last look (SeqCst, paired with the
         // waker's SeqCst change of the word and load of `sleepers`): either we see
-        // the change, or the waker sees us and wakes.
+        // the change, or the waker sees us and wakes. (Those touches may be what
+        // finds the page gone: then do not sleep.)
         let seen = word.load(Ordering::SeqCst);
-        let signalled = !ready(seen) && sleep_on(word, seen, timeout);
+        let signalled = !ready(seen) && !shm.pages_lost() && sleep_on(word, seen, Some(timeout));
         sleepers.fetch_sub(1, Ordering::SeqCst);
         if ready(word.load(Ordering::Acquire)) {
             return true;
         }
-        if signalled {
+        if signalled || shm.pages_lost() {
             return false;
         }
     }

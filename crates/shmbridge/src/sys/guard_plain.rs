@@ -2,7 +2,7 @@
 //!
 //! macOS sizes a POSIX segment once (a second `ftruncate` fails), and Windows
 //! cannot shrink a file mapping while any view of it exists: pages never vanish
-//! under a mapping, so a copy is a plain copy.
+//! under a mapping, so a copy is a plain copy and a guarded scope just runs.
 
 use std::ptr::NonNull;
 
@@ -35,5 +35,17 @@ impl Guard {
         // SAFETY: the caller vouches for both ranges; overlap is allowed.
         unsafe { super::copy_bytes(src, dst, len) };
         Ok(())
+    }
+
+    /// Runs `f`: nothing can vanish under it.
+    #[inline]
+    pub(crate) fn guarded<R>(&self, f: impl FnOnce() -> R) -> Result<R, PagesLost> {
+        Ok(f())
+    }
+
+    /// Never: pages cannot vanish here.
+    #[inline]
+    pub(crate) fn pages_lost(&self) -> bool {
+        false
     }
 }

@@ -1,4 +1,5 @@
-//! Copies that survive a segment shrinking under them (Linux).
+//! Copies, and other touches of a mapping, that survive a segment shrinking under
+//! them (Linux).
 //!
 //! # The problem
 //!
@@ -14,35 +15,62 @@
 //! (`pread`/`pwrite`) costs a system call per copy, ~100x the 2 ns of a 64-byte
 //! `read_at`, and would break "fast paths make no system calls" for the channel;
 //! a `pwrite` past the new end would also silently grow the segment again, and
-//! named segments keep no descriptor. So copies run through the mapping, and a
-//! process-wide SIGBUS handler repairs the rare fault instead:
+//! named segments keep no descriptor; nor can an atomic word be read that way. So
+//! memory is touched through the mapping, and a process-wide SIGBUS handler
+//! repairs the rare fault instead:
 //!
 //! - every mapping registers its address range in a lock-free list of [`Slot`]s,
 //!   which the handler can walk without allocating or locking;
 //! - the handler must know that the faulting thread was inside one of *our*
-//!   copies, for *that* mapping (a view's fault must not be papered over, nor a
-//!   fault in the other side of the copy, which may be another segment's view).
-//!   A copy of more than 64 bytes names its slot in a thread-local word while it
-//!   runs ([`copy_naming_slot`]). A smaller one, on x86-64 with glibc, runs in a
-//!   routine of our own instead ([`small`]), which the handler recognizes by the
-//!   faulting instruction and by the slot in an argument register: a library's
-//!   thread-local is reached as if through a call (the general-dynamic model,
-//!   which stable Rust cannot change), and the registers saved around it made a
-//!   64-byte `read_at` 30-40% slower; the routine costs what the call to the C
-//!   library's `memmove` did. Elsewhere every copy names its slot;
+//!   copies or guarded scopes, for *that* mapping (a view's fault must not be
+//!   papered over, nor a fault in the other side of a copy, which may be another
+//!   segment's view). A copy of more than 64 bytes names its slot in a
+//!   thread-local word while it runs ([`copy_naming_slot`]), and so does a
+//!   guarded scope ([`Guard::guarded`]) for as long as its closure runs: the
+//!   operations that are not plain copies (the channel's header words and loops,
+//!   a primitive's state word, a seqlock's record copied through atomic words, an
+//!   array's generation counter, waits) run their whole body in one. Scopes and
+//!   copies nest: each puts back what the word held before it ([`Naming`]), and
+//!   the innermost one's mapping is the one repaired. A copy of 64 bytes or
+//!   fewer, on x86-64 with glibc, runs in a routine of our own instead
+//!   ([`small`]), which the handler recognizes by the faulting instruction and by
+//!   the slot in an argument register: a library's thread-local is reached as if
+//!   through a call (the general-dynamic model, which stable Rust cannot change),
+//!   and the registers saved around it made a 64-byte `read_at` 30-40% slower; the
+//!   routine costs what the call to the C library's `memmove` did. Elsewhere every
+//!   copy names its slot;
 //! - on such a fault, the handler maps an anonymous page over the vanished one
 //!   (`MAP_FIXED`, so the range stays reserved), marks the slot as having lost
 //!   pages and returns: the faulting access is retried and finds the anonymous
-//!   page, the copy completes with zeros, and [`Guard::copy`] then reports the
-//!   loss. From then on the slot refuses every guarded copy, since parts of the
-//!   mapping are no longer shared;
+//!   page, the copy or scope runs to its end on zeros (and on this process's own
+//!   writes to the private page), and [`Guard::copy`] or [`Guard::guarded`] then
+//!   reports the loss, whatever the closure returned. From then on the slot
+//!   refuses every guarded copy and scope at once, since parts of the mapping are
+//!   no longer shared;
 //! - every other SIGBUS goes to the handler that was installed before ours
 //!   (Python's `faulthandler`, Rust's stack-overflow reporter, or the default
 //!   action, which kills the process as if we were not there).
 //!
-//! Zero-copy views (slices, typed views, NumPy arrays over the mapping) are not
-//! copies: a fault through them is not ours, and kills the process as before. A
-//! vanished page is never silently replaced under them.
+//! # Waits
+//!
+//! A futex wait on a word whose page vanished fails with `EFAULT` (the kernel
+//! raises no signal there), and a sleeper queued on a page before it vanished is
+//! woken by nobody: the kernel keys a shared futex by file and offset, and after a
+//! repair this process's wakers write a private page. So the wait loops, which all
+//! run inside a scope, sleep at most half a second at a time (less where they
+//! already wake for liveness checks or signals), look at [`Guard::pages_lost`]
+//! before every sleep and after every wake, and end when it is set; their next
+//! touch of the word, in the scope, finds a vanished page if nothing else did.
+//! The async waiter threads look at their words in scopes too, as often.
+//!
+//! # What is not guarded
+//!
+//! Zero-copy views (slices, typed views, a received message or a loan read or
+//! written in place, NumPy arrays and DLPack tensors over the mapping) are not
+//! copies, and no scope is open while the caller's code runs (the channel's
+//! `drain_with` lends each message outside its scope): a fault through them is
+//! not ours, and kills the process as before. A vanished page is never silently
+//! replaced under them.
 //!
 //! # Living with other handlers
 //!
@@ -57,6 +85,12 @@
 //! `raise(SIGBUS)` does nothing then. Mapping a segment re-installs our handler
 //! if someone reset SIGBUS to its default, but never in front of another handler,
 //! which may chain to ours: that would make a loop.
+//!
+//! A handler installed later that neither chains to ours nor puts it back (a
+//! library's crash reporter that calls `_exit`, a `sigaction` that simply replaces
+//! ours) disables the repair: every fault, ours included, goes to it, and the
+//! process dies (or does whatever that handler does) as it would without
+//! shmbridge. Nothing here can detect that before the fault.
 
 use std::ffi::{c_int, c_void};
 use std::ptr::{self, NonNull};
@@ -95,9 +129,9 @@ static INSTALL: Mutex<bool> = Mutex::new(false);
 
 thread_local! {
     /// The address of the slot whose mapping this thread is copying to or from,
-    /// or 0. The handler sets the low bit ([`FAULTED`]) when it replaced a page
-    /// during the copy (a slot is aligned, so the bit is free): the copy learns of
-    /// the fault from the word it clears anyway.
+    /// or touching in a guarded scope, or 0. The handler sets the low bit
+    /// ([`FAULTED`]) when it replaced a page meanwhile (a slot is aligned, so the
+    /// bit is free): a copy learns of the fault from the word it restores anyway.
     ///
     /// A `const` thread-local of a type without `Drop`: no lazy initialization and
     /// no destructor to register, so a signal handler may read it (but see
@@ -182,6 +216,95 @@ impl Guard {
         // SAFETY: the caller's contract.
         unsafe { copy_naming_slot(slot, src, dst, len) }
     }
+
+    /// Runs `f` with this guard's mapping named as the one this thread touches, so
+    /// that a fault on any page of the mapping while `f` runs (in this thread) is
+    /// repaired as in [`copy`](Self::copy): the page reads as zeros, writes to it
+    /// go to a private page, and `f` runs on. Then the result is [`PagesLost`]
+    /// instead of `f`'s value, if this mapping lost pages before or while `f` ran
+    /// (in any thread); if it had lost pages before, `f` does not run at all.
+    ///
+    /// For operations that are not plain copies: atomic words, loops of loads and
+    /// stores, waits. Scopes nest (the innermost one's mapping is the one
+    /// repaired), and copies inside a scope keep working as copies.
+    ///
+    /// Cost: a thread-local's address, two loads and two stores of it, and two
+    /// loads of the lost flag; a few nanoseconds per call (see
+    /// `bench/src/bin/channel_costs.rs`).
+    #[inline]
+    pub(crate) fn guarded<R>(&self, f: impl FnOnce() -> R) -> Result<R, PagesLost> {
+        debug_assert!(self.registered, "a scope on a mapping being unmapped");
+        let slot = self.slot;
+        if slot.lost.load(Ordering::Relaxed) {
+            return Err(PagesLost);
+        }
+        let scope = Naming::begin(slot);
+        let result = f();
+        drop(scope);
+        if slot.lost.load(Ordering::Relaxed) { Err(PagesLost) } else { Ok(result) }
+    }
+
+    /// Whether pages of this guard's mapping vanished (a fault was repaired, in any
+    /// thread): for wait loops inside a [`guarded`](Self::guarded) scope, which
+    /// must stop waiting on a word that nobody else sees any more.
+    #[inline]
+    pub(crate) fn pages_lost(&self) -> bool {
+        self.slot.lost.load(Ordering::Relaxed)
+    }
+}
+
+/// This thread's [`COPYING`] word naming a slot, for as long as the value lives;
+/// dropping it (also on unwinding) puts back what the word held before, so scopes
+/// and copies nest.
+struct Naming {
+    word: *const AtomicUsize,
+    previous: usize,
+}
+
+impl Naming {
+    /// Names `slot` in this thread's word.
+    #[inline(always)]
+    fn begin(slot: &Slot) -> Self {
+        // The thread-local's address is taken once: in a library loaded with dlopen
+        // (the Python extension), every access is a call to `__tls_get_addr`.
+        let word = COPYING.with(ptr::from_ref);
+        // SAFETY: a const thread-local without Drop lives, at this address, as long
+        // as the thread, and this value never leaves the thread (it is !Send).
+        let copying = unsafe { &*word };
+        let previous = copying.load(Ordering::Relaxed);
+        copying.store(ptr::from_ref(slot) as usize, Ordering::Relaxed);
+        // The handler runs on this thread, between any two instructions: the fence
+        // keeps the compiler from moving the scope's accesses before the naming.
+        compiler_fence(Ordering::SeqCst);
+        Self { word, previous }
+    }
+
+    /// Ends the naming; whether the handler repaired a page for it meanwhile.
+    #[inline(always)]
+    fn end(self) -> bool {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.restore()
+    }
+
+    #[inline(always)]
+    fn restore(&self) -> bool {
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: as in begin; still the same thread.
+        let copying = unsafe { &*self.word };
+        // A load and a store rather than a swap (a locked instruction): only this
+        // thread's signal handler writes the word, and nothing between the two
+        // touches a mapping.
+        let value = copying.load(Ordering::Relaxed);
+        copying.store(self.previous, Ordering::Relaxed);
+        value & FAULTED != 0
+    }
+}
+
+impl Drop for Naming {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.restore();
+    }
 }
 
 /// The copy of [`Guard::copy`] with `slot` named in the thread-local word, for
@@ -198,23 +321,13 @@ unsafe fn copy_naming_slot(
     dst: *mut u8,
     len: usize,
 ) -> Result<(), PagesLost> {
-    COPYING.with(|copying| copying.store(ptr::from_ref(slot) as usize, Ordering::Relaxed));
-    // The handler runs on this thread, between any two instructions of the copy:
-    // the fences keep the compiler from moving the copy out of the window in which
-    // COPYING names our slot.
-    compiler_fence(Ordering::SeqCst);
+    // The fences in Naming keep the compiler from moving the copy out of the window
+    // in which COPYING names our slot. What the word held before (a scope around
+    // this copy) is put back after it.
+    let naming = Naming::begin(slot);
     // SAFETY: the caller vouches for both ranges; overlap is allowed.
     unsafe { super::copy_bytes(src, dst, len) };
-    compiler_fence(Ordering::SeqCst);
-    // A load and a store rather than a swap (a locked instruction): only this
-    // thread's signal handler writes the word, and nothing between the two touches
-    // the mapping.
-    let copying = COPYING.with(|copying| {
-        let value = copying.load(Ordering::Relaxed);
-        copying.store(0, Ordering::Relaxed);
-        value
-    });
-    if copying & FAULTED != 0 { Err(PagesLost) } else { Ok(()) }
+    if naming.end() { Err(PagesLost) } else { Ok(()) }
 }
 
 /// Small copies without the thread-local (x86-64 Linux, glibc).

@@ -15,7 +15,9 @@
 //!   `Mapping::unmap`, which reports the error). Copies to and from a mapping go
 //!   through `Mapping::copy_out` / `copy_in`, which turn a page that vanished under
 //!   them (a peer shrank the segment) into [`PagesLost`] instead of a SIGBUS
-//!   (`guard_sigbus.rs` on Linux; elsewhere pages cannot vanish, `guard_plain.rs`);
+//!   (`guard_sigbus.rs` on Linux; elsewhere pages cannot vanish, `guard_plain.rs`),
+//!   and `Mapping::guarded(f)` does the same for whatever `f` touches of the
+//!   mapping (atomic words, waits), with `Mapping::pages_lost` for wait loops;
 //! - `free_space()`: bytes left for new segments, where the platform tells;
 //! - for the worker's pipes to its child (feature `worker`): `wait_readable(pipe,
 //!   timeout)`, `wait_writable(pipe, timeout)`, `set_nonblocking(pipe)` (`false`
@@ -223,6 +225,28 @@ impl Mapping {
         // (the caller's bounds and check); the caller vouches for src and for the
         // references.
         unsafe { self.guard.copy(src, self.ptr.as_ptr().add(offset), len) }
+    }
+
+    /// Runs `f`, in which this thread touches the mapping other than by the copies
+    /// above (atomic words, loops, waits), so that a page that vanishes under it
+    /// is repaired as in a copy: the result is then [`PagesLost`] instead of `f`'s.
+    /// If the mapping lost pages before, `f` does not run. Nested scopes work; the
+    /// innermost one's mapping is the one repaired.
+    ///
+    /// Zero-copy views used inside `f` are covered too: only our own code runs
+    /// there, which never hands such a view out of the scope.
+    #[inline]
+    pub(crate) fn guarded<R>(&self, f: impl FnOnce() -> R) -> Result<R, PagesLost> {
+        // A mapping is unmapped only through `&mut self` (or on drop), so it stays
+        // mapped, and its guard registered, while `f` runs.
+        self.guard.guarded(f)
+    }
+
+    /// Whether pages of the mapping vanished (some copy or scope of this process
+    /// repaired a fault): the mapping is no longer wholly shared.
+    #[inline]
+    pub(crate) fn pages_lost(&self) -> bool {
+        self.guard.pages_lost()
     }
 
     /// Unmaps now and reports the error; the drop that follows does nothing.

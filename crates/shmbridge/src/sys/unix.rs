@@ -342,14 +342,18 @@ pub(crate) fn wait_on(
             tv_sec: t.as_secs().min(i64::MAX as u64) as _,
             tv_nsec: t.subsec_nanos() as _,
         });
-        // EAGAIN (the word changed), EINTR and ETIMEDOUT all mean: re-check.
+        // EAGAIN (the word changed), EINTR and ETIMEDOUT all mean: re-check. So does
+        // EFAULT: the word's page vanished (a peer shrank the segment), which the
+        // kernel reports here instead of raising SIGBUS; the caller's next touch of
+        // the word, in a guarded scope, finds out.
         let result = futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref());
         debug_assert!(matches!(
             result,
             Ok(())
                 | Err(rustix::io::Errno::AGAIN
                     | rustix::io::Errno::INTR
-                    | rustix::io::Errno::TIMEDOUT)
+                    | rustix::io::Errno::TIMEDOUT
+                    | rustix::io::Errno::FAULT)
         ));
         matches!(result, Err(rustix::io::Errno::INTR))
     }
@@ -576,6 +580,9 @@ pub(crate) fn wait_on_many(
             | Err(
                 rustix::io::Errno::AGAIN | rustix::io::Errno::INTR | rustix::io::Errno::TIMEDOUT,
             ) => return,
+            // A word's page vanished (a peer shrank its segment): the caller's
+            // guarded look at the words finds which, and drops it; poll meanwhile.
+            Err(rustix::io::Errno::FAULT) => {}
             // Before Linux 5.16: poll instead.
             Err(_) => {}
         }

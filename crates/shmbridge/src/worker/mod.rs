@@ -56,7 +56,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::channel::{Channel, ChannelError, Receiver};
+use crate::channel::{Channel, ChannelError, Message, Receiver};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -123,17 +123,33 @@ pub struct WorkerBuilder {
 
 /// How requests and answers travel once the worker has started (the handshake
 /// always comes over its stdout pipe).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// The default is [`Transport::SharedMemory`] of [`Transport::DEFAULT_CAPACITY`]:
+/// `./dev bench` measures it the faster of the two on a quiet and a busy machine
+/// (docs/benchmarks.md, "Worker calls").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// JSON lines over the child's stdin and stdout (the default).
-    #[default]
+    /// JSON lines over the child's stdin and stdout.
     Pipe,
-    /// Two shared-memory channels of `capacity` bytes each (requests and answers
-    /// up to half of it): no system call per message while both sides are busy.
+    /// Two shared-memory channels of `capacity` bytes each: no system call per
+    /// message while both sides are busy. A request or answer longer than half of
+    /// it (a channel's largest message) goes down the pipe instead, in its turn.
     SharedMemory {
         /// Bytes of each channel's ring.
         capacity: usize,
     },
+}
+
+impl Transport {
+    /// Each channel's ring in the default transport: 1 MiB (answers and requests
+    /// of up to 512 KiB go through shared memory, longer ones down the pipe).
+    pub const DEFAULT_CAPACITY: usize = 1 << 20;
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport::SharedMemory { capacity: Self::DEFAULT_CAPACITY }
+    }
 }
 
 impl WorkerBuilder {
@@ -147,7 +163,7 @@ impl WorkerBuilder {
             startup_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(5),
             forward_stderr: true,
-            transport: Transport::Pipe,
+            transport: Transport::default(),
             #[cfg(unix)]
             shared_fds: Vec::new(),
         }
@@ -199,7 +215,7 @@ impl WorkerBuilder {
         self
     }
 
-    /// How calls travel (default [`Transport::Pipe`]).
+    /// How calls travel (default: [`Transport::default`]).
     pub fn transport(&mut self, transport: Transport) -> &mut Self {
         self.transport = transport;
         self
@@ -289,7 +305,7 @@ impl WorkerBuilder {
             expiring: Mutex::new(Vec::new()),
             replies: Mutex::new(match &channels {
                 None => Inbox::Pipe(BufReader::new(stdout)),
-                Some(_) => Inbox::Channel(BufReader::new(stdout), None),
+                Some(_) => Inbox::Channel(BufReader::new(stdout), None, false),
             }),
             stderr: Mutex::new(StderrTail { bytes: Vec::new(), closed: false, held_open: false }),
             stderr_closed: Condvar::new(),
@@ -317,7 +333,7 @@ impl WorkerBuilder {
                 worker.functions = functions;
                 if let Some((sender, receiver, ..)) = channels {
                     worker.outbox.use_channel(sender);
-                    if let Inbox::Channel(_, slot) = &mut *lock(&worker.shared.replies) {
+                    if let Inbox::Channel(_, slot, _) = &mut *lock(&worker.shared.replies) {
                         *slot = Some(receiver);
                     }
                 }
@@ -414,11 +430,17 @@ impl Route {
 }
 
 /// The answers' way back: the stdout pipe (which always carries the handshake),
-/// and for the shared-memory transport the answer channel.
+/// and for the shared-memory transport the answer channel, with whether the
+/// channel said that the next answer comes down the pipe (too long for it).
 enum Inbox {
     Pipe(BufReader<ChildStdout>),
-    Channel(BufReader<ChildStdout>, Option<Receiver>),
+    Channel(BufReader<ChildStdout>, Option<Receiver>, bool),
 }
+
+/// The message a channel of the shared-memory transport carries in place of one
+/// too long for it: the next line on the pipe is that message (JSON never starts
+/// with a NUL byte). The server does the same with answers.
+pub(crate) const SPILLED: &[u8] = b"\0spilled";
 
 /// What a waiting caller is told.
 enum Wake {
@@ -539,15 +561,6 @@ impl Worker {
                 lock(&self.shared.calls).pending.remove(&id);
                 Err(Error::Timeout { function: function.to_owned(), after: timeout })
             }
-            Err(Unsent::TooLarge { len, max }) => {
-                lock(&self.shared.calls).pending.remove(&id);
-                Err(Error::Protocol {
-                    reason: format!(
-                        "a request of {len} bytes does not fit the shared-memory transport \
-                         (at most {max}): use a larger capacity, or pass the data in a segment"
-                    ),
-                })
-            }
         }
     }
 
@@ -629,7 +642,7 @@ impl Shared {
         let deadline = deadline_after(timeout);
         let mut replies = lock(&self.replies);
         let stdout = match &mut *replies {
-            Inbox::Pipe(stdout) | Inbox::Channel(stdout, _) => stdout,
+            Inbox::Pipe(stdout) | Inbox::Channel(stdout, _, _) => stdout,
         };
         match self.read_pipe_line(stdout, deadline) {
             Some(Ok(line)) => parse_handshake(&line),
@@ -703,10 +716,15 @@ impl Shared {
     /// channel ends the worker for every caller.
     fn read_line(&self, replies: &mut Inbox, deadline: Instant) -> Option<Result<String>> {
         match replies {
-            Inbox::Pipe(stdout) | Inbox::Channel(stdout, None) => {
+            Inbox::Pipe(stdout) | Inbox::Channel(stdout, None, _) => {
                 self.read_pipe_line(stdout, deadline)
             }
-            Inbox::Channel(_, Some(receiver)) => loop {
+            Inbox::Channel(stdout, Some(_), spilled @ true) => {
+                let line = self.read_pipe_line(stdout, deadline);
+                *spilled = line.is_none(); // timed out: the line is still to come
+                line
+            }
+            Inbox::Channel(stdout, Some(receiver), spilled) => loop {
                 let now = Instant::now();
                 if now >= deadline {
                     return None;
@@ -714,14 +732,22 @@ impl Shared {
                 // In slices: a worker that died before it opened its end of the
                 // channel cannot be seen in the channel, only as a process.
                 let slice = deadline.min(now + LIVENESS_CHECK);
-                let text = |message: &[u8]| String::from_utf8_lossy(message).into_owned();
-                match receiver.recv_deadline(Some(slice)).map(|m| text(&m)) {
+                // A guarded copy: the worker may write its ring at any moment.
+                let text = |message: Message<'_>| {
+                    message.to_vec().map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                };
+                match receiver.recv_deadline(Some(slice)).and_then(text) {
+                    Ok(line) if line.as_bytes() == SPILLED => {
+                        let line = self.read_pipe_line(stdout, deadline);
+                        *spilled = line.is_none();
+                        return line;
+                    }
                     Ok(line) => return Some(Ok(line)),
                     Err(ChannelError::Timeout) if !self.has_exited() => {}
                     Err(ChannelError::Timeout) => {
                         // An answer it published before it died is still delivered.
                         let now = Some(Instant::now());
-                        if let Ok(line) = receiver.recv_deadline(now).map(|m| text(&m)) {
+                        if let Ok(line) = receiver.recv_deadline(now).and_then(text) {
                             return Some(Ok(line));
                         }
                         self.end();

@@ -14,14 +14,16 @@
 //! them in a thread of their own would need a thread per worker, or per stalled
 //! request, for a case that only matters once the next request comes; and declaring
 //! the pipe broken would kill a worker for being slow. On the shared-memory
-//! transport a request is published whole or not at all, so nothing is kept.
+//! transport a request is published whole or not at all, so nothing is kept; one
+//! too long for the channel goes down the pipe (after a [`SPILLED`] message that
+//! tells the server to read it there), with the pipe's rules.
 
 use std::io::{ErrorKind, Write};
 use std::process::ChildStdin;
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
-use super::{LIVENESS_CHECK, lock};
+use super::{LIVENESS_CHECK, SPILLED, lock};
 use crate::channel::{ChannelError, Sender};
 use crate::sys;
 
@@ -41,9 +43,10 @@ struct State {
 
 enum Way {
     Pipe(Pipe),
-    /// The stdin pipe is kept open (closing it is one way to say goodbye).
+    /// The stdin pipe is kept open (closing it is one way to say goodbye), and
+    /// carries the requests too long for the channel.
     Channel {
-        _stdin: ChildStdin,
+        pipe: Pipe,
         sender: Sender,
     },
     /// Shut by `close`, or after the worker was found gone.
@@ -65,8 +68,6 @@ pub(super) enum Unsent {
     /// either not in the stream at all, or in it and to be finished by the next
     /// writer (see the module docs).
     Timeout,
-    /// Larger than a message of the shared-memory transport can be.
-    TooLarge { len: usize, max: usize },
     /// The worker is gone, or will read no more: whoever reads its answers finds
     /// out how it ended.
     Gone,
@@ -88,7 +89,7 @@ impl Outbox {
     pub(super) fn use_channel(&self, sender: Sender) {
         let mut state = lock(&self.state);
         if let Some(Way::Pipe(pipe)) = state.way.take() {
-            state.way = Some(Way::Channel { _stdin: pipe.stdin, sender });
+            state.way = Some(Way::Channel { pipe, sender });
         } else {
             state.way = Some(Way::Closed);
         }
@@ -109,9 +110,17 @@ impl Outbox {
         } else {
             match &mut way {
                 Way::Pipe(pipe) => pipe.send(request, deadline, worker_gone),
-                Way::Channel { sender, .. } => {
+                Way::Channel { pipe, sender } => {
                     let message = request.strip_suffix(b"\n").unwrap_or(request);
-                    send_message(sender, message, deadline, worker_gone)
+                    // A spilled request cut short blocks the server until it is whole.
+                    pipe.finish(deadline, worker_gone).and_then(|()| {
+                        if message.len() <= sender.max_message() {
+                            send_message(sender, message, deadline, worker_gone)
+                        } else {
+                            send_message(sender, SPILLED, deadline, worker_gone)?;
+                            pipe.send(request, deadline, worker_gone)
+                        }
+                    })
                 }
                 Way::Closed => Err(Unsent::Gone),
             }
@@ -174,20 +183,29 @@ impl Pipe {
             // Writes wait for room here: the deadline holds from the answer on.
             return self.stdin.write_all(request).map_err(|_| Unsent::Gone);
         }
-        // Another caller's request cut short goes first: lines must stay whole.
-        if !self.unfinished.is_empty() {
-            let written = write_until(&mut self.stdin, &self.unfinished, deadline, worker_gone)?;
-            self.unfinished.drain(..written);
-            if !self.unfinished.is_empty() {
-                return Err(Unsent::Timeout); // nothing of this request was written
-            }
-        }
+        self.finish(deadline, worker_gone)?;
         let written = write_until(&mut self.stdin, request, deadline, worker_gone)?;
         if written < request.len() {
             if written > 0 {
                 self.unfinished.extend_from_slice(&request[written..]);
             }
             return Err(Unsent::Timeout);
+        }
+        Ok(())
+    }
+}
+
+impl Pipe {
+    /// Writes the rest of another caller's request cut short, by `deadline`: lines
+    /// must stay whole. [`Unsent::Timeout`] if some is left (nothing of the caller's
+    /// own request was written then).
+    fn finish(&mut self, deadline: Instant, worker_gone: &dyn Fn() -> bool) -> Result<(), Unsent> {
+        if !self.unfinished.is_empty() {
+            let written = write_until(&mut self.stdin, &self.unfinished, deadline, worker_gone)?;
+            self.unfinished.drain(..written);
+            if !self.unfinished.is_empty() {
+                return Err(Unsent::Timeout);
+            }
         }
         Ok(())
     }
@@ -242,7 +260,6 @@ fn send_message(
             }
             Err(ChannelError::Timeout) if worker_gone() => return Err(Unsent::Gone),
             Err(ChannelError::Timeout) => {}
-            Err(ChannelError::TooLarge { len, max }) => return Err(Unsent::TooLarge { len, max }),
             Err(_) => return Err(Unsent::Gone),
         }
     }

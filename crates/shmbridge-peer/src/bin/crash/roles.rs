@@ -113,7 +113,8 @@ fn consumer(name: &str, log: bool) {
             Err(ChannelError::Closed) => break "closed",
             Err(e) => give_up(format_args!("recv: {e}")),
         };
-        let Some(i) = sequence(&message) else { give_up("a damaged message") };
+        let bytes = message.bytes().to_vec().unwrap_or_else(|e| give_up(format_args!("read: {e}")));
+        let Some(i) = sequence(&bytes) else { give_up("a damaged message") };
         if log {
             say(format_args!("got {i}"));
         }
@@ -155,18 +156,19 @@ fn locker(name: &str, create: bool, iterations: u64) {
     use std::sync::atomic::Ordering::Relaxed;
     while ops < iterations {
         let guard = match mutex.lock_timeout(WAIT) {
-            Some(Ok(guard)) => {
+            Ok(Some(Ok(guard))) => {
                 if a.load(Relaxed) != b.load(Relaxed) {
                     torn += 1;
                 }
                 guard
             }
-            Some(Err(died)) => {
+            Ok(Some(Err(died))) => {
                 takeovers += 1;
                 b.store(a.load(Relaxed), Relaxed); // repair
                 died.into_guard()
             }
-            None => give_up("the lock"),
+            Ok(None) => give_up("the lock"),
+            Err(e) => give_up(format_args!("lock: {e}")),
         };
         a.fetch_add(1, Relaxed);
         for _ in 0..64 {
@@ -238,13 +240,13 @@ fn seqlock_reader(name: &str, reads: u64) {
 /// Creates an array of 4096 f64, says `ready`, waits for `go`, then fills it with
 /// k and bumps the generation, for k = 1, 2, ... until killed.
 fn array_writer(name: &str) {
-    let mut array = SharedArray::<f64>::create(name, &[4096]).unwrap();
+    let array = SharedArray::<f64>::create(name, &[4096]).unwrap();
     say("ready");
     if hear().as_deref() != Some("go") {
         return;
     }
     for k in 1.. {
-        array.as_mut_slice().unwrap().fill(k as f64);
+        array.elements().fill(k as f64).unwrap();
         array.bump_generation().unwrap();
     }
 }
@@ -256,13 +258,16 @@ fn array_reader(name: &str, reads: u64) {
     say("ready");
     let (mut last, mut backwards, mut sum) = (0u64, 0u64, 0f64);
     for _ in 0..reads {
-        let generation = array.generation();
+        let generation = array.generation().unwrap_or_else(|e| give_up(format_args!("{e}")));
         if generation < last {
             backwards += 1;
         }
         last = generation;
-        let data = array.data();
-        sum += f64::from_le_bytes(data[data.len() - 8..].try_into().unwrap());
+        let data = array.data_bytes();
+        let mut last_value = [0u8; 8];
+        let tail = data.subslice(data.len() - 8..).expect("the array holds 8 bytes or more");
+        tail.copy_to_slice(&mut last_value).unwrap_or_else(|e| give_up(format_args!("{e}")));
+        sum += f64::from_le_bytes(last_value);
     }
     std::hint::black_box(sum);
     say(format_args!("summary reads={reads} backwards={backwards} generation={last}"));
@@ -285,7 +290,7 @@ fn creator(kind: &str, name: &str) {
         "semaphore" => keep.push(Box::new(Semaphore::create(name, 1).unwrap())),
         "mutex" => {
             let mutex: &'static Mutex = Box::leak(Box::new(Mutex::create(name).unwrap()));
-            std::mem::forget(mutex.lock().unwrap_or_else(|d| d.into_guard()));
+            std::mem::forget(mutex.lock().unwrap().unwrap_or_else(|d| d.into_guard()));
         }
         "seqlock" => keep.push(Box::new(SeqLock::create(name, 32).unwrap())),
         other => panic!("unknown kind {other}"),
