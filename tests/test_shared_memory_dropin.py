@@ -141,28 +141,30 @@ def test_subclassing(cleanup: Cleanup) -> None:
 
 
 def test_track_goes_through_one_hook(monkeypatch: pytest.MonkeyPatch, cleanup: Cleanup) -> None:
-    tracked: list[str] = []
-    monkeypatch.setattr(shared_memory, "_track_created", lambda segment: tracked.append(segment.name))
+    # `track` takes effect in one place, _lifetime, and only for creators.
+    asked: list[bool] = []
+    real = shared_memory._lifetime
+    monkeypatch.setattr(shared_memory, "_lifetime", lambda track: asked.append(track) or real(track))
     created = SharedMemory(create=True, size=8)  # track=True by default
     cleanup(created.unlink)
     cleanup(created.close)
-    assert tracked == [created._name]
+    assert asked == [True]
     SharedMemory(created.name).close()  # openers never track
     SharedMemory(created.name, track=True).close()
     untracked = SharedMemory(create=True, size=8, track=False)
     cleanup(untracked.unlink)
     cleanup(untracked.close)
-    assert tracked == [created._name]
+    assert asked == [True, False]
+    if LINUX:
+        # What the ownership record says (docs/FORMAT.md: flag bit 0, persistent).
+        def flags(shm: SharedMemory) -> int:
+            return os.getxattr(f"/dev/shm/{shm.name}", "user.shmbridge")[7]
 
-    def refuse(segment: Any) -> None:
-        raise RuntimeError("tracking failed")
-
-    # A failing hook leaves nothing behind.
-    monkeypatch.setattr(shared_memory, "_track_created", refuse)
-    name = f"{PREFIX}_track_fails"
-    with pytest.raises(RuntimeError):
-        SharedMemory(name, create=True, size=8)
-    assert not exists(name)
+        assert flags(created) == 0, "track=True: reclaimable once the creator has died"
+        assert flags(untracked) == 1, "track=False: persistent"
+    # close() never unlinks, tracked or not.
+    created.close()
+    assert exists(created.name)
 
 
 def test_shareable_list_beyond_the_stdlib(cleanup: Cleanup) -> None:

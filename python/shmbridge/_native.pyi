@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Literal, final
 
 from typing_extensions import Buffer, Self, disjoint_base
 
@@ -40,6 +40,13 @@ def unlink(name: str) -> None:
     Raises FileNotFoundError if no segment has that name.
     """
 
+def _cli(argv: list[str]) -> int:
+    """Run the ``shmbridge`` command line ``argv`` (program name first); its exit status."""
+
+def _wait_gone(name: str, timeout: float) -> bool:
+    """Wait until no segment is named ``name``, or ``timeout`` seconds pass; whether it
+    is gone (inotify on /dev/shm, the GIL released; Linux)."""
+
 @disjoint_base
 class SharedMemory:
     """A named shared-memory segment mapped into this process.
@@ -75,6 +82,13 @@ class SharedMemory:
     or a NumPy array kills the process with SIGBUS. Opening refuses a symbolic link,
     FIFO or directory planted under the name (OSError; ``errno.ELOOP`` for a link);
     ``mode`` takes permission bits only (ValueError beyond 0o777).
+
+    ``lifetime`` (when creating) says how long the name lasts: ``"object"`` (the
+    default) until this object's ``close()`` or collection; ``"process"`` past
+    ``close()``, until this process has died and no process maps the segment;
+    ``"persistent"`` (as ``persist=True``) until someone unlinks it. Unless
+    persistent, a segment whose creator died before removing it (a kill) is removed
+    automatically once no process maps it (Linux: the ``shmbridge`` reclaim tracker).
     """
 
     def __new__(
@@ -88,6 +102,7 @@ class SharedMemory:
         readonly: bool = False,
         replace: bool = False,
         populate: bool = False,
+        lifetime: Literal["object", "process", "persistent"] | None = None,
     ) -> Self: ...
     @classmethod
     def create(
@@ -99,6 +114,7 @@ class SharedMemory:
         persist: bool = False,
         replace: bool = False,
         populate: bool = False,
+        lifetime: Literal["object", "process", "persistent"] | None = None,
     ) -> Self:
         """Create a new segment of ``size`` bytes (same as ``create=True``)."""
     @classmethod

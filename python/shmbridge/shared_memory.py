@@ -14,7 +14,9 @@ What changes is underneath:
   SIGBUS at some later write;
 - nothing goes through :mod:`multiprocessing.resource_tracker`, so no tracker
   unlinks a segment that another process still uses (CPython gh-82300), and a
-  forked child's ``close()`` or exit never removes its parent's segment;
+  forked child's ``close()`` or exit never removes its parent's segment; with
+  ``track=True`` (the default), a segment whose creator has died is removed once
+  no process maps it any more (shmbridge's own reclaim, Linux);
 - ``close()`` cannot crash the interpreter, whatever the program kept: NumPy arrays
   (``np.ndarray(buffer=shm.buf)``, ``np.frombuffer``), ``memoryview.cast``, ctypes
   ``from_buffer`` and the like keep working after it, and the memory is unmapped when
@@ -47,7 +49,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from functools import partial
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from shmbridge import _native
 
@@ -65,17 +67,19 @@ def _make_filename() -> str:
     return _SHM_NAME_PREFIX + secrets.token_hex(nbytes)
 
 
-def _track_created(segment: _native.SharedMemory) -> None:
-    """What ``track=True`` does for a segment this process has just created.
+def _lifetime(track: bool) -> Literal["process", "persistent"]:
+    """The native ``lifetime`` of a segment created with ``track``: the one place
+    where ``track`` takes effect.
 
-    The one place where ``track`` takes effect, so that automatic reclaim (issue 12)
-    has a single hook to wire up: a tracked segment whose creator dies without
-    unlinking it will be removed once no process maps it any more. Until that lands
-    this does nothing, and a segment that nobody unlinks stays (like one made with
-    ``track=False``) until ``unlink()``, ``shmbridge.unlink(name)`` or a reboot.
-    Openers never track: only the creator's ``track`` matters.
+    ``track=True``: ``"process"``. ``close()`` never unlinks (as in the stdlib), and
+    once this process has died, the segment is removed as soon as no process maps
+    it: shmbridge's reclaim tracker (started by the first such create, one per user)
+    or the last process that maps it does it, never while anyone still maps it
+    (unlike the stdlib's resource tracker, gh-82300). ``track=False``:
+    ``"persistent"``, kept until someone unlinks it. Openers never track: only the
+    creator's ``track`` matters.
     """
-    del segment
+    return "process" if track else "persistent"
 
 
 class SharedMemory:
@@ -92,13 +96,12 @@ class SharedMemory:
     removes its name (once, from any process). Views taken from ``buf`` stay valid
     after ``close()``: the memory is unmapped when nothing can reach it any more.
 
-    ``track`` (keyword only) is accepted and kept. The stdlib's resource tracker
-    unlinks a tracked segment when its process tree exits, even one that another
-    process still uses (gh-82300); shmbridge never does that. ``track=False`` means
-    persistent: the segment stays until someone unlinks it. ``track=True`` will mean
-    "reclaimed once its creator has died and no process maps it" (automatic reclaim,
-    not built yet): today it behaves like ``track=False``. It only matters to the
-    creator; opening with ``track=True`` never unlinks anybody's segment.
+    ``track`` (keyword only) only matters to the creator. ``track=True`` (the
+    default): the segment is removed once its creator has died and no process maps
+    it any more (Linux; as the stdlib's resource tracker does at exit, except that
+    a segment another process still uses is never removed, gh-82300).
+    ``track=False``: the segment stays until someone unlinks it. Opening with
+    ``track=True`` never unlinks anybody's segment.
 
     A pickled ``SharedMemory`` carries its name: unpickling (in a ``multiprocessing``
     child, for instance) attaches to the block and never owns or unlinks it. The class
@@ -136,21 +139,15 @@ class SharedMemory:
                     break
                 except FileExistsError:
                     continue
-        if create and track:
-            try:
-                _track_created(segment)
-            except BaseException:
-                segment.close()
-                segment.unlink()
-                raise
         self._segment = segment
         self._buf = memoryview(segment)
 
     def _create(self, name: str, size: int) -> _native.SharedMemory:
-        # persist=True: the native object never unlinks by itself. In this module only
-        # unlink() does (and, for track=True, automatic reclaim once it exists), so a
-        # close(), a collection or a forked child's exit never removes the name.
-        return _native.SharedMemory.create(name, size, mode=self._mode, persist=True)
+        # The native object never unlinks by itself with either lifetime: in this
+        # module only unlink() does (and, for track=True, automatic reclaim after this
+        # process has died), so a close(), a collection or a forked child's exit never
+        # removes the name.
+        return _native.SharedMemory.create(name, size, mode=self._mode, lifetime=_lifetime(self._track))
 
     @property
     def buf(self) -> memoryview:

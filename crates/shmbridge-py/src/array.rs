@@ -82,7 +82,10 @@ impl SharedArray {
             .collect::<PyResult<Vec<usize>>>()?;
         // The core never unlinks here; this object does when collected, as the last
         // NumPy array made from it goes.
-        let options = SharedMemoryOptions::new().mode(mode).replace(replace).persist(true).clone();
+        let lifetime =
+            if persist { shmbridge::Lifetime::Persistent } else { shmbridge::Lifetime::Process };
+        let options =
+            SharedMemoryOptions::new().mode(mode).replace(replace).lifetime(lifetime).clone();
         let array = ArraySegment::create(&options, name, dtype, &shape, parse_order(order)?)
             .map_err(to_py)?;
         Ok(Self {

@@ -16,6 +16,7 @@ mod dlpack;
 mod errors;
 mod input;
 mod mode;
+mod operations;
 mod segment;
 mod sole_reference;
 mod sync;
@@ -62,6 +63,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(unique_name, m)?)?;
     m.add_function(wrap_pyfunction!(unlink, m)?)?;
     m.add_function(wrap_pyfunction!(segment::reopen_segment, m)?)?;
+    m.add_function(wrap_pyfunction!(operations::_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(operations::_wait_gone, m)?)?;
+    operations::register_tracker(m)?;
     m.add("MAX_NAME_LEN", shmbridge::max_name_len())?;
     m.add(
         "__all__",

@@ -77,6 +77,13 @@ const DETACH_AT: usize = 1 << 20;
 /// ...     SharedMemory(shm.name).read(5)    # another process would do the same
 /// 5
 /// b'Hello'
+///
+/// ``lifetime`` (when creating) says how long the name lasts: ``"object"`` (the
+/// default) until this object's ``close()`` or collection; ``"process"`` past
+/// ``close()``, until this process has died and no process maps the segment;
+/// ``"persistent"`` (as ``persist=True``) until someone unlinks it. Unless
+/// persistent, a segment whose creator died before removing it (a kill) is removed
+/// automatically once no process maps it (Linux: the ``shmbridge`` reclaim tracker).
 #[pyclass(module = "shmbridge", name = "SharedMemory", frozen, weakref, subclass)]
 pub(crate) struct SharedMemory {
     /// Held for the object's whole life (see the module docs).
@@ -172,7 +179,7 @@ impl SharedMemory {
         name: &str,
         size: Option<i64>,
         mode: u32,
-        persist: bool,
+        lifetime: NameLifetime,
         replace: bool,
         populate: bool,
     ) -> PyResult<Self> {
@@ -190,10 +197,54 @@ impl SharedMemory {
             .mode(mode)
             .replace(replace)
             .populate(populate)
-            .persist(true)
+            .lifetime(lifetime.core())
             .create(name, size)
             .map_err(to_py)?;
-        Ok(Self::wrap(segment, Some(shmbridge::current_pid()), !persist))
+        let unlink_on_close = lifetime == NameLifetime::Object;
+        Ok(Self::wrap(segment, Some(shmbridge::current_pid()), unlink_on_close))
+    }
+}
+
+/// How long a created segment's name lasts, as Python says it (`lifetime=`, or
+/// `persist=True`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameLifetime {
+    /// `close()` (or collection) of the creating object unlinks it.
+    Object,
+    /// Kept after `close()`; reclaimed once this process has died and nobody maps it.
+    Process,
+    /// Kept until someone unlinks it.
+    Persistent,
+}
+
+impl NameLifetime {
+    fn parse(lifetime: Option<&str>, persist: bool) -> PyResult<Self> {
+        let parsed = match lifetime {
+            None if persist => NameLifetime::Persistent,
+            None | Some("object") => NameLifetime::Object,
+            Some("process") => NameLifetime::Process,
+            Some("persistent") => NameLifetime::Persistent,
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "lifetime={other:?}: give \"object\", \"process\" or \"persistent\""
+                )));
+            }
+        };
+        if persist && parsed != NameLifetime::Persistent {
+            return Err(PyValueError::new_err(
+                "persist=True means lifetime=\"persistent\"; give one or the other",
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// The core's lifetime: this object unlinks by itself (never the core value), so
+    /// everything but `persistent` is a lifetime bound to this process's.
+    fn core(self) -> shmbridge::Lifetime {
+        match self {
+            NameLifetime::Object | NameLifetime::Process => shmbridge::Lifetime::Process,
+            NameLifetime::Persistent => shmbridge::Lifetime::Persistent,
+        }
     }
 }
 
@@ -270,9 +321,9 @@ pub(crate) fn reopen_segment(name: &str, readonly: bool) -> PyResult<SharedMemor
 impl SharedMemory {
     #[new]
     #[pyo3(signature = (name, size = None, *, create = false, mode = 0o600, persist = false,
-                        readonly = false, replace = false, populate = false),
+                        readonly = false, replace = false, populate = false, lifetime = None),
            text_signature = "(name, size=None, *, create=False, mode=shmbridge._signature.OWNER_ONLY, persist=False, \
-                             readonly=False, replace=False, populate=False)")]
+                             readonly=False, replace=False, populate=False, lifetime=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         name: &str,
@@ -283,6 +334,7 @@ impl SharedMemory {
         readonly: bool,
         replace: bool,
         populate: bool,
+        lifetime: Option<&str>,
     ) -> PyResult<Self> {
         if create {
             if readonly {
@@ -290,7 +342,8 @@ impl SharedMemory {
                     "readonly=True applies to opening; a created segment is writable",
                 ));
             }
-            Self::create_segment(name, size, mode, persist, replace, populate)
+            let lifetime = NameLifetime::parse(lifetime, persist)?;
+            Self::create_segment(name, size, mode, lifetime, replace, populate)
         } else {
             Self::open_segment(name, size, readonly, populate)
         }
@@ -299,9 +352,11 @@ impl SharedMemory {
     /// Create a new segment of ``size`` bytes (same as ``SharedMemory(name, size,
     /// create=True, ...)``).
     #[classmethod]
-    #[pyo3(signature = (name, size, *, mode = 0o600, persist = false, replace = false, populate = false),
+    #[pyo3(signature = (name, size, *, mode = 0o600, persist = false, replace = false, populate = false,
+                        lifetime = None),
            text_signature = "(name, size, *, mode=shmbridge._signature.OWNER_ONLY, persist=False, \
-                             replace=False, populate=False)")]
+                             replace=False, populate=False, lifetime=None)")]
+    #[allow(clippy::too_many_arguments)]
     fn create(
         _cls: &Bound<'_, PyType>,
         name: &str,
@@ -310,8 +365,10 @@ impl SharedMemory {
         persist: bool,
         replace: bool,
         populate: bool,
+        lifetime: Option<&str>,
     ) -> PyResult<Self> {
-        Self::create_segment(name, Some(size), mode, persist, replace, populate)
+        let lifetime = NameLifetime::parse(lifetime, persist)?;
+        Self::create_segment(name, Some(size), mode, lifetime, replace, populate)
     }
 
     /// Open an existing segment (same as the constructor without ``create``).

@@ -54,10 +54,20 @@
 //!
 //! Each module uses only those below it, so any one of them can be read, tested
 //! and built without the ones above: `sys` (the only code that talks to the OS)
-//! and `error` at the bottom; then names, [`SharedMemory`], its options, the
-//! [`SharedSlice`]s and views; then [`array`](mod@array) and [`sync`]; then
-//! [`channel`]; then `worker` on top.
-//! The test `tests/layers.rs` holds the code to that.
+//! and `error` at the bottom; then ownership [`record`]s, names and automatic
+//! [`reclaim`]; then [`SharedMemory`], its options, the [`SharedSlice`]s and
+//! views; then [`array`](mod@array) and [`sync`]; then [`channel`]; then
+//! `worker`, and [`inspect`] (the operator's view of `/dev/shm`), on top. The test
+//! `tests/layers.rs` holds the code to that.
+//!
+//! # Every segment accounted for
+//!
+//! Every named segment created here carries an ownership
+//! [record](record::OwnershipRecord) (creator, kind, whether to keep it), outside
+//! the segment itself. A segment whose creator died without persisting it is
+//! removed once no process uses it ([`reclaim`]); [`Lifetime`] says how long a
+//! created name lasts. The `shmbridge` command (crate `shmbridge-cli`) lists,
+//! inspects, removes and collects segments.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -65,9 +75,12 @@
 pub mod array;
 pub mod channel;
 mod error;
+pub mod inspect;
 mod name;
 mod options;
 mod owner;
+pub mod reclaim;
+pub mod record;
 mod segment;
 mod shared_slice;
 pub mod sync;
@@ -79,7 +92,7 @@ pub mod worker;
 
 pub use error::{Error, Result};
 pub use name::{canonical_name, max_name_len, unique_name};
-pub use options::SharedMemoryOptions;
+pub use options::{Lifetime, SharedMemoryOptions};
 pub use owner::current_pid;
 pub use segment::{SharedMemory, unlink};
 pub use shared_slice::SharedSlice;

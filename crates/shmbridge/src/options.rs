@@ -3,8 +3,46 @@
 
 use crate::error::{Error, Result};
 use crate::name::{canonical_name, unique_name};
+use crate::reclaim;
+use crate::record::{OwnershipRecord, SegmentKind};
 use crate::segment::SharedMemory;
 use crate::sys;
+
+/// How long a created segment's name lasts: until its creating value goes, until
+/// its creating process has died (and nobody maps it), or until someone unlinks it.
+///
+/// Every segment created here carries an ownership record (`docs/FORMAT.md`) that
+/// says which: automatic reclaim and `shmbridge gc` may remove a segment whose
+/// lifetime is not [`Persistent`](Self::Persistent) once its creator is dead and no
+/// process maps it (Linux; see [`reclaim`](crate::reclaim)).
+///
+/// # Example
+///
+/// ```
+/// use shmbridge::{Lifetime, SharedMemory};
+///
+/// let name = shmbridge::unique_name("doc_lifetime")?;
+/// let shm = SharedMemory::options().lifetime(Lifetime::Process).create(&name, 64)?;
+/// drop(shm); // the name stays while this process lives...
+/// assert!(SharedMemory::open(&name).is_ok());
+/// shmbridge::unlink(&name)?; // ...or until someone unlinks it
+/// # Ok::<(), shmbridge::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lifetime {
+    /// The creating value unlinks the name when it is closed or dropped (the
+    /// default). If the creator dies first (a kill, an `exit` that skips drops),
+    /// automatic reclaim removes it once no process maps it.
+    #[default]
+    Value,
+    /// Closing or dropping the creating value keeps the name; once the creating
+    /// process has died and no process maps the segment, automatic reclaim removes
+    /// it (what Python's `track=True` asks for).
+    Process,
+    /// The name stays until someone unlinks it (or the machine restarts); nothing
+    /// reclaims it.
+    Persistent,
+}
 
 /// How to create or open a [`SharedMemory`] segment.
 ///
@@ -28,7 +66,8 @@ use crate::sys;
 pub struct SharedMemoryOptions {
     mode: u32,
     replace: bool,
-    persist: bool,
+    lifetime: Lifetime,
+    kind: SegmentKind,
     read_only: bool,
     populate: bool,
     reserve: bool,
@@ -48,7 +87,8 @@ impl SharedMemoryOptions {
         Self {
             mode: 0o600,
             replace: false,
-            persist: false,
+            lifetime: Lifetime::Value,
+            kind: SegmentKind::Raw,
             read_only: false,
             populate: false,
             reserve: true,
@@ -80,13 +120,30 @@ impl SharedMemoryOptions {
     }
 
     /// Whether a created segment keeps its name after the creator closes or drops it
-    /// (default `false`: the creator unlinks it).
+    /// (default `false`: the creator unlinks it): `true` is
+    /// [`lifetime(Lifetime::Persistent)`](Self::lifetime), `false`
+    /// [`Lifetime::Value`].
     ///
-    /// A persisting segment lasts until someone unlinks it or the machine restarts.
-    /// No effect on Windows, where a segment lives while some process holds it
-    /// (open or mapped) and goes away with the last one.
+    /// A persisting segment lasts until someone unlinks it or the machine restarts;
+    /// automatic reclaim never removes it. No effect on Windows, where a segment
+    /// lives while some process holds it (open or mapped) and goes away with the
+    /// last one.
     pub fn persist(&mut self, yes: bool) -> &mut Self {
-        self.persist = yes;
+        self.lifetime = if yes { Lifetime::Persistent } else { Lifetime::Value };
+        self
+    }
+
+    /// How long a created segment's name lasts (default [`Lifetime::Value`]); see
+    /// [`Lifetime`]. Ignored by open.
+    pub fn lifetime(&mut self, lifetime: Lifetime) -> &mut Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// What the created segment will hold, for its ownership record (the layers
+    /// that build on segments set it; raw by default).
+    pub(crate) fn kind(&mut self, kind: SegmentKind) -> &mut Self {
+        self.kind = kind;
         self
     }
 
@@ -171,8 +228,16 @@ impl SharedMemoryOptions {
                 Err(e) => return Err(Error::from_os(&name, "shm_unlink", e)),
             }
         }
-        let handle = sys::create(&name, size, self.mode, self.reserve)
+        let persistent = self.lifetime == Lifetime::Persistent;
+        if !persistent {
+            // Before the name exists, so that a creator killed right after create
+            // has a tracker to clean up after it.
+            reclaim::on_create();
+        }
+        let record = OwnershipRecord::for_this_process(self.kind, persistent);
+        let handle = sys::create(&name, size, self.mode, self.reserve, &record.encode())
             .map_err(|e| create_error(&name, size, e))?;
+        let record = sys::accounting::SUPPORTED.then_some(record);
         let mapping = match sys::map(&handle, size, true, self.populate) {
             Ok(mapping) => mapping,
             Err(e) => {
@@ -181,7 +246,8 @@ impl SharedMemoryOptions {
             }
         };
         let creator = Some(crate::owner::Owner::current());
-        Ok(SharedMemory::from_parts(mapping, name, true, creator, !self.persist))
+        let unlink_on_drop = self.lifetime == Lifetime::Value;
+        Ok(SharedMemory::from_parts(mapping, name, true, creator, unlink_on_drop, record))
     }
 
     /// Creates a segment with no name (see [`SharedMemory::anonymous`]); `mode`,
@@ -265,7 +331,9 @@ impl SharedMemoryOptions {
         check_mappable(&name, size)?;
         let mapping = sys::map(&handle, size as usize, writable, self.populate)
             .map_err(|e| map_error(&name, size, e))?;
-        Ok(SharedMemory::from_parts(mapping, name, writable, None, false))
+        let record = sys::accounting::read_record(&handle)
+            .and_then(|bytes| OwnershipRecord::parse(&bytes).ok());
+        Ok(SharedMemory::from_parts(mapping, name, writable, None, false, record))
     }
 }
 

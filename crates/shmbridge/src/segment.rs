@@ -6,6 +6,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use crate::error::{Error, Result};
 use crate::name::canonical_name;
 use crate::owner::Owner;
+use crate::reclaim;
+use crate::record::OwnershipRecord;
 use crate::sys;
 
 /// The name reported by segments that have none.
@@ -121,6 +123,9 @@ pub struct SharedMemory {
     /// The process that created the segment, if this value did; only it unlinks
     /// implicitly.
     creator: Option<Owner>,
+    /// The segment's ownership record, as written at create or read at open (`None`
+    /// if it has none, or the platform keeps none).
+    record: Option<OwnershipRecord>,
     pos: u64,
 }
 
@@ -132,17 +137,27 @@ impl SharedMemory {
         writable: bool,
         creator: Option<Owner>,
         unlink_on_drop: bool,
+        record: Option<OwnershipRecord>,
     ) -> Self {
         let unlink_on_drop = unlink_on_drop && sys::CAN_UNLINK && creator.is_some();
-        Self { mapping, handle: None, name, writable, unlink_on_drop, creator, pos: 0 }
+        Self { mapping, handle: None, name, writable, unlink_on_drop, creator, record, pos: 0 }
     }
 
     /// A segment reached by descriptor: it has no name to unlink.
     #[cfg(unix)]
     pub(crate) fn from_handle(mapping: sys::Mapping, handle: sys::Handle, writable: bool) -> Self {
         let name = ANONYMOUS.to_owned();
-        let (unlink_on_drop, creator) = (false, None);
-        Self { mapping, handle: Some(handle), name, writable, unlink_on_drop, creator, pos: 0 }
+        let (unlink_on_drop, creator, record) = (false, None, None);
+        Self {
+            mapping,
+            handle: Some(handle),
+            name,
+            writable,
+            unlink_on_drop,
+            creator,
+            record,
+            pos: 0,
+        }
     }
 
     /// The descriptor of a segment reached by descriptor (anonymous, or opened
@@ -194,6 +209,11 @@ impl SharedMemory {
     /// Keeps the name after this value is closed or dropped: another process may
     /// open the segment later, and someone must [`unlink`](Self::unlink) it.
     ///
+    /// In the creating process this also marks the segment's ownership record
+    /// persistent (one open and two attribute calls), so that automatic reclaim
+    /// never removes it after this process dies; elsewhere the record is the
+    /// creator's to change.
+    ///
     /// No effect on Windows, where a segment lives while some process holds it
     /// (open or mapped) and goes away with the last one.
     ///
@@ -214,6 +234,33 @@ impl SharedMemory {
     /// ```
     pub fn persist(&mut self) {
         self.unlink_on_drop = false;
+        if !self.creator.is_some_and(Owner::is_current) {
+            return;
+        }
+        if let Some(record) = self.record.as_ref().filter(|r| !r.is_persistent()) {
+            let kept = record.with_persistent(true);
+            if let Ok(true) =
+                sys::accounting::update_record(&self.name, &record.encode(), &kept.encode())
+            {
+                self.record = Some(kept);
+            }
+        }
+    }
+
+    /// This value, made never to reclaim the segment when dropped: for looks that
+    /// must change nothing (the inspection tools).
+    pub(crate) fn without_reclaim(mut self) -> Self {
+        self.record = None;
+        self
+    }
+
+    /// The segment's ownership record: who created it, what it holds, whether it
+    /// is kept after its creator dies (see [`record`](crate::record)). As written at
+    /// create or read at open; `None` for a segment without one (made by another
+    /// program, or on a system that keeps no records: before Linux 6.6, macOS,
+    /// Windows) and for anonymous segments.
+    pub fn record(&self) -> Option<&OwnershipRecord> {
+        self.record.as_ref()
     }
 
     /// Removes the segment's name now; the mapping stays usable.
@@ -657,9 +704,24 @@ impl fmt::Debug for SharedMemory {
 
 impl Drop for SharedMemory {
     /// Unmaps (by dropping the mapping) and unlinks the name if owned; never panics.
+    ///
+    /// A value that did not create the segment (in this process) and whose record
+    /// shows that the creator is gone without persisting it reclaims the segment
+    /// if, once unmapped here, no process uses it any more (see
+    /// [`reclaim`](crate::reclaim)). Checking costs one `kill(pid, 0)`; the rest
+    /// happens only when the creator is gone.
     fn drop(&mut self) {
         if self.unlinks_on_drop() {
             let _ = sys::unlink(&self.name);
+            return;
+        }
+        if self.creator.is_some_and(Owner::is_current) {
+            return;
+        }
+        let Some(record) = &self.record else { return };
+        if record.is_reclaimable() && record.creator_surely_gone() && reclaim::enabled() {
+            let _ = self.mapping.unmap();
+            reclaim::reclaim_if_unused(&self.name, record);
         }
     }
 }

@@ -14,16 +14,27 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Errors recognise a few OS errors by what sys says they mean.
     ("error", &["sys"]),
     ("owner", &["sys"]),
+    ("record", &["sys", "owner"]),
     ("name", &["error", "sys"]),
-    ("segment", &["error", "sys", "owner", "name"]),
-    ("options", &["error", "sys", "owner", "name", "segment"]),
+    // Reclaim knows records and names, never segments: segments call it.
+    ("reclaim", &["error", "sys", "owner", "record", "name"]),
+    ("segment", &["error", "sys", "owner", "name", "record", "reclaim"]),
+    ("options", &["error", "sys", "owner", "name", "record", "reclaim", "segment"]),
     // Typed access that no reference spans; the views and arrays hand it out.
     ("shared_slice", &["error", "segment"]),
     ("view", &["error", "segment", "shared_slice"]),
-    ("array", &["error", "segment", "options", "shared_slice"]),
-    ("sync", &["error", "sys", "owner", "segment"]),
-    ("channel", &["error", "sys", "owner", "segment", "shared_slice", "sync"]),
+    ("array", &["error", "segment", "options", "record", "shared_slice"]),
+    ("sync", &["error", "sys", "owner", "record", "segment"]),
+    ("channel", &["error", "sys", "owner", "record", "segment", "shared_slice", "sync"]),
     ("worker", &["error", "sys", "name", "segment", "options", "array", "channel"]),
+    // The operator's view reads every kind of segment.
+    (
+        "inspect",
+        &[
+            "error", "sys", "name", "record", "segment", "options", "view", "array", "sync",
+            "channel",
+        ],
+    ),
 ];
 
 fn src() -> PathBuf {

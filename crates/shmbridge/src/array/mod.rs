@@ -32,6 +32,7 @@ pub use layout::{ArrayLayout, DATA_ALIGN, DType, MAGIC, MAX_NDIM, Order, VERSION
 
 use crate::error::{Error, Result};
 use crate::options::SharedMemoryOptions;
+use crate::record::SegmentKind;
 use crate::segment::SharedMemory;
 use crate::shared_slice::SharedSlice;
 
@@ -82,7 +83,8 @@ impl ArraySegment {
         let invalid = |reason| Error::InvalidArray { name: name.to_owned(), reason };
         let layout = ArrayLayout::new(DType::parse(dtype).map_err(invalid)?, shape, order)
             .map_err(invalid)?;
-        let mut shm = options.create(name, layout.segment_size())?;
+        let mut shm =
+            options.clone().kind(SegmentKind::Array).create(name, layout.segment_size())?;
         shm.write_all_at(&layout.encode(0), 0).map_err(|e| Error::from_os(name, "write", e))?;
         // The magic value goes in last, with release ordering: a reader that sees it
         // (with acquire ordering) sees the whole header.

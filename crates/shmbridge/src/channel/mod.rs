@@ -67,6 +67,7 @@
 mod receiver;
 mod ring;
 mod sender;
+mod state;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -74,9 +75,11 @@ use std::time::{Duration, Instant};
 
 pub use receiver::{Lent, Message, RawMessage, Receiver};
 pub use sender::{Loan, RawLoan, Sender};
+pub use state::{ChannelState, EndState};
 
 use crate::error::{Error, Result};
 use crate::owner::Owner;
+use crate::record::SegmentKind;
 use crate::segment::SharedMemory;
 use crate::shared_slice::SharedSlice;
 use crate::sync::Readiness;
@@ -148,7 +151,10 @@ pub enum ChannelError {
     #[error("this end of the channel was closed")]
     ClosedHere,
     /// The other end's process died without closing; every message it published
-    /// was delivered first.
+    /// was delivered first. Also reported when the other end was never claimed and
+    /// the channel's creator (then `pid`) died without persisting it: no process
+    /// meant to use the channel is left to claim it (see `docs/FORMAT.md`,
+    /// "Ends").
     #[error("the other end (process {pid}) died without closing the channel")]
     PeerDied {
         /// The dead process.
@@ -261,7 +267,8 @@ impl Channel {
                 reason: "a channel's ring holds 64 bytes at least",
             });
         }
-        let shm = SharedMemory::create(name, RING + capacity)?;
+        let shm =
+            SharedMemory::options().kind(SegmentKind::Channel).create(name, RING + capacity)?;
         shm.guarded(|| {
             shm.atomic_u64(CAPACITY).store(capacity as u64, Ordering::Relaxed);
             shm.atomic_u32(8).store(VERSION, Ordering::Relaxed);
@@ -524,6 +531,10 @@ struct PeerCheck {
     watch: Option<sys::ProcessWatch>,
     checked: Option<Instant>,
     alive: bool,
+    /// When the channel's creator was last looked at (while the other end was
+    /// unclaimed), and whether it was found dead.
+    creator_checked: Option<Instant>,
+    creator_dead: bool,
 }
 
 impl Waiting {
@@ -555,11 +566,11 @@ impl Waiting {
             return Some(ChannelError::Closed);
         }
         let pid = channel.word(peer.pid).load(Ordering::Acquire);
-        if pid == 0 {
-            return None; // not claimed yet: nobody to watch
-        }
         let mut check = self.peer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
+        if pid == 0 {
+            return Self::creator_gone(&mut check, channel, now);
+        }
         let stale = check.watch.as_ref().is_none_or(|w| w.pid() != pid);
         if stale {
             check.watch = Some(sys::ProcessWatch::new(pid));
@@ -570,6 +581,28 @@ impl Waiting {
             check.checked = Some(now);
         }
         (!check.alive).then_some(ChannelError::PeerDied { pid })
+    }
+
+    /// The other end is unclaimed (never claimed, or let go): whoever was to take
+    /// it leaves no trace in the channel. What can be known is the channel's
+    /// creator, from its ownership record: if the creator died without persisting
+    /// the channel, and is not this process, nobody made the channel to outlive it,
+    /// and waiting for an end to be claimed would be waiting forever: reported as
+    /// `PeerDied` with the creator's pid. A channel whose creator lives (this
+    /// process included), or that is persistent, or that has no record, may still
+    /// get its other end: keep waiting (give a timeout). Checked at most every
+    /// [`LIVENESS_CHECK`] (it reads `/proc`).
+    fn creator_gone(
+        check: &mut PeerCheck,
+        channel: &Channel,
+        now: Instant,
+    ) -> Option<ChannelError> {
+        let record = channel.shm.record().filter(|r| r.is_reclaimable())?;
+        if check.creator_checked.is_none_or(|at| now - at >= LIVENESS_CHECK) {
+            check.creator_dead = record.creator_state() == crate::record::CreatorState::Dead;
+            check.creator_checked = Some(now);
+        }
+        check.creator_dead.then_some(ChannelError::PeerDied { pid: record.creator_pid() })
     }
 
     /// Waits for the word at `signal` to move from `seen`: spins, then (if the

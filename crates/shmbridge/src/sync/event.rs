@@ -53,7 +53,7 @@ impl Event {
     ///
     /// As [`SharedMemory::create`].
     pub fn create(name: &str, auto_reset: bool) -> Result<Self> {
-        Self::in_segment(create_named(name, Self::SIZE)?, 0, Some(auto_reset))
+        Self::in_segment(create_named(name, Self::SIZE, Kind::Event)?, 0, Some(auto_reset))
     }
 
     /// Opens an event created with [`create`](Self::create).

@@ -34,6 +34,7 @@ pub(crate) mod reactor;
 mod ready_queue;
 mod semaphore;
 mod seqlock;
+mod state;
 pub(crate) mod wait;
 
 use std::sync::Arc;
@@ -46,9 +47,11 @@ pub use reactor::{Readiness, Registration};
 pub use ready_queue::ReadyQueue;
 pub use semaphore::Semaphore;
 pub use seqlock::SeqLock;
+pub use state::PrimitiveState;
 pub use wait::return_on_signal;
 
 use crate::error::{Error, Result};
+use crate::record::SegmentKind;
 use crate::segment::SharedMemory;
 
 /// Word 2 of every primitive: who it is and how it was set up.
@@ -203,8 +206,14 @@ impl Place {
 }
 
 /// A new segment holding one primitive of `size` bytes at offset 0.
-fn create_named(name: &str, size: usize) -> Result<Arc<SharedMemory>> {
-    Ok(Arc::new(SharedMemory::create(name, size)?))
+fn create_named(name: &str, size: usize, kind: Kind) -> Result<Arc<SharedMemory>> {
+    let kind = match kind {
+        Kind::Event => SegmentKind::Event,
+        Kind::Semaphore => SegmentKind::Semaphore,
+        Kind::Mutex => SegmentKind::Mutex,
+        Kind::SeqLock => SegmentKind::SeqLock,
+    };
+    Ok(Arc::new(SharedMemory::options().kind(kind).create(name, size)?))
 }
 
 /// An existing segment holding one primitive at offset 0.

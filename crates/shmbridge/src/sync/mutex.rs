@@ -99,7 +99,7 @@ impl Mutex {
     ///
     /// As [`SharedMemory::create`].
     pub fn create(name: &str) -> Result<Self> {
-        Self::in_segment(create_named(name, Self::SIZE)?, 0)
+        Self::in_segment(create_named(name, Self::SIZE, Kind::Mutex)?, 0)
     }
 
     /// Opens a mutex created with [`create`](Self::create).

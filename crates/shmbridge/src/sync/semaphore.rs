@@ -47,7 +47,7 @@ impl Semaphore {
     ///
     /// As [`SharedMemory::create`].
     pub fn create(name: &str, value: u32) -> Result<Self> {
-        Self::in_segment(create_named(name, Self::SIZE)?, 0, value)
+        Self::in_segment(create_named(name, Self::SIZE, Kind::Semaphore)?, 0, value)
     }
 
     /// Opens a semaphore created with [`create`](Self::create).

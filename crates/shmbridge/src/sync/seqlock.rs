@@ -71,7 +71,7 @@ impl SeqLock {
     /// 16 MiB.
     pub fn create(name: &str, size: usize) -> Result<Self> {
         check_size(name, size)?;
-        Self::in_segment(create_named(name, Self::size_for(size))?, 0, Some(size))
+        Self::in_segment(create_named(name, Self::size_for(size), Kind::SeqLock)?, 0, Some(size))
     }
 
     /// Opens a seqlock created with [`create`](Self::create); the record size comes

@@ -5,9 +5,10 @@
 //!
 //! - `MAX_NAME_LEN`, `FORBIDDEN_NAME_CHARS` (and `FORBIDDEN_NAME_HINT`, said when
 //!   one is refused), `CAN_UNLINK`: the naming rules;
-//! - `create(name, size, mode, reserve)`: a new segment, exclusively, with its pages
-//!   reserved so that a lack of memory shows up now and not as a SIGBUS later;
-//!   a failed create leaves no name behind;
+//! - `create(name, size, mode, reserve, record)`: a new segment, exclusively, with
+//!   its pages reserved so that a lack of memory shows up now and not as a SIGBUS
+//!   later, carrying its ownership record from the moment its name appears (where
+//!   the platform can hold one); a failed create leaves no name behind;
 //! - `open(name, writable) -> (Handle, size)`;
 //! - `unlink(name)`;
 //! - `map(&Handle, len, writable, populate) -> NonNull<u8>` and `unsafe unmap(ptr,
@@ -36,6 +37,10 @@
 //! - on Unix only: `create_anonymous`, `open_fd`, for segments with no name,
 //!   handed to a child process by descriptor.
 //!
+//! - `accounting`: the ownership record of a segment, the list of segments, which
+//!   processes use one, and what the reclaim tracker waits on (`accounting_linux.rs`;
+//!   elsewhere `accounting_none.rs`, where nothing is recorded or reclaimed).
+//!
 //! Linux and macOS share POSIX shared memory (`shm_open` + `mmap`) in `unix.rs`;
 //! Windows uses named file mappings in `windows.rs`.
 
@@ -57,6 +62,10 @@ mod park;
 #[cfg_attr(not(any(target_os = "linux", target_os = "android")), path = "guard_plain.rs")]
 mod guard;
 
+#[cfg_attr(target_os = "linux", path = "accounting_linux.rs")]
+#[cfg_attr(not(target_os = "linux"), path = "accounting_none.rs")]
+pub(crate) mod accounting;
+
 pub(crate) use guard::PagesLost;
 
 use std::io;
@@ -66,7 +75,8 @@ use std::ptr::NonNull;
 pub(crate) use os::inherit_fd;
 pub(crate) use os::{
     CAN_UNLINK, FORBIDDEN_NAME_CHARS, FORBIDDEN_NAME_HINT, Handle, MAX_NAME_LEN, ProcessWatch,
-    create, current_pid, free_space, open, process_alive, unlink, wait_on, wait_on_many, wake,
+    create, current_pid, free_space, open, process_alive, process_exists, unlink, wait_on,
+    wait_on_many, wake,
 };
 #[cfg(unix)]
 pub(crate) use os::{WakeFd, create_anonymous, open_fd};

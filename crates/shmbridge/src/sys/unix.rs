@@ -19,21 +19,61 @@ pub(crate) const CAN_UNLINK: bool = true;
 /// An open shared-memory object.
 pub(crate) struct Handle(OwnedFd);
 
-pub(crate) fn create(name: &str, size: usize, mode: u32, reserve: bool) -> io::Result<Handle> {
+/// Creates the segment `name`, exclusively, sized and reserved, with `record` as its
+/// ownership record.
+///
+/// On Linux: `open(O_CREAT | O_EXCL)` in `/dev/shm`, the record at once
+/// (`fsetxattr`, one system call), the mode, then the size and its pages in one
+/// `fallocate` (which sets the size of a new file, so no `ftruncate`). The name
+/// exists without its record for the moment between the first two calls: a
+/// creator killed exactly then leaves an empty, unrecorded file. Making the file
+/// unnamed first (`O_TMPFILE`, then `linkat`) would close that window, but its
+/// `linkat` costs more than the record itself (3 to 4 us here, against 2 us for
+/// `fsetxattr`), and a create must not get slower: see the README's design notes.
+pub(crate) fn create(
+    name: &str,
+    size: usize,
+    mode: u32,
+    reserve: bool,
+    record: &[u8],
+) -> io::Result<Handle> {
     let mode = Mode::from_bits_truncate(mode as _);
-    let (fd, _) = open_object(name, Access::Create, mode)?;
-    let sized = set_mode_and_size(&fd, mode, size, reserve);
+    let fd = create_object(name, mode)?;
+    let handle = Handle(fd);
+    #[cfg(target_os = "linux")]
+    super::accounting::write_record(&handle, record);
+    #[cfg(not(target_os = "linux"))]
+    let _ = record;
+    let sized = set_mode_and_size(&handle.0, mode, size, reserve);
     if let Err(err) = sized {
         // The name is ours (O_EXCL): take it back rather than leave a broken segment.
         let _ = shm::unlink(name);
         return Err(err);
     }
-    Ok(Handle(fd))
+    Ok(handle)
+}
+
+/// Creates the object exclusively. On Linux `O_CREAT | O_EXCL` makes a new regular
+/// file or fails with `EEXIST` whatever holds the name (a planted link is not
+/// followed, a FIFO not opened), so none of [`open_object`]'s checks are needed.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn create_object(name: &str, mode: Mode) -> io::Result<OwnedFd> {
+    use fs::OFlags;
+    let path = format!("/dev/shm/{}", name.trim_start_matches('/'));
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(fs::open(path, flags, mode)?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn create_object(name: &str, mode: Mode) -> io::Result<OwnedFd> {
+    Ok(open_object(name, Access::Create, mode)?.0)
 }
 
 /// How [`open_object`] opens.
 #[derive(Clone, Copy, PartialEq)]
 enum Access {
+    /// Linux creates through `create_object` instead.
+    #[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
     Create,
     ReadWrite,
     ReadOnly,
@@ -46,9 +86,9 @@ enum Access {
 /// file under a name they expect somebody else to open. rustix's `shm::open` (unlike
 /// glibc's) would follow a symbolic link there to any file the caller may write, and
 /// opening a FIFO would wait for a writer forever. So the file is opened here with
-/// `O_NOFOLLOW` (a link is `ELOOP`) and `O_NONBLOCK` (a FIFO opens at once), checked
-/// to be a regular file, and only then made blocking again (the flag would pass on
-/// to every descriptor duplicated from this one).
+/// `O_NOFOLLOW` (a link is `ELOOP`) and `O_NONBLOCK` (a FIFO opens at once), and
+/// checked to be a regular file. The flag stays: it changes nothing for a regular
+/// file, and the descriptor of a named segment is closed once it is mapped.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn open_object(name: &str, access: Access, mode: Mode) -> io::Result<(OwnedFd, u64)> {
     use fs::{FileType, OFlags};
@@ -71,7 +111,6 @@ fn open_object(name: &str, access: Access, mode: Mode) -> io::Result<(OwnedFd, u
     if kind != FileType::RegularFile {
         return Err(not_a_segment(kind));
     }
-    fs::fcntl_setfl(&fd, fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
     Ok((fd, stat.st_size.max(0) as u64))
 }
 
@@ -111,15 +150,17 @@ fn set_mode_and_size(fd: &OwnedFd, mode: Mode, size: usize, reserve: bool) -> io
     fs::fchmod(fd, mode)?;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = mode;
-    fs::ftruncate(fd, size as u64)?;
-    // tmpfs reserves nothing on ftruncate: without this, a full /dev/shm shows up as
-    // SIGBUS at the first touch of a page, long after create returned Ok.
+    // tmpfs reserves nothing on ftruncate: without fallocate, a full /dev/shm shows
+    // up as SIGBUS at the first touch of a page, long after create returned Ok. On a
+    // new, empty file fallocate also sets the size, so it replaces ftruncate.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if reserve {
         fs::fallocate(fd, fs::FallocateFlags::empty(), 0, size as u64)?;
+        return Ok(());
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = reserve;
+    fs::ftruncate(fd, size as u64)?;
     Ok(())
 }
 
@@ -344,6 +385,13 @@ pub(crate) fn wake(word: &std::sync::atomic::AtomicU32, count: u32) {
     let _ = (word, count); // waiters poll
 }
 
+/// Whether any process (a zombie, or another user's, included) has this id: one
+/// `kill(pid, 0)`.
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Some(id) = rustix::process::Pid::from_raw(pid as i32) else { return false };
+    !matches!(rustix::process::test_kill_process(id), Err(rustix::io::Errno::SRCH))
+}
+
 /// Whether a process with this id is running (a process of another user counts).
 ///
 /// A zombie (exited, not yet reaped by its parent) is not running: `kill(pid, 0)`
@@ -471,6 +519,14 @@ impl ProcessWatch {
     /// The watched process.
     pub(crate) fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// A descriptor that becomes readable when the process exits (its pidfd), for
+    /// waiting on many processes at once; `None` where there is none (then poll
+    /// [`is_alive`](Self::is_alive)).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(AsFd::as_fd)
     }
 
     /// Whether the process still runs (a zombie does not).

@@ -97,7 +97,13 @@ fn object_name(name: &str) -> Vec<u16> {
     format!("Local\\{}", bare(name)).encode_utf16().chain(std::iter::once(0)).collect()
 }
 
-pub(crate) fn create(name: &str, size: usize, _mode: u32, _reserve: bool) -> io::Result<Handle> {
+pub(crate) fn create(
+    name: &str,
+    size: usize,
+    _mode: u32,
+    _reserve: bool,
+    _record: &[u8],
+) -> io::Result<Handle> {
     let wname = object_name(name);
     let size = size as u64;
     // SAFETY: wname is NUL-terminated UTF-16 that outlives the call; a null security
@@ -306,6 +312,11 @@ pub(crate) fn wake(word: &std::sync::atomic::AtomicU32, count: u32) {
 }
 
 /// Whether a process with this id is still running.
+/// Whether a process has this id (here: whether it runs).
+pub(crate) fn process_exists(pid: u32) -> bool {
+    process_alive(pid)
+}
+
 pub(crate) fn process_alive(pid: u32) -> bool {
     match open_process(pid) {
         Ok(process) => is_running(&process),

@@ -1,0 +1,261 @@
+"""Ownership records and automatic reclaim, from Python (Linux).
+
+Real processes: a creator killed by SIGKILL, a survivor that maps the segment the
+way the stdlib does (``mmap`` of the file, no shmbridge code, so nothing of ours
+reclaims on its behalf), the tracker the creator started. Records are read with
+``os.getxattr``, as another language would, and checked against docs/FORMAT.md.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DEADLINE, run_isolated
+
+import shmbridge
+from shmbridge import _native
+
+pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="Linux: /dev/shm")
+
+SHM = Path("/dev/shm")
+RECORD = struct.Struct("<4sHBBIIQQQ")  # docs/FORMAT.md, "Ownership records"
+
+
+def record_of(name: str) -> tuple[bytes, int, int, int, int, int, int, int, int]:
+    raw = os.getxattr(SHM / name.lstrip("/"), "user.shmbridge")
+    assert len(raw) == 40
+    return RECORD.unpack(raw)  # type: ignore[return-value]
+
+
+def my_start_ticks() -> int:
+    stat = Path("/proc/self/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shmbridge._cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+
+
+def test_records_are_as_specified(name: str) -> None:
+    before = time.time()
+    with shmbridge.SharedMemory(name, 64, create=True) as shm:
+        magic, version, kind, flags, pid, _serial, start, namespace, created = record_of(shm.name)
+        assert (magic, version, kind, flags) == (b"SHBR", 1, 0, 0)
+        assert pid == os.getpid()
+        assert start == my_start_ticks()
+        assert namespace == os.stat("/proc/self/ns/pid").st_ino
+        assert before - 1 <= created / 1e9 <= time.time() + 1
+    kinds = {
+        "channel": (lambda n: shmbridge.Channel.create(n, 4096), 2),
+        "event": (lambda n: shmbridge.Event.create(n), 3),
+        "semaphore": (lambda n: shmbridge.Semaphore.create(n, 1), 4),
+        "mutex": (lambda n: shmbridge.Mutex.create(n), 5),
+        "seqlock": (lambda n: shmbridge.SeqLock.create(n, 8), 6),
+    }
+    for what, (make, code) in kinds.items():
+        made = make(f"{name}_{what}")
+        assert record_of(f"{name}_{what}")[2] == code, what
+        del made
+    array = shmbridge.SharedArray.create(f"{name}_array", [2], "<f8")
+    assert record_of(f"{name}_array")[2] == 1
+    del array
+    kept = shmbridge.SharedMemory(name, 8, create=True, persist=True)
+    assert record_of(name)[3] == 1  # persistent
+    kept.close()
+    shmbridge.unlink(name)
+
+
+def test_lifetime_says_what_close_does(name: str) -> None:
+    with pytest.raises(ValueError, match="lifetime"):
+        shmbridge.SharedMemory(name, 8, create=True, lifetime="forever")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="persist=True"):
+        shmbridge.SharedMemory.create(name, 8, persist=True, lifetime="process")
+    shm = shmbridge.SharedMemory.create(name, 8, lifetime="process")
+    shm.close()
+    assert (SHM / name.lstrip("/")).exists(), "process lifetime: close() keeps the name"
+    assert record_of(name)[3] == 0, "and it stays reclaimable"
+    shmbridge.unlink(name)
+    shm = shmbridge.SharedMemory.create(name, 8, lifetime="object")
+    shm.close()
+    assert not (SHM / name.lstrip("/")).exists()
+
+
+CREATOR = """
+import sys
+from shmbridge.shared_memory import SharedMemory
+shm = SharedMemory(create=True, size=4096, track={track})
+print(shm.name, flush=True)
+sys.stdin.read()
+"""
+
+
+def start_creator(track: bool) -> tuple[subprocess.Popen[str], str]:
+    creator = subprocess.Popen(
+        [sys.executable, "-c", CREATOR.format(track=track)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert creator.stdout is not None
+    return creator, creator.stdout.readline().strip()
+
+
+def test_tracked_segment_goes_after_its_creator_and_last_user() -> None:
+    creator, name = start_creator(track=True)
+    # The survivor maps it as the stdlib would: nothing of shmbridge acts for it.
+    fd = os.open(SHM / name, os.O_RDWR)
+    survivor = mmap.mmap(fd, 4096)
+    os.close(fd)
+    creator.kill()
+    creator.wait(timeout=DEADLINE)
+    assert not _native._wait_gone(name, 2.0), "removed while a live process maps it"
+    survivor[:5] = b"alive"
+    survivor.close()
+    assert _native._wait_gone(name, DEADLINE), "left behind after its last user went"
+
+
+def test_untracked_segment_stays() -> None:
+    creator, name = start_creator(track=False)
+    creator.kill()
+    creator.wait(timeout=DEADLINE)
+    try:
+        assert not _native._wait_gone(name, 1.0)
+        report = json.loads(cli("gc", "--json").stdout)
+        kept = {k["name"]: k["reason"] for k in report["kept"]}
+        assert kept.get(f"/{name}") == "persistent"
+        assert (SHM / name).exists()
+    finally:
+        shmbridge.unlink(name)
+
+
+def plant(name: str, pid: int, start: int, namespace: int, flags: int = 0) -> None:
+    """A file in /dev/shm with a record that says what the test needs it to say."""
+    fd = os.open(SHM / name.lstrip("/"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, 64)
+        created = time.time_ns()
+        os.setxattr(fd, "user.shmbridge", RECORD.pack(b"SHBR", 1, 0, flags, pid, 0, start, namespace, created))
+    finally:
+        os.close(fd)
+
+
+def test_only_provably_dead_creators_count(name: str) -> None:
+    me, start = os.getpid(), my_start_ticks()
+    namespace = os.stat("/proc/self/ns/pid").st_ino
+    reused = f"{name}_reused"  # this pid, another start time: a reused pid, its creator dead
+    alive = f"{name}_alive"  # this very process
+    elsewhere = f"{name}_elsewhere"  # another pid namespace: cannot be told
+    newer = f"{name}_newer"  # a flag this build does not know: never acted on
+    plant(reused, me, start + 1, namespace)
+    plant(alive, me, start, namespace)
+    plant(elsewhere, me, start + 1, namespace + 1)
+    plant(newer, me, start + 1, namespace, flags=0b10)
+    try:
+        report = json.loads(cli("gc", "--json").stdout)
+        kept = {k["name"]: k["reason"] for k in report["kept"]}
+        assert kept[alive] == "creator alive"
+        assert kept[elsewhere] == "creator in another pid namespace"
+        assert kept[newer].startswith("record flags")
+        # The reused pid's segment goes (by this gc, or by a tracker already running).
+        assert _native._wait_gone(reused, DEADLINE)
+        for left in (alive, elsewhere, newer):
+            assert (SHM / left.lstrip("/")).exists()
+    finally:
+        for left in (alive, elsewhere, newer):
+            shmbridge.unlink(left)
+
+
+def test_cli_from_the_package(name: str) -> None:
+    channel = shmbridge.Channel.create(name, 4096)
+    channel.send(b"queued")
+    info = json.loads(cli("info", "--json", name).stdout)
+    assert info["segment"]["kind"] == "channel"
+    assert info["contents"]["messages"] == 1
+    assert info["contents"]["producer"]["pid"] == os.getpid()
+    listing = json.loads(cli("ls", "--json", "--ours").stdout)
+    assert name in [s["name"] for s in listing["segments"]]
+    # A segment of the stdlib's: listed as raw, not ours, never collected.
+    from multiprocessing import resource_tracker, shared_memory as stdlib
+
+    theirs = stdlib.SharedMemory(create=True, size=64)
+    resource_tracker.unregister(theirs._name, "shared_memory")  # type: ignore[attr-defined]
+    try:
+        entry = next(
+            s for s in json.loads(cli("ls", "--json").stdout)["segments"] if s["name"] == f"/{theirs.name}"
+        )
+        assert (entry["kind"], entry["ours"], entry["record"]) == ("raw", False, None)
+        assert os.getpid() in entry["users"]
+        assert json.loads(cli("gc", "--json").stdout)["foreign"] >= 1
+        assert (SHM / theirs.name).exists()
+    finally:
+        theirs.close()
+        theirs.unlink()
+    failed = cli("info", f"{name}_missing")
+    assert failed.returncode == 1
+    assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("shmbridge: ")
+    channel.close()
+
+
+def test_unclaimed_channel_of_a_dead_creator_ends_recv(name: str) -> None:
+    creator = subprocess.Popen(
+        [sys.executable, "-c", f"import shmbridge, sys; c = shmbridge.Channel.create({name!r}, 4096); print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert creator.stdout is not None
+    assert creator.stdout.readline().strip() == "ready"
+    code = f"""
+        import shmbridge, sys
+        channel = shmbridge.Channel.open({name!r})
+        print("opened", flush=True)
+        sys.stdin.readline()
+        try:
+            channel.recv()  # no timeout: must end by itself
+        except BrokenPipeError as e:
+            print("BrokenPipeError", e)
+    """
+    consumer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert consumer.stdin is not None and consumer.stdout is not None
+    assert consumer.stdout.readline().strip() == "opened"
+    creator.kill()
+    creator.wait(timeout=DEADLINE)
+    consumer.stdin.write("go\n")
+    consumer.stdin.flush()
+    out, _ = consumer.communicate(timeout=DEADLINE)
+    assert out.startswith("BrokenPipeError"), out
+    assert str(creator.pid) in out
+
+
+def test_isolated_close_keeps_working() -> None:
+    # A tracked segment closed and reopened in one interpreter: nothing reclaims a
+    # segment whose creator lives.
+    result = run_isolated(
+        """
+        from shmbridge.shared_memory import SharedMemory
+        a = SharedMemory(create=True, size=16)
+        a.buf[:2] = b"ok"
+        a.close()
+        b = SharedMemory(a.name)
+        assert bytes(b.buf[:2]) == b"ok"
+        b.close()
+        b.unlink()
+        """
+    )
+    assert result.returncode == 0, result.stderr
