@@ -553,7 +553,7 @@ mod tests {
     #[test]
     fn a_sleeper_is_listed_under_its_offset_until_woken() {
         let name = format!("/park_unit_{}", std::process::id());
-        let handle = super::super::create(&name, 4096, 0o600, true).unwrap();
+        let handle = super::super::create(&name, 4096, 0o600, true, &[]).unwrap();
         let mapping = super::super::map(&handle, 4096, true, false).unwrap();
         // SAFETY: offsets 4 and 8 lie in the live 4096-byte mapping (page-aligned),
         // which outlives the words and is only accessed through atomics here.

@@ -13,14 +13,30 @@
 //! `tests/crash_participant.py` (Python). Prints one line per failed trial and a
 //! table of the figures; exits 1 if any trial failed. `./dev crash N` runs it.
 
+// Linux only: the trials watch and kill participants with pidfds and look at
+// /dev/shm. Elsewhere the binary says so.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+
+#[cfg(target_os = "linux")]
 mod roles;
+#[cfg(target_os = "linux")]
 mod trial;
 
+#[cfg(target_os = "linux")]
 use std::path::PathBuf;
+#[cfg(target_os = "linux")]
 use std::time::Instant;
 
+#[cfg(target_os = "linux")]
 use trial::{Campaign, Rng, Tally};
 
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("crash: the crash campaign runs on Linux only");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "linux")]
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("role") {
@@ -101,6 +117,7 @@ fn main() {
     std::process::exit(i32::from(tally.failed()));
 }
 
+#[cfg(target_os = "linux")]
 fn usage(at: &str) -> ! {
     eprintln!(
         "crash: bad argument {at:?}\nusage: crash [--trials N] [--seed S] [--only TEXT] [--python PATH] \
