@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Type-check (no link, no run) the crate for Windows-MSVC and macOS from Linux,
 # with Debian's Rust (rustc-web) + its std source and cargo's -Zbuild-std. Any cargo check
-# arguments pass through (`./dev cross` names the packages: the bench's criterion builds C
-# code that needs an Apple SDK, which is not here).
+# arguments pass through (`./dev cross` names the packages).
 set -euo pipefail
 if [ ! -x /usr/bin/cargo ] || [ ! -e /usr/lib/rustlib/src/rust/library/Cargo.lock ]; then
   apt-get update -qq
