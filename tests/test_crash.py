@@ -33,3 +33,13 @@ def test_quick_crash_campaign() -> None:
     assert f"crash campaign: {trials} trials" in report
     total = next(line for line in result.stdout.splitlines() if line.startswith("total"))
     assert total.split()[1:] == [str(trials), "0", "0", "0", "0", "0", "0"], report
+
+
+def test_the_readme_quotes_the_recorded_campaign() -> None:
+    """The crash figures in the README are docs/crash.md as `./dev crash` wrote it."""
+    from crash_readme import ROOT, spliced
+
+    readme = (ROOT / "README.md").read_text()
+    assert readme == spliced(readme, (ROOT / "docs/crash.md").read_text()), (
+        "README.md's crash figures differ from docs/crash.md: run ./dev crash N"
+    )

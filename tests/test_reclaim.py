@@ -142,13 +142,18 @@ def test_untracked_segment_stays() -> None:
         shmbridge.unlink(name)
 
 
-def plant(name: str, pid: int, start: int, namespace: int, flags: int = 0) -> None:
-    """A file in /dev/shm with a record that says what the test needs it to say."""
+def plant(
+    name: str, pid: int, start: int, namespace: int, flags: int = 0, mode: int = 0o600, extra: bytes = b""
+) -> None:
+    """A file in /dev/shm with a record that says what the test needs it to say
+    (`extra`: bytes after the 40 of version 1, as a later minor version may add)."""
     fd = os.open(SHM / name.lstrip("/"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
+        os.fchmod(fd, mode)  # whatever the umask says
         os.ftruncate(fd, 64)
         created = time.time_ns()
-        os.setxattr(fd, "user.shmbridge", RECORD.pack(b"SHBR", 1, 0, flags, pid, 0, start, namespace, created))
+        record = RECORD.pack(b"SHBR", 1, 0, flags, pid, 0, start, namespace, created) + extra
+        os.setxattr(fd, "user.shmbridge", record)
     finally:
         os.close(fd)
 
@@ -177,6 +182,113 @@ def test_only_provably_dead_creators_count(name: str) -> None:
     finally:
         for left in (alive, elsewhere, newer):
             shmbridge.unlink(left)
+
+
+def test_a_longer_record_is_reclaimed_and_a_forgeable_one_is_not(name: str) -> None:
+    """A record longer than version 1's 40 bytes (FORMAT.md: readers accept it) is
+    the same record: its dead creator's segment goes (it used to be neither removed
+    nor reported). A record on a file others than its owner may write could have been
+    written by any of them: trusting it would let a user who may write someone's
+    file (but not remove it) have a privileged gc remove it, so it stays."""
+    me, start = os.getpid(), my_start_ticks()
+    namespace = os.stat("/proc/self/ns/pid").st_ino
+    longer, forgeable = f"{name}_longer", f"{name}_forgeable"
+    plant(longer, me, start + 1, namespace, extra=b"\0" * 8)  # a reused pid: dead
+    plant(forgeable, me, start + 1, namespace, mode=0o666)
+    try:
+        report = json.loads(cli("gc", "--json").stdout)
+        kept = {k["name"]: k["reason"] for k in report["kept"]}
+        assert longer not in kept, kept.get(longer)
+        assert _native._wait_gone(longer, DEADLINE)  # by this gc, or a tracker's
+        assert kept[forgeable].startswith("writable by others"), kept.get(forgeable)
+        assert (SHM / forgeable.lstrip("/")).exists()
+    finally:
+        shmbridge.unlink(forgeable)
+        if (SHM / longer.lstrip("/")).exists():
+            shmbridge.unlink(longer)
+
+
+def test_a_process_whose_main_thread_ended_still_runs(name: str) -> None:
+    """A process whose first thread called pthread_exit shows that thread as a
+    zombie in /proc, while its other threads run: its segments are its own still,
+    and gc keeps them (it used to take the process for dead and remove them)."""
+    probe = run_isolated(
+        f"""
+        import ctypes, json, os, subprocess, sys, threading
+        import shmbridge
+        name = {name!r}
+        shm = shmbridge.SharedMemory(name, create=True, size=4096, lifetime="process")
+        shm.close()
+        def after_main():
+            for _ in range(100_000):  # until the first thread has ended
+                state = open(f"/proc/{{os.getpid()}}/stat").read().rsplit(")", 1)[1].split()[0]
+                if state == "Z":
+                    break
+                os.sched_yield()
+            cli = [sys.executable, "-m", "shmbridge._cli"]
+            info = json.loads(subprocess.run(cli + ["info", "--json", name], capture_output=True, text=True).stdout)
+            gc = json.loads(subprocess.run(cli + ["gc", "--json"], capture_output=True, text=True).stdout)
+            kept = {{k["name"]: k["reason"] for k in gc["kept"]}}
+            print(json.dumps([state, info["segment"]["creator"]["state"], kept.get("/" + name.lstrip("/"))]), flush=True)
+            shmbridge.unlink(name)
+            os._exit(0)
+        threading.Thread(target=after_main).start()
+        ctypes.CDLL(None).pthread_exit(None)
+        """,
+        timeout=DEADLINE,
+    )
+    assert probe.returncode == 0, probe.stderr
+    state, creator, kept = json.loads(probe.stdout)
+    assert state == "Z", "the first thread did not become a zombie: nothing was tested"
+    assert (creator, kept) == ("alive", "creator alive")
+
+
+def test_a_proc_of_another_pid_namespace_judges_nobody(name: str) -> None:
+    """In a pid namespace whose /proc is still the parent's (`unshare --pid` without
+    a new /proc), the pids /proc shows are not this process's: its records say no
+    namespace and its creator's state is unknown, so nothing is reclaimed on a pid
+    that means another process there."""
+    try:
+        probe = subprocess.run(
+            ["unshare", "--pid", "--fork", sys.executable, "-c", textwrap.dedent(f"""
+                import json, subprocess, sys
+                import shmbridge
+                name = {name!r}
+                shm = shmbridge.SharedMemory(name, create=True, size=4096, lifetime="process")
+                out = subprocess.run([sys.executable, "-m", "shmbridge._cli", "info", "--json", name],
+                                     capture_output=True, text=True).stdout
+                shm.close()
+                shmbridge.unlink(name)
+                print(json.dumps(json.loads(out)["segment"]["creator"]))
+            """)],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+        )
+    except FileNotFoundError:
+        pytest.skip("no unshare here")
+    if probe.returncode != 0 and "unshare" in probe.stderr:
+        pytest.skip(f"cannot make a pid namespace here: {probe.stderr.strip()}")
+    assert probe.returncode == 0, probe.stderr
+    creator = json.loads(probe.stdout)
+    assert creator["state"] == "unknown", creator
+
+
+def test_names_reach_the_terminal_escaped(name: str) -> None:
+    """Anyone can name a file in /dev/shm: a newline or an escape sequence in a name
+    must not forge rows of `shmbridge ls` nor reach the reader's terminal."""
+    forged = f"{name}\nforged  raw  1.0 MiB  rw-------  root  1  yes  1\x1b]0;owned\x07"
+    path = SHM / forged.lstrip("/")
+    path.write_bytes(b"x")
+    try:
+        listing = cli("ls").stdout
+        details = cli("info", forged).stdout
+        for text in (listing, details):
+            assert "\x1b" not in text and "\x07" not in text
+            assert not any(line.startswith("forged") for line in text.splitlines())
+        assert f"{name}\\nforged" in listing
+    finally:
+        path.unlink()
 
 
 def test_cli_from_the_package(name: str) -> None:

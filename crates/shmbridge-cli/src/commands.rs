@@ -74,7 +74,7 @@ fn ls(ours: bool, as_json: bool, out: &mut Out) -> Result<i32, Failure> {
         .map(|info| {
             let (creator, alive) = creator_column(info);
             vec![
-                info.name.clone(),
+                show::printable(&info.name).into_owned(),
                 kind_column(info),
                 show::size(info.size),
                 show::mode(info.mode),
@@ -139,7 +139,7 @@ fn info(name: &str, as_json: bool, out: &mut Out) -> Result<i32, Failure> {
     let mut field = |key: &str, value: String| {
         let _ = writeln!(text, "{key:<12}{value}");
     };
-    field("name", info.name.clone());
+    field("name", show::printable(&info.name).into_owned());
     let kind = match (info.kind(), sniffed, &contents) {
         (None, ..) => "not a segment".to_owned(),
         (Some(_), true, Contents::Array(_)) => "array (no record: made without one)".into(),
@@ -293,14 +293,15 @@ fn rm(names: &[String], as_json: bool, out: &mut Out) -> Result<i32, Failure> {
     }
     let mut text = String::new();
     for item in &removed {
-        let _ = writeln!(text, "removed {}", item["name"].as_str().unwrap_or_default());
+        let name = item["name"].as_str().unwrap_or_default();
+        let _ = writeln!(text, "removed {}", show::printable(name));
     }
     for note in notes {
-        let _ = writeln!(text, "note: {note}");
+        let _ = writeln!(text, "note: {}", show::printable(&note));
     }
     out.extend_from_slice(text.as_bytes());
     for (_, error) in &errors {
-        eprintln!("shmbridge: rm: {error}");
+        eprintln!("shmbridge: rm: {}", show::printable(&error.to_string()));
     }
     Ok(status)
 }
@@ -337,7 +338,7 @@ fn gc(dry_run: bool, verbose: bool, as_json: bool, out: &mut Out) -> Result<i32,
         let _ = writeln!(
             text,
             "{verb} {} ({}, {}, creator {} dead)",
-            r.name,
+            show::printable(&r.name),
             r.record.kind(),
             show::size(r.size),
             r.record.creator_pid()
@@ -347,7 +348,7 @@ fn gc(dry_run: bool, verbose: bool, as_json: bool, out: &mut Out) -> Result<i32,
         // Without -v, only what is waiting on something: a dead creator's segments.
         let waiting = matches!(k.reason, KeptReason::InUse(_) | KeptReason::Failed(_));
         if verbose || waiting {
-            let _ = writeln!(text, "kept {}: {}", k.name, k.reason);
+            let _ = writeln!(text, "kept {}: {}", show::printable(&k.name), k.reason);
         }
     }
     let _ = writeln!(

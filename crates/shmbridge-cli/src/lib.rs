@@ -131,7 +131,7 @@ where
     match result {
         Ok(status) => status,
         Err(Failure(message)) => {
-            let _ = writeln!(io::stderr(), "shmbridge: {message}");
+            let _ = writeln!(io::stderr(), "shmbridge: {}", show::printable(&message));
             1
         }
     }

@@ -164,3 +164,38 @@ mod tests {
         assert_eq!(table(&["N", "V"], &rows, &[false, true]), "N     V\na     1\nbbb  22\n");
     }
 }
+
+/// `text` (a segment's name, or a message that quotes one) safe to print on a
+/// terminal: control characters, the bidirectional overrides and the backslash
+/// escaped as Rust writes them (`\n`, `\u{1b}`, `\\`), as `ls -b` does. Anyone may
+/// name a file in `/dev/shm`: unescaped, a name could forge table rows or send
+/// escape sequences to the reader's terminal. (`--json` output escapes by itself.)
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c == '\\'
+            || c.is_control()
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if unsafe_char(c) { c.escape_default().to_string() } else { c.to_string() })
+        .collect::<String>()
+        .into()
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::printable;
+
+    #[test]
+    fn names_cannot_forge_rows_or_reach_the_terminal() {
+        assert_eq!(printable("/frames"), "/frames");
+        assert_eq!(printable("/évian_✓"), "/évian_✓");
+        assert_eq!(printable("/evil\n_payroll"), "/evil\\n_payroll");
+        assert_eq!(printable("/esc\u{1b}]0;owned\u{7}"), "/esc\\u{1b}]0;owned\\u{7}");
+        assert_eq!(printable("/a\\nb"), "/a\\\\nb");
+        assert_eq!(printable("/rtl\u{202e}gpj.exe"), "/rtl\\u{202e}gpj.exe");
+    }
+}

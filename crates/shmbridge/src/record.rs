@@ -262,6 +262,13 @@ impl OwnershipRecord {
         UNIX_EPOCH + Duration::from_nanos(self.created_ns)
     }
 
+    /// Whether `stored` (a file's record attribute) is this record: its first
+    /// [`LEN`] bytes, which are all that a version-1 reader parses (a longer record
+    /// from a later minor version is the same record).
+    pub(crate) fn is_stored_in(&self, stored: Option<&[u8]>) -> bool {
+        stored.is_some_and(|stored| stored.starts_with(&self.encode()))
+    }
+
     /// Whether the creator still runs, as far as this process can tell (reads
     /// `/proc/<pid>/stat`: a few system calls).
     pub fn creator_state(&self) -> CreatorState {
@@ -271,8 +278,8 @@ impl OwnershipRecord {
         }
         match sys::accounting::process_stat(self.creator_pid) {
             Ok(None) => CreatorState::Dead,
-            Ok(Some(('Z' | 'X', _))) => CreatorState::Dead,
-            Ok(Some((_, start))) if self.creator_start != 0 && start != self.creator_start => {
+            Ok(Some(stat)) if stat.exited => CreatorState::Dead,
+            Ok(Some(stat)) if self.creator_start != 0 && stat.start != self.creator_start => {
                 CreatorState::Dead
             }
             Ok(Some(_)) => CreatorState::Alive,
@@ -336,7 +343,7 @@ fn this_process() -> ThisProcess {
         return me;
     }
     let start = match sys::accounting::process_stat(pid) {
-        Ok(Some((_, start))) => start,
+        Ok(Some(stat)) => stat.start,
         _ => 0,
     };
     let me = ThisProcess { pid, start, namespace: sys::accounting::pid_namespace().unwrap_or(0) };

@@ -259,6 +259,10 @@ pub enum KeptReason {
     CreatorUnknown,
     /// These processes map it or hold a descriptor of it.
     InUse(Vec<u32>),
+    /// Its mode lets others than its owner write it, so they could have written
+    /// its record too: a record is trusted only where nobody else could forge it
+    /// (else a user allowed to write someone's file could have it removed).
+    WritableByOthers,
     /// The removal failed (permission, or the name changed meanwhile).
     Failed(String),
 }
@@ -273,6 +277,9 @@ impl std::fmt::Display for KeptReason {
             KeptReason::CreatorAlive => f.write_str("creator alive"),
             KeptReason::CreatorUnknown => f.write_str("creator in another pid namespace"),
             KeptReason::InUse(p) => write!(f, "in use by {}", pids(p)),
+            KeptReason::WritableByOthers => {
+                f.write_str("writable by others than its owner (its record could be forged)")
+            }
             KeptReason::Failed(why) => write!(f, "removal failed: {why}"),
         }
     }
@@ -379,6 +386,10 @@ fn reclaim_batch(
     let users = scan()?;
     let mut hidden = Vec::new();
     for (file, record) in candidates {
+        if file.mode & 0o022 != 0 {
+            kept.push(Kept { name: file.name, reason: KeptReason::WritableByOthers });
+            continue;
+        }
         if let Some(reason) = users_of(&file, &users) {
             kept.push(Kept { name: file.name, reason });
             continue;
@@ -433,7 +444,7 @@ fn reclaim_batch(
 /// uses it. Errors are ignored: a tracker or [`gc`] tries again.
 pub(crate) fn reclaim_if_unused(name: &str, record: &OwnershipRecord) {
     let Ok(file) = sys::accounting::stat_name(name) else { return };
-    let same = file.regular && file.record.as_deref() == Some(&record.encode()[..]);
+    let same = file.regular && record.is_stored_in(file.record.as_deref());
     if !same || record.creator_state() != CreatorState::Dead {
         return;
     }

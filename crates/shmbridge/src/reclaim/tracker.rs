@@ -221,7 +221,7 @@ impl Tracker {
     /// once.
     fn adopt(&mut self, pid: u32, start: Option<u64>) {
         let running = match accounting::process_stat(pid) {
-            Ok(Some((state, now_start))) if !matches!(state, 'Z' | 'X') => Some(now_start),
+            Ok(Some(stat)) if !stat.exited => Some(stat.start),
             _ => None,
         };
         let Some(now_start) = running.filter(|s| start.is_none_or(|want| want == *s)) else {
@@ -237,7 +237,8 @@ impl Tracker {
         let watch = ProcessWatch::new(pid);
         // The pidfd names whatever process had the pid when it was opened: check
         // that it is still the same one.
-        let same = matches!(accounting::process_stat(pid), Ok(Some((_, s))) if s == now_start);
+        let same =
+            matches!(accounting::process_stat(pid), Ok(Some(stat)) if stat.start == now_start);
         if same && watch.is_alive() {
             self.creators.insert(key, watch);
         } else {
@@ -320,9 +321,7 @@ impl Tracker {
         for name in names {
             let record = &self.candidates[&name];
             match accounting::stat_name(&name) {
-                Ok(file)
-                    if file.regular && file.record.as_deref() == Some(&record.encode()[..]) =>
-                {
+                Ok(file) if file.regular && record.is_stored_in(file.record.as_deref()) => {
                     batch.push((file, record.clone()));
                 }
                 _ => {

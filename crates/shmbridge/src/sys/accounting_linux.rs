@@ -268,7 +268,7 @@ pub(crate) fn hide(name: &str, id: FileId, record: &[u8]) -> io::Result<Option<S
     }
     let same = fs::statat(fs::CWD, to.as_str(), AtFlags::SYMLINK_NOFOLLOW)
         .is_ok_and(|s| FileId { dev: s.st_dev, ino: s.st_ino } == id)
-        && record_at(&to).is_some_and(|r| r == record);
+        && record_at(&to).is_some_and(|r| r.starts_with(record));
     if same {
         return Ok(Some(hidden));
     }
@@ -290,9 +290,9 @@ pub(crate) fn remove(name: &str) -> io::Result<()> {
     Ok(fs::unlinkat(fs::CWD, path_of(name).as_str(), AtFlags::empty())?)
 }
 
-/// A process's state letter and start time (clock ticks after boot), from
-/// `/proc/<pid>/stat`; `None` if no such process exists.
-pub(crate) fn process_stat(pid: u32) -> io::Result<Option<(char, u64)>> {
+/// A process's state and start time, from `/proc/<pid>/stat`; `None` if no such
+/// process exists.
+pub(crate) fn process_stat(pid: u32) -> io::Result<Option<super::ProcessStat>> {
     let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -314,10 +314,27 @@ pub(crate) fn process_stat(pid: u32) -> io::Result<Option<(char, u64)>> {
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next().and_then(|s| s.chars().next());
     let start = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
-    match (state, start) {
-        (Some(state), Some(start)) => Ok(Some((state, start))),
-        _ => Err(io::Error::other("unreadable /proc stat")),
-    }
+    let (Some(state), Some(start)) = (state, start) else {
+        return Err(io::Error::other("unreadable /proc stat"));
+    };
+    let exited = matches!(state, 'Z' | 'X') && live_threads(pid)? <= 1;
+    Ok(Some(super::ProcessStat { exited, start }))
+}
+
+/// How many threads process `pid` counts (`Threads:` of `/proc/<pid>/status`):
+/// a zombie first thread stays counted until the whole group is gone, so more
+/// than one means some thread still runs.
+fn live_threads(pid: u32) -> io::Result<u64> {
+    let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(status) => status,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("unreadable /proc status"))
 }
 
 /// When a process that started `ticks` clock ticks after boot started, in seconds
@@ -331,7 +348,17 @@ pub(crate) fn started_at(ticks: u64) -> Option<i64> {
 
 /// The inode of this process's pid namespace (`/proc/self/ns/pid`), which tells
 /// whether a recorded pid means the same process here.
+///
+/// `None` also when `/proc` belongs to another pid namespace than this process's
+/// (`unshare --pid` without a new `/proc`): its pids are not the ones this process
+/// records and sees, so no creator may be judged through it.
 pub(crate) fn pid_namespace() -> Option<u64> {
+    let proc_self = std::fs::read_link("/proc/self").ok()?;
+    if proc_self.to_str()?.parse::<u32>().ok()?
+        != rustix::process::getpid().as_raw_nonzero().get() as u32
+    {
+        return None;
+    }
     let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
     let text = link.to_str()?;
     text.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()

@@ -95,7 +95,7 @@ pub(crate) fn remove(_name: &str) -> io::Result<()> {
     Err(unsupported())
 }
 
-pub(crate) fn process_stat(_pid: u32) -> io::Result<Option<(char, u64)>> {
+pub(crate) fn process_stat(_pid: u32) -> io::Result<Option<super::ProcessStat>> {
     Err(unsupported())
 }
 

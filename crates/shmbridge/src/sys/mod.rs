@@ -66,6 +66,17 @@ mod guard;
 #[cfg_attr(not(target_os = "linux"), path = "accounting_none.rs")]
 pub(crate) mod accounting;
 
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcessStat {
+    /// Every thread of it has exited (a zombie not yet waited for, or dying). A
+    /// group whose first thread ended while others run shows that thread as a
+    /// zombie too (`pthread_exit` in `main`): that process still runs.
+    pub(crate) exited: bool,
+    /// When it started, in clock ticks after boot: with the pid, what names it.
+    pub(crate) start: u64,
+}
+
 pub(crate) use guard::PagesLost;
 
 use std::io;

@@ -22,14 +22,16 @@ pub(crate) struct Handle(OwnedFd);
 /// Creates the segment `name`, exclusively, sized and reserved, with `record` as its
 /// ownership record.
 ///
-/// On Linux: `open(O_CREAT | O_EXCL)` in `/dev/shm`, the record at once
-/// (`fsetxattr`, one system call), the mode, then the size and its pages in one
-/// `fallocate` (which sets the size of a new file, so no `ftruncate`). The name
-/// exists without its record for the moment between the first two calls: a
-/// creator killed exactly then leaves an empty, unrecorded file. Making the file
-/// unnamed first (`O_TMPFILE`, then `linkat`) would close that window, but its
-/// `linkat` costs more than the record itself (3 to 4 us here, against 2 us for
-/// `fsetxattr`), and a create must not get slower: see the README's design notes.
+/// On Linux the file is made without a name first (`O_TMPFILE` in `/dev/shm`),
+/// given its record (`fsetxattr`), mode and size and pages (one `fallocate`, which
+/// sets the size of a new file), and only then linked under `name` (failing if the
+/// name is taken): the name never shows a segment without its record or of the
+/// wrong size, and a creator killed at any moment leaves either nothing or a
+/// recorded segment. (Creating the name first and writing the record after saves
+/// the `linkat`, 3 to 4 us here, but the crash campaign caught a creator killed
+/// between the two: an empty, unrecorded file that nothing may ever reclaim.) Where
+/// this is not possible (no `O_TMPFILE`, no `/proc` to link through) the name is
+/// created first and the record written at once after.
 pub(crate) fn create(
     name: &str,
     size: usize,
@@ -38,6 +40,10 @@ pub(crate) fn create(
     record: &[u8],
 ) -> io::Result<Handle> {
     let mode = Mode::from_bits_truncate(mode as _);
+    #[cfg(target_os = "linux")]
+    if let Some(created) = create_linked(name, size, mode, reserve, record) {
+        return created;
+    }
     let fd = create_object(name, mode)?;
     let handle = Handle(fd);
     #[cfg(target_os = "linux")]
@@ -51,6 +57,47 @@ pub(crate) fn create(
         return Err(err);
     }
     Ok(handle)
+}
+
+/// [`create`] through an unnamed file linked into place once complete; `None` if
+/// this system cannot (the caller then creates the name directly).
+#[cfg(target_os = "linux")]
+fn create_linked(
+    name: &str,
+    size: usize,
+    mode: Mode,
+    reserve: bool,
+    record: &[u8],
+) -> Option<io::Result<Handle>> {
+    use rustix::io::Errno;
+    use std::os::fd::AsRawFd;
+    let flags = fs::OFlags::TMPFILE | fs::OFlags::RDWR | fs::OFlags::CLOEXEC;
+    let handle = match fs::open("/dev/shm", flags, mode) {
+        Ok(fd) => Handle(fd),
+        // No O_TMPFILE on this file system or kernel.
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => return None,
+        Err(e) => return Some(Err(e.into())),
+    };
+    super::accounting::write_record(&handle, record);
+    if let Err(e) = set_mode_and_size(&handle.0, mode, size, reserve) {
+        return Some(Err(e)); // the file has no name: it goes with the descriptor
+    }
+    let target = format!("/dev/shm/{}", name.trim_start_matches('/'));
+    // Linking the descriptor itself (AT_EMPTY_PATH) is allowed to its opener since
+    // Linux 6.10, and to privileged processes before; else through /proc.
+    match fs::linkat(&handle.0, "", fs::CWD, target.as_str(), fs::AtFlags::EMPTY_PATH) {
+        Ok(()) => return Some(Ok(handle)),
+        Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => {}
+        Err(e) => return Some(Err(e.into())),
+    }
+    let source = format!("/proc/self/fd/{}", handle.0.as_raw_fd());
+    let flags = fs::AtFlags::SYMLINK_FOLLOW;
+    match fs::linkat(fs::CWD, source.as_str(), fs::CWD, target.as_str(), flags) {
+        Ok(()) => Some(Ok(handle)),
+        // /proc is not mounted: the caller creates the name directly.
+        Err(Errno::NOENT) if !std::path::Path::new("/proc/self/fd").exists() => None,
+        Err(e) => Some(Err(e.into())),
+    }
 }
 
 /// Creates the object exclusively. On Linux `O_CREAT | O_EXCL` makes a new regular

@@ -6,12 +6,13 @@
 //! reclaim, with nothing run by hand).
 //!
 //! ```text
-//! crash [--trials N] [--seed S] [--only TEXT] [--python PATH] [--cli PATH] [--verbose]
+//! crash [--trials N] [--seed S] [--only TEXT] [--python PATH] [--cli PATH] [--record FILE.md] [--verbose]
 //! ```
 //!
 //! Participants are this binary run again as `crash role ...` (Rust) and
 //! `tests/crash_participant.py` (Python). Prints one line per failed trial and a
-//! table of the figures; exits 1 if any trial failed. `./dev crash N` runs it.
+//! table of the figures (with `--record`, also as Markdown into that file, which
+//! the README quotes); exits 1 if any trial failed. `./dev crash N` runs it.
 
 // Linux only: the trials watch and kill participants with pidfds and look at
 // /dev/shm. Elsewhere the binary says so.
@@ -48,6 +49,7 @@ fn main() {
     let mut python = None;
     let mut cli = None;
     let mut verbose = false;
+    let mut record = None::<PathBuf>;
     let mut only = None::<String>;
     let mut i = 1;
     while i < args.len() {
@@ -58,6 +60,7 @@ fn main() {
             "--python" => python = Some(PathBuf::from(value())),
             "--cli" => cli = Some(PathBuf::from(value())),
             "--only" => only = Some(value()),
+            "--record" => record = Some(PathBuf::from(value())),
             "--verbose" | "-v" => {
                 verbose = true;
                 i += 1;
@@ -113,7 +116,14 @@ fn main() {
         }
         tally.add(scenario, outcome);
     }
-    print!("{}", tally.report(trials, seed, started.elapsed()));
+    let took = started.elapsed();
+    print!("{}", tally.report(trials, seed, took));
+    if let Some(record) = record
+        && let Err(e) = std::fs::write(&record, tally.markdown(trials, seed, took))
+    {
+        eprintln!("crash: cannot write {}: {e}", record.display());
+        std::process::exit(2);
+    }
     std::process::exit(i32::from(tally.failed()));
 }
 
@@ -121,7 +131,7 @@ fn main() {
 fn usage(at: &str) -> ! {
     eprintln!(
         "crash: bad argument {at:?}\nusage: crash [--trials N] [--seed S] [--only TEXT] [--python PATH] \
-         [--cli PATH] [--verbose]"
+         [--cli PATH] [--record FILE.md] [--verbose]"
     );
     std::process::exit(2);
 }

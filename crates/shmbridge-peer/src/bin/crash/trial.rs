@@ -824,6 +824,56 @@ impl Tally {
         t.lost + t.duplicated + t.violations + t.hangs + t.crashes + t.leftovers > 0
     }
 
+    /// The figures as the Markdown the README quotes (between its `crash:` markers):
+    /// what `./dev crash N` writes to `docs/crash.md`.
+    pub fn markdown(&self, trials: u64, seed: u64, took: Duration) -> String {
+        let mut out = String::new();
+        let kills: Vec<String> = self.kills.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let _ = writeln!(
+            out,
+            "`./dev crash {trials}`: {trials} trials in {:.0} s (seed {seed}; {}).\n",
+            took.as_secs_f64(),
+            kills.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "| scenario | trials | lost | duplicated | violations | hangs | crashes | leftovers |"
+        );
+        let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|");
+        let line = |out: &mut String, name: &str, r: &Row| {
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+                r.trials, r.lost, r.duplicated, r.violations, r.hangs, r.crashes, r.leftovers
+            );
+        };
+        for (name, row) in &self.rows {
+            line(&mut out, name, row);
+        }
+        line(&mut out, "**total**", &self.total());
+        let mut ms = self.reclaim_ms.clone();
+        ms.sort_by(f64::total_cmp);
+        if !ms.is_empty() {
+            let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+            let _ = writeln!(
+                out,
+                "\nReclaim: {} segments were removed after their last process exited, in median \
+                 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
+                ms.len(),
+                at(0.5),
+                at(0.99),
+                ms[ms.len() - 1]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} messages a killed consumer held unreleased came again to its successor \
+             (documented: at least once after a crash).",
+            self.redelivered
+        );
+        out
+    }
+
     pub fn report(&self, trials: u64, seed: u64, took: Duration) -> String {
         let mut out = String::new();
         let kills: Vec<String> = self.kills.iter().map(|(s, n)| format!("{n} {s}")).collect();
