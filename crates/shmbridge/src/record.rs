@@ -331,7 +331,7 @@ struct ThisProcess {
 /// `fork` reads its own: it has another pid).
 fn this_process() -> ThisProcess {
     static CACHE: Mutex<Option<ThisProcess>> = Mutex::new(None);
-    let pid = crate::current_pid();
+    let pid = crate::owner::current_pid();
     // try_lock: in a child made by fork, a parent's thread may have held the lock at
     // the fork; the identity is then read again instead of cached.
     let mut cache = match CACHE.try_lock() {

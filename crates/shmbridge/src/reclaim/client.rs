@@ -38,7 +38,7 @@ pub(super) fn socket_name() -> String {
 /// connection at most once a [`RECHECK`]. Failures leave reclaim to the last mapper
 /// and `gc`; they never fail a create.
 pub(super) fn ensure_tracker() {
-    let pid = crate::current_pid();
+    let pid = crate::owner::current_pid();
     // Another thread is at it (it starts or checks the tracker for this process);
     // or, in a child made by fork, a thread of the parent held the lock at the fork
     // and never will let it go here: either way, go on creating.
@@ -72,7 +72,7 @@ pub(super) fn ensure_tracker() {
 pub(super) fn connected() -> bool {
     let link = LINK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     link.as_ref()
-        .filter(|l| l.pid == crate::current_pid())
+        .filter(|l| l.pid == crate::owner::current_pid())
         .and_then(|l| l.connection.as_ref())
         .is_some_and(|c| !accounting::hung_up(c))
 }

@@ -223,5 +223,5 @@ fn open_named(name: &str, size: usize) -> Result<Arc<SharedMemory>> {
 
 /// This process's id, as lock owners record it.
 fn my_pid() -> u32 {
-    crate::current_pid()
+    crate::owner::current_pid()
 }
