@@ -39,7 +39,7 @@ def test_the_committed_record_is_a_full_run_with_every_group_and_the_loaded_runs
     data = record.load(RECORD)
     assert data["mode"] == "full"
     groups = {f["group"] for f in data["figures"]}
-    assert groups == {"roundtrip", "throughput", "idle", "worker", "percall", "handoff", "memory"}
+    assert groups == {"roundtrip", "throughput", "idle", "worker", "percall", "handoff", "memory", "aio"}
     scenarios = {f["scenario"] for f in data["figures"]}
     assert {"quiet", "loaded", "loaded-1", "loaded-2", "loaded-3", "loaded-4"} <= scenarios
     for key in ("cpu", "cores", "kernel", "python", "date", "commit"):
@@ -98,6 +98,48 @@ def test_the_check_passes_a_ratio_less_than_three_times_worse_and_ignores_the_lo
 def test_the_check_compares_ratios_not_absolute_times() -> None:
     # A machine twice as slow makes both sides slower: no regression.
     assert record.check(_record(channel=1200), _record(channel=2400 * 2, event=4000))[0] == []
+
+
+def test_a_ratio_the_record_does_not_hold_is_not_compared() -> None:
+    # A figure added since the record was made (here, ten times worse than anything)
+    # is measured and reported, not failed.
+    measured = _record(channel=1200)
+    measured["figures"].append(_figure("awaited", 12000, ref="event"))
+    assert "awaited / event" in record.gated(measured)
+    assert record.check(_record(channel=1200), measured) == ([], 2)
+
+
+def test_the_further_peers_of_a_figure_are_gated_too() -> None:
+    def with_awaited(awaited: float) -> dict[str, Any]:
+        data = _record(channel=1200)
+        data["figures"].append({**_figure("awaited", awaited, ref="channel"), "also": ["event"]})
+        return data
+
+    assert {"awaited / channel", "awaited / event"} <= set(record.gated(with_awaited(2000)))
+    failures, compared = record.check(with_awaited(2000), with_awaited(8000))
+    assert compared == 4
+    assert len(failures) == 2 and all("the awaited" in line for line in failures)
+
+
+def test_merging_a_group_replaces_its_figures_and_names_the_run_it_comes_from() -> None:
+    recorded = _record(channel=1200)
+    recorded["figures"].append({**_figure("old_awaited", 5000), "group": "aio"})
+    partial = {
+        "mode": "full",
+        "machine": {"date": "later", "commit": "abc", "dirty": False},
+        "load_average": {"start": [1, 1, 1], "end": [1, 1, 1]},
+        "duration_s": 30.0,
+        "settings": {"rt_rounds": 9},
+        "figures": [{**_figure("awaited", 2000, ref="event"), "group": "aio"}],
+    }
+    merged = record.merge(recorded, partial, ["aio"])
+    ids = [f["id"] for f in merged["figures"]]
+    assert "old_awaited" not in ids and "awaited" in ids and ids.count("channel") == 2
+    assert [m["groups"] for m in merged["merged"]] == [["aio"]] and merged["merged"][0]["commit"] == "abc"
+    # Merged again, the group's older entry goes.
+    again = record.merge(merged, {**partial, "machine": {"date": "later still", "commit": "def", "dirty": True}}, ["aio"])
+    assert [m["commit"] for m in again["merged"]] == ["def"]
+    assert "The aio figures: measured later still at commit def (with local changes)" in readme.render({**again, "machine": {}})
 
 
 def test_the_check_compares_idle_cpu_above_a_floor() -> None:

@@ -202,6 +202,7 @@ class Contender:
     ours: bool = True
     ref: str | None = None  # the id of its same-run peer (the ratio's denominator)
     floor: str | None = None  # a floor to quote a second ratio against
+    also: tuple[str, ...] = ()  # further same-run peers whose ratios are recorded and gated
     size: int | None = None  # bytes, for sweeps
     start: Callable[[], None] | None = None
     stop: Callable[[], None] | None = None
@@ -222,6 +223,7 @@ class Figure:
     ours: bool
     ref: str | None = None
     floor: str | None = None
+    also: tuple[str, ...] = ()
     size: int | None = None
     unit: str = "ns"
     spread: tuple[float, float] | None = None  # min and max of the block medians
@@ -244,6 +246,8 @@ class Figure:
                 out[key] = getattr(self, key)
         if self.spread is not None:
             out["spread"] = [round_sig(v) for v in self.spread]
+        if self.also:
+            out["also"] = list(self.also)
         return out
 
 
@@ -317,6 +321,7 @@ def run_group(
                 ours=c.ours,
                 ref=c.ref,
                 floor=c.floor,
+                also=c.also,
                 size=c.size,
                 spread=(min(block_medians[c.id]), max(block_medians[c.id])),
                 samples=ordered,

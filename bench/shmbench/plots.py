@@ -92,17 +92,18 @@ def handoff(figures: list[Figure], path: Path) -> None:
     plt.close(fig)
 
 
+# Every plot: its file's name and the group whose figures it shows.
+PLOTS = (("roundtrip_latency.png", "roundtrip"), ("throughput_vs_size.png", "throughput"), ("handoff_vs_size.png", "handoff"))
+
+
 def draw(figures: list[Figure], directory: Path) -> list[str]:
     """Every plot the figures allow, into `directory`; their file names."""
     directory.mkdir(parents=True, exist_ok=True)
     made = []
     groups = {f.group for f in figures}
-    for name, group, fn in (
-        ("roundtrip_latency.png", "roundtrip", roundtrips),
-        ("throughput_vs_size.png", "throughput", throughput),
-        ("handoff_vs_size.png", "handoff", handoff),
-    ):
+    for name, group in PLOTS:
         if group in groups:
+            fn = {"roundtrip": roundtrips, "throughput": throughput, "handoff": handoff}[group]
             fn(figures, directory / name)
             made.append(name)
     return made

@@ -24,6 +24,10 @@ ROWS: tuple[tuple[str, str, str, str, str], ...] = (
     ("Channel round trip (16 B), Rust <-> Python", "channel_rust_py", "event_rust_py", "quiet", "time"),
     ("Channel round trip (16 B), Python <-> Python", "channel_py_py", "event_py_py", "quiet", "time"),
     ("Event round trip, Rust <-> Rust", "event_rust_rust", "futex_rust_rust", "quiet", "time"),
+    ("Event round trip awaited (`aio.wait`), Rust <-> Python", "aio_event_rust_py", "aio_event_rust_py_blocking", "quiet", "time"),
+    ("Channel round trip awaited (16 B, `aio.send`/`aio.recv`), Rust <-> Python", "aio_channel_rust_py", "aio_channel_rust_py_blocking", "quiet", "time"),
+    ("Channel round trip awaited, beside `run_in_executor`", "aio_channel_rust_py", "aio_executor_rust_py", "quiet", "time"),
+    ("Channel round trip awaited, beside an asyncio Unix-socket stream", "aio_channel_rust_py", "aio_unix_stream", "quiet", "time"),
     ("Channel, 64 B messages Rust -> Python (`recv_batch`)", "ch_rust_py@64", "os_pipe@64", "quiet", "rate"),
     ("Channel, 64 B messages Python -> Rust (`send_many`)", "ch_py_rust@64", "os_pipe@64", "quiet", "rate"),
     ("Channel, 1 MiB frames Rust -> Python (`recv_view`)", "frames_channel", "frames_ring_copy", "quiet", "bandwidth"),
@@ -67,6 +71,15 @@ def _value(f: dict[str, Any] | None, how: str) -> str:
     return fmt.time_ns(f["median"]) + p99
 
 
+def merged_note(data: dict[str, Any]) -> str:
+    """The groups measured in a later run and merged into the record, and when."""
+    return "".join(
+        f"The {', '.join(m['groups'])} figures: measured {m['date']} at commit {m['commit']}"
+        f"{' (with local changes)' if m.get('dirty') else ''}, merged into this record. "
+        for m in data.get("merged", [])
+    )
+
+
 def loaded_runs(data: dict[str, Any]) -> list[str]:
     return sorted({f["scenario"] for f in data["figures"] if f["scenario"].startswith("loaded-")})
 
@@ -80,7 +93,8 @@ def render(data: dict[str, Any]) -> str:
         f"Measured {m.get('date', '?')} at commit {m.get('commit', '?')}{' (with local changes)' if m.get('dirty') else ''} "
         f"on {m.get('cpu', '?')}, {m.get('cores', '?')} CPUs, {m.get('kernel', '?')}, Python {m.get('python', '?')}; "
         f"load average {data.get('load_average', {}).get('start', '?')} at the start. "
-        "Ratios are our time over the peer's in the same run (below 1: ours is faster); "
+        + merged_note(data)
+        +         "Ratios are our time over the peer's in the same run (below 1: ours is faster); "
         "\"loaded\" means two CPU-bound processes running. Every figure, p99 and plot: "
         "[docs/benchmarks.md](docs/benchmarks.md).",
         "",

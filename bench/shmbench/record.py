@@ -1,11 +1,12 @@
 """The machine-readable record (`docs/benchmarks.json`), the ratios it holds, and the
 regression check of quick mode.
 
-Every figure of ours that has a same-run peer (`ref`) gives a ratio: our time per
-operation over the peer's (below 1: ours is faster). Quick mode measures again and
-fails when a ratio measured quiet is `FACTOR` times or more the recorded one; the
-medians are compared, not the p99s, which on a shared machine move by more than
-that from run to run. An idle waiter's CPU has no peer worth dividing by (the
+Every figure of ours that has a same-run peer (`ref`, and any further ones named in
+`also`) gives a ratio: our time per operation over the peer's (below 1: ours is
+faster). Quick mode measures again and fails when a ratio measured quiet is
+`FACTOR` times or more the recorded one; the medians are compared, not the p99s,
+which on a shared machine move by more than that from run to run. A ratio the
+record does not hold (a figure added since) is measured but not compared. An idle waiter's CPU has no peer worth dividing by (the
 stdlib's is ~0); it is compared as it is, above a floor of 0.1 % of a CPU.
 
 This module reads and compares JSON only: the README test imports it without the
@@ -53,12 +54,13 @@ def gated(data: dict[str, Any]) -> dict[str, tuple[str, float]]:
             continue
         if f["unit"] == "cpu":
             out[f"{fid} (CPU)"] = (f"{f['label']}: share of a CPU", float(f["median"]))
-        elif f.get("ref"):
-            r = ratio(data, fid, f["ref"])
-            if r is not None:
-                peer = figures[(f["ref"], scenario)]
-                at = f" [{fmt.size(f['size'])}]" if f.get("size") else ""
-                out[f"{fid} / {f['ref']}"] = (f"{f['label']}{at} / {peer['label']}", r)
+        else:
+            for peer_id in ([f["ref"]] if f.get("ref") else []) + list(f.get("also", ())):
+                r = ratio(data, fid, peer_id)
+                if r is not None:
+                    peer = figures[(peer_id, scenario)]
+                    at = f" [{fmt.size(f['size'])}]" if f.get("size") else ""
+                    out[f"{fid} / {peer_id}"] = (f"{f['label']}{at} / {peer['label']}", r)
     return out
 
 
@@ -90,6 +92,29 @@ def failing_groups(recorded: dict[str, Any], measured: dict[str, Any], factor: f
     """The groups of the figures that `check` finds worse."""
     groups = {fid: f["group"] for (fid, _), f in index(measured).items()}
     return {groups[key.split(" ")[0]] for key in regressions(recorded, measured, factor)[0]}
+
+
+def merge(recorded: dict[str, Any], partial: dict[str, Any], groups: list[str]) -> dict[str, Any]:
+    """`recorded` with the figures of `groups` replaced by those of `partial` (a run
+    of those groups only). The run's own details stay those of `recorded`; under
+    "merged" the record names each merged group and the run it comes from (the
+    latest merge of a group replaces an earlier one)."""
+    measured = set(groups)
+    merged = [m for m in recorded.get("merged", []) if not measured & set(m["groups"])]
+    merged.append(
+        {
+            "groups": list(groups),
+            "mode": partial["mode"],
+            "date": partial["machine"]["date"],
+            "commit": partial["machine"]["commit"],
+            "dirty": partial["machine"]["dirty"],
+            "load_average": partial["load_average"],
+            "duration_s": partial["duration_s"],
+            "settings": partial["settings"],
+        }
+    )
+    kept = [f for f in recorded["figures"] if f["group"] not in measured]
+    return {**recorded, "merged": merged, "figures": kept + partial["figures"]}
 
 
 def load(path: Path) -> dict[str, Any]:

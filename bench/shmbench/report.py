@@ -27,6 +27,14 @@ TARGETS: tuple[tuple[str, str, str | None, str, str, float, str], ...] = (
     ("1 MiB frames: plain copy's time / channel's (rate as a share of the copy's)", "frames_ring_copy", "frames_channel", "quiet", "median", 0.85, ">= 85 %"),
 )
 
+# The targets issue 11 sets for the awaited round trips (same columns as TARGETS).
+AIO_TARGETS: tuple[tuple[str, str, str | None, str, str, float, str], ...] = (
+    ("Event round trip, Rust <-> Python: awaited / blocking", "aio_event_rust_py", "aio_event_rust_py_blocking", "quiet", "median", 3.0, "<= 3"),
+    ("Channel 16 B round trip, Rust <-> Python: awaited / blocking", "aio_channel_rust_py", "aio_channel_rust_py_blocking", "quiet", "median", 3.0, "<= 3"),
+    ("Awaited Channel round trip / `run_in_executor` around `Channel.recv`", "aio_channel_rust_py", "aio_executor_rust_py", "quiet", "median", 1.0, "< 1"),
+    ("Awaited Channel round trip / asyncio Unix-socket stream, Python <-> Python", "aio_channel_rust_py", "aio_unix_stream", "quiet", "median", 1.0, "< 1"),
+)
+
 
 def _target_value(data: dict[str, Any], fid: str, pid: str | None, scenario: str, stat: str) -> str:
     f = index(data).get((fid, scenario))
@@ -62,6 +70,9 @@ def render(data: dict[str, Any], plots: list[str]) -> str:
         f"starts before and kills after each loaded measurement; round trips are measured loaded {s['loaded_runs']} "
         "times (runs 1..n), everything else once",
         f"- took {data['duration_s']:.0f} s",
+        *(f"- merged later: the {', '.join(m['groups'])} figures, measured {m['date']} at commit {m['commit']}"
+          f"{' with local changes' if m.get('dirty') else ''} ({m['mode']} settings, load average at the start "
+          f"{m['load_average']['start']}, {m['duration_s']:.0f} s)" for m in data.get("merged", [])),
         "",
         "How: contenders of a group are started together and measured in alternating rounds "
         f"({s['rt_rounds']} rounds of {s['trips']} round trips after {s['trip_warmup']} warm-up ones; "
@@ -88,10 +99,30 @@ def render(data: dict[str, Any], plots: list[str]) -> str:
             within = sum(1 for r in ratios if r is not None and r <= 2)
             shown = ", ".join(fmt.ratio(r) for r in ratios)
             out.append(f"| {what} round trip p99 / futex p99, loaded, per run | {shown} ({within} of {len(runs)} at or under 2) | <= 2 in every run |")
+    out += [
+        "",
+        "## Awaited round trips (issue 11)",
+        "",
+        "`shmbridge.aio` in an asyncio loop, beside the blocking round trips and the asyncio peers of the same run "
+        "(medians; the figures are under \"Awaited round trips\" below).",
+        "",
+        "| ratio | measured | target |",
+        "|---|---|---|",
+    ]
+    for what, fid, pid, scenario, stat, _, target in AIO_TARGETS:
+        out.append(f"| {what} | {_target_value(data, fid, pid, scenario, stat)} | {target} |")
     out += ["", *section_roundtrip(data), *section_throughput(data), *section_simple(data, "idle", "Idle waiters", cpu=True)]
     out += section_simple(data, "worker", "Worker calls (Rust -> Python) and hand-written peers")
     out += section_simple(data, "percall", "Per-call costs of the Python face, beside the stdlib")
     out += section_handoff(data)
+    out += section_simple(
+        data,
+        "aio",
+        "Awaited round trips (asyncio), beside the blocking ones and the asyncio peers",
+        note="Measured quiet only. The awaited Channel round trip's ratios to `run_in_executor` and to the asyncio "
+        "stream are in \"Awaited round trips (issue 11)\" above. The loop's floor polls the event from a coroutine "
+        "(no wake-up at all): what one round trip costs the loop itself.",
+    )
     out += section_simple(data, "memory", "The segment in Rust, beside plain memory")
     if plots:
         out += ["## Plots", ""]
@@ -132,25 +163,30 @@ def _peer_label(data: dict[str, Any], f: dict[str, Any]) -> str:
     return peer["label"] if peer else f["ref"]
 
 
-def section_simple(data: dict[str, Any], group: str, title: str, cpu: bool = False) -> list[str]:
+def section_simple(data: dict[str, Any], group: str, title: str, cpu: bool = False, note: str = "") -> list[str]:
     figures = index(data)
     ids = _ids(data, group)
     if not ids:
         return []
     has_p99 = any(figures[(i, "quiet")].get("p99") is not None for i in ids if (i, "quiet") in figures)
     cols = ["median", "p99"] if has_p99 else ["median"]
-    head = ["measured", *(f"quiet {c}" for c in cols), "peer", *(f"x peer ({c})" for c in cols),
-            *(f"loaded {c}" for c in cols), *(f"x peer loaded ({c})" for c in cols)]
+    loaded = any((i, "loaded") in figures for i in ids)  # some groups are measured quiet only
+    head = ["measured", *(f"quiet {c}" for c in cols), "peer", *(f"x peer ({c})" for c in cols)]
+    if loaded:
+        head += [*(f"loaded {c}" for c in cols), *(f"x peer loaded ({c})" for c in cols)]
     out = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i in ids:
         q, l = figures.get((i, "quiet")), figures.get((i, "loaded"))
         base = q or l
         assert base is not None
-        row = [base["label"], *_cell(q, has_p99), _peer_label(data, base), *_ratios(data, q, "quiet", has_p99),
-               *_cell(l, has_p99), *_ratios(data, l, "loaded", has_p99)]
+        row = [base["label"], *_cell(q, has_p99), _peer_label(data, base), *_ratios(data, q, "quiet", has_p99)]
+        if loaded:
+            row += [*_cell(l, has_p99), *_ratios(data, l, "loaded", has_p99)]
         out.append("| " + " | ".join(row) + " |")
     if cpu:
         out += ["", "Values are the waiting process's CPU time over the wall time of the wait."]
+    if note:
+        out += ["", note]
     return out + [""]
 
 
