@@ -824,45 +824,54 @@ impl Tally {
         t.lost + t.duplicated + t.violations + t.hangs + t.crashes + t.leftovers > 0
     }
 
+    /// Killed participants by signal: `1003 SIGKILL, 997 SIGTERM`.
+    fn kills_text(&self) -> String {
+        let kills: Vec<String> = self.kills.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        kills.join(", ")
+    }
+
+    /// Every scenario's row, then the total's (named `total`).
+    fn rows_and_total(&self, total: &'static str) -> impl Iterator<Item = (&str, Row)> + '_ {
+        let rows = self.rows.iter().map(|(name, row)| (name.as_str(), *row));
+        rows.chain(std::iter::once((total, self.total())))
+    }
+
+    /// How many segments reclaim removed, and how long after their last process
+    /// exited: median, p99 and max milliseconds.
+    fn reclaim_times(&self) -> Option<(usize, f64, f64, f64)> {
+        let mut ms = self.reclaim_ms.clone();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        (!ms.is_empty()).then(|| (ms.len(), at(0.5), at(0.99), ms[ms.len() - 1]))
+    }
+
     /// The figures as the Markdown the README quotes (between its `crash:` markers):
     /// what `./dev crash N` writes to `docs/crash.md`.
     pub fn markdown(&self, trials: u64, seed: u64, took: Duration) -> String {
         let mut out = String::new();
-        let kills: Vec<String> = self.kills.iter().map(|(s, n)| format!("{n} {s}")).collect();
         let _ = writeln!(
             out,
             "`./dev crash {trials}`: {trials} trials in {:.0} s (seed {seed}; {}).\n",
             took.as_secs_f64(),
-            kills.join(", ")
+            self.kills_text()
         );
         let _ = writeln!(
             out,
             "| scenario | trials | lost | duplicated | violations | hangs | crashes | leftovers |"
         );
         let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|");
-        let line = |out: &mut String, name: &str, r: &Row| {
+        for (name, r) in self.rows_and_total("**total**") {
             let _ = writeln!(
                 out,
                 "| {name} | {} | {} | {} | {} | {} | {} | {} |",
                 r.trials, r.lost, r.duplicated, r.violations, r.hangs, r.crashes, r.leftovers
             );
-        };
-        for (name, row) in &self.rows {
-            line(&mut out, name, row);
         }
-        line(&mut out, "**total**", &self.total());
-        let mut ms = self.reclaim_ms.clone();
-        ms.sort_by(f64::total_cmp);
-        if !ms.is_empty() {
-            let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        if let Some((n, median, p99, max)) = self.reclaim_times() {
             let _ = writeln!(
                 out,
-                "\nReclaim: {} segments were removed after their last process exited, in median \
-                 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
-                ms.len(),
-                at(0.5),
-                at(0.99),
-                ms[ms.len() - 1]
+                "\nReclaim: {n} segments were removed after their last process exited, in median \
+                 {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms."
             );
         }
         let _ = writeln!(
@@ -876,41 +885,29 @@ impl Tally {
 
     pub fn report(&self, trials: u64, seed: u64, took: Duration) -> String {
         let mut out = String::new();
-        let kills: Vec<String> = self.kills.iter().map(|(s, n)| format!("{n} {s}")).collect();
         let _ = writeln!(
             out,
             "crash campaign: {trials} trials in {:.0} s (seed {seed}; {})",
             took.as_secs_f64(),
-            kills.join(", ")
+            self.kills_text()
         );
         let _ = writeln!(
             out,
             "{:<46} {:>6} {:>5} {:>4} {:>10} {:>5} {:>7} {:>9}",
             "scenario", "trials", "lost", "dup", "violations", "hangs", "crashes", "leftovers"
         );
-        let line = |out: &mut String, name: &str, r: &Row| {
+        for (name, r) in self.rows_and_total("total") {
             let _ = writeln!(
                 out,
                 "{name:<46} {:>6} {:>5} {:>4} {:>10} {:>5} {:>7} {:>9}",
                 r.trials, r.lost, r.duplicated, r.violations, r.hangs, r.crashes, r.leftovers
             );
-        };
-        for (name, row) in &self.rows {
-            line(&mut out, name, row);
         }
-        line(&mut out, "total", &self.total());
-        let mut ms = self.reclaim_ms.clone();
-        ms.sort_by(f64::total_cmp);
-        if !ms.is_empty() {
-            let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        if let Some((n, median, p99, max)) = self.reclaim_times() {
             let _ = writeln!(
                 out,
-                "reclaim: {} segments removed after their last process exited, in median {:.1} ms, \
-                 p99 {:.1} ms, max {:.1} ms",
-                ms.len(),
-                at(0.5),
-                at(0.99),
-                ms[ms.len() - 1]
+                "reclaim: {n} segments removed after their last process exited, in median \
+                 {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
             );
         }
         let _ = writeln!(
