@@ -31,26 +31,7 @@ fn unsupported() -> io::Error {
     )
 }
 
-/// See the Linux file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct FileId {
-    pub(crate) dev: u64,
-    pub(crate) ino: u64,
-}
-
-/// See the Linux file.
-#[derive(Debug, Clone)]
-pub(crate) struct ShmFile {
-    pub(crate) name: String,
-    pub(crate) id: FileId,
-    pub(crate) size: u64,
-    pub(crate) mode: u32,
-    pub(crate) uid: u32,
-    pub(crate) gid: u32,
-    pub(crate) regular: bool,
-    pub(crate) modified: i64,
-    pub(crate) record: Option<Vec<u8>>,
-}
+pub(crate) use super::{FileId, ShmFile};
 
 pub(crate) fn write_record(_handle: &Handle, _record: &[u8]) -> bool {
     false

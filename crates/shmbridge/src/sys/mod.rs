@@ -66,6 +66,34 @@ mod guard;
 #[cfg_attr(not(target_os = "linux"), path = "accounting_none.rs")]
 pub(crate) mod accounting;
 
+/// Which file a segment is: stays the same for one segment, and differs from any
+/// segment that later takes the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FileId {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+}
+
+/// What `/dev/shm` says about one of its entries.
+#[derive(Debug, Clone)]
+pub(crate) struct ShmFile {
+    /// The canonical name (with its leading `/`).
+    pub(crate) name: String,
+    pub(crate) id: FileId,
+    pub(crate) size: u64,
+    /// Permission bits.
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    /// A regular file (anything else is not a segment: a planted link, a FIFO...).
+    pub(crate) regular: bool,
+    /// Last change of the contents by a write or a resize (not through a mapping),
+    /// in seconds since the epoch.
+    pub(crate) modified: i64,
+    /// The ownership record's bytes, if the file carries one.
+    pub(crate) record: Option<Vec<u8>>,
+}
+
 /// What `/proc/<pid>/stat` says of a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProcessStat {
