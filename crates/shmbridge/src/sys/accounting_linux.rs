@@ -51,10 +51,25 @@ pub(crate) struct Hider {
 /// process that hid a segment still runs: a live one's hidden names are its own,
 /// in the middle of a removal, and are never taken over.
 fn hidden_name(serial: u32) -> String {
+    // The identity is read from /proc once per process (a child made by fork has
+    // another pid, and reads its own); try_lock, since in such a child a parent's
+    // thread may have held the lock at the fork.
+    static IDENTITY: std::sync::Mutex<Option<(u32, String)>> = std::sync::Mutex::new(None);
     let pid = super::current_pid();
-    let start = process_stat(pid).ok().flatten().map_or(0, |(_, start)| start);
-    let namespace = pid_namespace().unwrap_or(0);
-    format!("/{HIDDEN_PREFIX}{namespace}-{pid}-{start}-{serial}")
+    let mut cached = IDENTITY.try_lock().ok();
+    let known = cached.as_deref().and_then(|c| c.as_ref()).filter(|(p, _)| *p == pid);
+    let identity = match known {
+        Some((_, identity)) => identity.clone(),
+        None => {
+            let start = process_stat(pid).ok().flatten().map_or(0, |(_, start)| start);
+            let identity = format!("{}-{pid}-{start}", pid_namespace().unwrap_or(0));
+            if let Some(cached) = cached.as_deref_mut() {
+                *cached = Some((pid, identity.clone()));
+            }
+            identity
+        }
+    };
+    format!("/{HIDDEN_PREFIX}{identity}-{serial}")
 }
 
 /// Who hid the segment `name` (canonical), if it is a hidden name; `None` for any
