@@ -8,9 +8,11 @@ reclaims on its behalf), the tracker the creator started. Records are read with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEADLINE, run_isolated
+from conftest import DEADLINE, cargo_binary, readline, run_isolated
 
 import shmbridge
 from shmbridge import _native
@@ -371,3 +373,240 @@ def test_isolated_close_keeps_working() -> None:
         """
     )
     assert result.returncode == 0, result.stderr
+
+
+
+OPENER = """
+import json, mmap, os, select, sys
+names = sys.argv[1:]
+held = {}
+i = 0
+while not select.select([sys.stdin], [], [], 0)[0]:
+    name = names[i % len(names)]
+    i += 1
+    try:
+        fd = os.open("/dev/shm/" + name.lstrip("/"), os.O_RDWR)
+    except FileNotFoundError:
+        continue
+    try:
+        held[name] = (os.fstat(fd).st_ino, mmap.mmap(fd, 64), fd)
+    except ValueError:  # caught between its creation and its sizing
+        os.close(fd)
+        continue
+    if len(held) > 20:
+        _, old_map, old_fd = held.pop(next(iter(held)))
+        old_map.close()
+        os.close(old_fd)
+sys.stdin.readline()
+print(json.dumps({name: ino for name, (ino, _, _) in held.items()}), flush=True)
+sys.stdin.read()
+"""
+
+
+def hidden_names_of(pid: int) -> list[str]:
+    """The names a reclaimer `pid` took segments out of sight under (docs/FORMAT.md)."""
+    prefix = ".shmbridge-reclaim-"
+    return [n for n in os.listdir(SHM) if n.startswith(prefix) and str(pid) in n[len(prefix) :].split("-")]
+
+
+def test_a_gc_leaves_what_another_running_gc_is_removing_to_it(name: str) -> None:
+    # Many dead creators' segments, and a process that keeps opening them by name
+    # (the stdlib's way: mmap of the file). A first gc is stopped (SIGSTOP) while it
+    # holds some of them under its hidden names; a second gc runs to completion
+    # meanwhile; then the first goes on. The second must leave the first's hidden
+    # names alone: no segment is reported by both, none as "removal failed", no
+    # hidden name as removed, and a segment still mapped keeps its name.
+    namespace = os.stat("/proc/self/ns/pid").st_ino
+    me, start = os.getpid(), my_start_ticks()
+    names = [f"{name}_{i:04d}" for i in range(2000)]  # so sorted by number
+    gc = [str(cargo_binary("shmbridge-cli", "shmbridge")), "gc", "--json"]
+    opener = subprocess.Popen(
+        [sys.executable, "-c", OPENER, *names[10:]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert opener.stdin is not None and opener.stdout is not None
+    first: subprocess.Popen[str] | None = None
+    caught_in_the_middle = 0
+    try:
+        for _ in range(5):
+            for n in names:
+                if not (SHM / n.lstrip("/")).exists():
+                    plant(n, me, start + 1, namespace)
+            first = subprocess.Popen(gc, stdout=subprocess.PIPE, text=True)
+            # It hides them in name order: the first (which the opener leaves alone) goes first.
+            assert _native._wait_gone(names[0], DEADLINE)
+            os.kill(first.pid, signal.SIGSTOP)
+            caught_in_the_middle += bool(hidden_names_of(first.pid))
+            second = subprocess.run(gc, capture_output=True, text=True, timeout=DEADLINE)
+            os.kill(first.pid, signal.SIGCONT)
+            reports = [json.loads(first.communicate(timeout=DEADLINE)[0]), json.loads(second.stdout)]
+            ours = set(names)
+            removed = [{r["name"] for r in report["removed"]} for report in reports]
+            assert not removed[0] & removed[1], "both gc claim to have removed these"
+            for report in reports:
+                taken = [r["name"] for r in report["removed"] if "shmbridge-reclaim" in r["name"]]
+                failed = [k for k in report["kept"] if k["name"] in ours and "failed" in k["reason"]]
+                assert not failed, f"reported as failed, although gone: {failed[:3]}"
+                assert not taken, f"a gc removed another's hidden names: {taken[:3]}"
+        assert caught_in_the_middle, "the first gc was never stopped while removing: nothing tested"
+        opener.stdin.write("stop\n")
+        opener.stdin.flush()
+        held = json.loads(readline(opener.stdout, "the opener"))
+        assert held, "the opener held nothing: nothing tested"
+        for n, inode in held.items():
+            path = SHM / n.lstrip("/")
+            assert path.exists() and path.stat().st_ino == inode, f"{n} is mapped but lost its name"
+    finally:
+        if first is not None and first.poll() is None:
+            first.kill()
+            first.wait(timeout=DEADLINE)
+        opener.kill()
+        opener.wait(timeout=DEADLINE)
+        for n in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(SHM / n.lstrip("/"))
+
+
+def test_only_a_dead_reclaimer_s_hidden_names_are_taken(name: str) -> None:
+    # A reclaimer that died between hiding a segment and removing it leaves it under
+    # its hidden name: gc takes that one. One that runs is left alone entirely.
+    namespace = os.stat("/proc/self/ns/pid").st_ino
+    me, start = os.getpid(), my_start_ticks()
+    serial = int.from_bytes(os.urandom(4), "little")
+    stale = f".shmbridge-reclaim-{namespace}-{me}-{start + 1}-{serial}"  # this pid, reused: dead
+    live = f".shmbridge-reclaim-{namespace}-{me}-{start}-{serial}"  # this very process
+    plant(stale, me, start + 1, namespace)
+    plant(live, me, start + 1, namespace)
+    try:
+        report = json.loads(cli("gc", "--json").stdout)
+        named = {r["name"] for r in report["removed"]} | {k["name"] for k in report["kept"]}
+        assert f"/{live}" not in named, "a live reclaimer's hidden name is its own"
+        assert (SHM / live).exists()
+        assert _native._wait_gone(stale, DEADLINE), "a dead reclaimer's hidden name stays"
+    finally:
+        for n in (stale, live):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(SHM / n)
+
+
+SQUATTED = """
+import json, os, signal, subprocess, sys
+import shmbridge
+from shmbridge import _native
+
+uid, stranger = os.geteuid(), 65534
+ready_r, ready_w = os.pipe()
+hold_r, hold_w = os.pipe()
+squatter = os.fork()
+if squatter == 0:  # another user takes every address it can think of
+    import socket
+    os.close(hold_w)
+    os.setgid(stranger)
+    os.setuid(stranger)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(f"\\0shmbridge-tracker-1-{uid}")
+    s.listen(8)
+    os.mkdir(f"/dev/shm/.shmbridge-tracker-{uid}", 0o777)
+    os.chmod(f"/dev/shm/.shmbridge-tracker-{uid}", 0o777)
+    os.symlink("/tmp", f"/dev/shm/.shmbridge-tracker-{uid}-1")
+    if sys.argv[1] == "everything":
+        for n in range(2, 16):
+            os.mkdir(f"/dev/shm/.shmbridge-tracker-{uid}-{n}", 0o700)
+    os.write(ready_w, b"x")
+    os.read(hold_r, 1)
+    os._exit(0)
+os.close(hold_r)
+assert os.read(ready_r, 1) == b"x"
+
+CREATOR = "import shmbridge, sys; s = shmbridge.SharedMemory.create(sys.argv[1], 4096); print('up', flush=True); sys.stdin.read()"
+def killed_creator(name):
+    p = subprocess.Popen([sys.executable, "-c", CREATOR, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "up\\n"
+    p.kill()
+    p.wait()
+    return p.stderr.read()
+
+def trackers():
+    net = os.readlink("/proc/self/ns/net")
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+            if b"track" in argv and os.readlink(f"/proc/{pid}/ns/net") == net:
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+# A creator that stays keeps the tracker it started running throughout.
+keeper = subprocess.Popen([sys.executable, "-c", CREATOR, "/squatted_keeper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+assert keeper.stdout.readline() == "up\\n"
+if sys.argv[1] == "everything":
+    result = {"stderr": killed_creator("/squatted_first")}
+    result["gone_without_gc"] = _native._wait_gone("/squatted_first", 0.5)
+    gc = subprocess.run([sys.executable, "-m", "shmbridge._cli", "gc", "--json"], capture_output=True, text=True)
+    result["gc_removed"] = [r["name"] for r in json.loads(gc.stdout)["removed"]]
+    keeper.stdin.close()
+    keeper.wait()
+    result["stderr"] += keeper.stderr.read()
+    os.close(hold_w)
+    os.waitpid(squatter, 0)
+    print(json.dumps(result))
+    sys.exit(0)
+result = {"stderr": killed_creator("/squatted_first")}
+result["first_gone"] = _native._wait_gone("/squatted_first", 30.0)
+result["trackers_after_first"] = trackers()
+result["stderr"] += killed_creator("/squatted_second")
+result["second_gone"] = _native._wait_gone("/squatted_second", 30.0)
+result["trackers_after_second"] = trackers()
+keeper.stdin.close()
+keeper.wait()
+result["stderr"] += keeper.stderr.read()
+result["shm"] = sorted(os.listdir("/dev/shm"))
+os.close(hold_w)
+os.waitpid(squatter, 0)
+for t in result["trackers_after_second"]:
+    os.kill(t, signal.SIGKILL)
+print(json.dumps(result))
+"""
+
+
+def run_squatted(mode: str) -> dict[str, object]:
+    """SQUATTED, in a network namespace and a /dev/shm of its own: no other tracker
+    of this user (of tests running beside) is there, and nothing of it leaks out."""
+    if subprocess.run(["unshare", "-mn", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -mn is not allowed here")
+    isolated = 'mount -t tmpfs -o mode=1777 tmpfs /dev/shm && exec "$@"'
+    run = subprocess.run(
+        ["unshare", "-mn", "sh", "-c", isolated, "sh", sys.executable, "-c", SQUATTED, mode],
+        capture_output=True,
+        text=True,
+        timeout=4 * DEADLINE,
+    )
+    assert run.returncode == 0, run.stderr
+    result: dict[str, object] = json.loads(run.stdout)
+    return result
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
+def test_a_stranger_squatting_the_tracker_address_cannot_stop_reclaim() -> None:
+    # Another user binds this user's abstract tracker name first (abstract sockets
+    # have no permissions) and takes the first names of the private directory too.
+    # Creators killed then still have their segments reclaimed, by a tracker of
+    # their own user, which every later creator finds (one tracker).
+    result = run_squatted("some")
+    assert result["first_gone"], f"a killed creator's segment stays (squatted tracker): {result}"
+    assert result["second_gone"], result
+    assert len(result["trackers_after_first"]) == 1, result
+    assert result["trackers_after_second"] == result["trackers_after_first"], "a later creator started another"
+    assert f".shmbridge-tracker-{os.geteuid()}-2" in result["shm"], "the first private directory of its own"
+    assert result["stderr"] == "", "nothing to complain about: reclaim works"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
+def test_with_every_tracker_address_squatted_the_creator_says_so_once_and_gc_works() -> None:
+    result = run_squatted("everything")
+    # Once from each creating process (the one killed, and the one that stays).
+    complaints = str(result["stderr"]).splitlines()
+    assert len(complaints) == 2 and all("tracker cannot run" in c for c in complaints), result
+    assert not result["gone_without_gc"], "no tracker, no last mapper: only gc removes it"
+    assert result["gc_removed"] == ["/squatted_first"], result

@@ -326,7 +326,10 @@ fn gc(dry_run: bool, verbose: bool, as_json: bool, out: &mut Out) -> Result<i32,
             .collect();
         emit_json(
             out,
-            &json!({ "dry_run": dry_run, "removed": removed, "kept": kept, "foreign": report.foreign }),
+            &json!({
+                "dry_run": dry_run, "removed": removed, "kept": kept, "foreign": report.foreign,
+                "gone": report.gone,
+            }),
         );
         return Ok(0);
     }

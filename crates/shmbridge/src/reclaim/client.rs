@@ -6,9 +6,11 @@ use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sys::accounting;
+use crate::sys::tracker_socket::{self, Reached, TrackerAddress};
 
 /// This process's connection to the tracker.
 struct Link {
@@ -28,8 +30,10 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// How long a started tracker may take to say it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The tracker's socket name: one tracker per user (and network namespace) and
-/// protocol version.
+/// The tracker's abstract socket name: one tracker per user (and network
+/// namespace) and protocol version. Anybody may bind it first: see
+/// `sys::tracker_socket` for why a listener is checked, and where the tracker
+/// listens when a stranger holds this name.
 pub(super) fn socket_name() -> String {
     format!("shmbridge-tracker-1-{}", accounting::effective_uid())
 }
@@ -77,14 +81,68 @@ pub(super) fn connected() -> bool {
         .is_some_and(|c| !accounting::hung_up(c))
 }
 
-fn connect_or_start() -> (Option<OwnedFd>, Option<Child>) {
-    let name = socket_name();
-    match accounting::connect(&name) {
-        Ok(Some(connection)) => return (Some(connection), None),
-        Ok(None) => {}
-        Err(_) => return (None, None), // held by another user, or sockets refused
+/// What looking for this user's tracker found.
+enum Found {
+    Tracker(OwnedFd),
+    /// No tracker; `squatter` is the process of another user that holds the
+    /// abstract address, if one does.
+    Nothing {
+        squatter: Option<(i32, u32)>,
+    },
+}
+
+/// Looks for this user's tracker where it may listen (see
+/// `sys::tracker_socket`): the abstract address, then the socket file in this
+/// user's private directory (where a tracker listens when a stranger squats the
+/// abstract name). A listener of another user is never used.
+fn find_tracker() -> Found {
+    let mut squatter = None;
+    match tracker_socket::connect(&TrackerAddress::Abstract(socket_name())) {
+        Ok(Reached::Ours(connection)) => return Found::Tracker(connection),
+        Ok(Reached::Stranger { pid, uid }) => squatter = Some((pid, uid)),
+        Ok(Reached::Nobody) | Err(_) => {}
     }
-    let Some((program, args)) = super::tracker_command() else { return (None, None) };
+    if let Ok(Some(dir)) = tracker_socket::private_dir(false)
+        && let Ok(Reached::Ours(connection)) =
+            tracker_socket::connect(&TrackerAddress::in_dir(&dir))
+    {
+        return Found::Tracker(connection);
+    }
+    Found::Nothing { squatter }
+}
+
+/// Says once per process that a stranger keeps this user from its tracker: the
+/// user would otherwise never learn why killed creators' segments wait for a
+/// last mapper or `gc`.
+fn warn_squatted(squatter: Option<(i32, u32)>) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let Some((pid, uid)) = squatter else { return };
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "shmbridge: the reclaim tracker cannot run: process {pid} of user {uid} holds its \
+             address, and no private directory for it could be made in /dev/shm; segments of \
+             creators that die are removed by the last process that maps them, or by \
+             `shmbridge gc`"
+        );
+    }
+}
+
+fn connect_or_start() -> (Option<OwnedFd>, Option<Child>) {
+    let squatter = match find_tracker() {
+        Found::Tracker(connection) => return (Some(connection), None),
+        Found::Nothing { squatter } => squatter,
+    };
+    let connect = || match find_tracker() {
+        Found::Tracker(connection) => Some(connection),
+        Found::Nothing { squatter } => {
+            warn_squatted(squatter);
+            None
+        }
+    };
+    let Some((program, args)) = super::tracker_command() else {
+        warn_squatted(squatter);
+        return (None, None);
+    };
     let spawned = Command::new(&program)
         .args(&args)
         .arg("track")
@@ -92,23 +150,28 @@ fn connect_or_start() -> (Option<OwnedFd>, Option<Child>) {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn();
-    let Ok(mut child) = spawned else { return (None, None) };
+    let Ok(mut child) = spawned else {
+        warn_squatted(squatter);
+        return (None, None);
+    };
     let word = child.stdout.take().map(|out| first_line(out, START_TIMEOUT)).unwrap_or_default();
     match word.trim() {
         "ready" => {}
         "running" => {
             // Another process started one first; this one exits at once.
             let _ = child.wait();
-            return (accounting::connect(&name).ok().flatten(), None);
+            return (connect(), None);
         }
         _ => {
-            // Not a tracker, or too slow: never leave it behind.
+            // Not a tracker, too slow, or it could listen nowhere: never leave it
+            // behind.
             let _ = child.kill();
             let _ = child.wait();
+            warn_squatted(squatter);
             return (None, None);
         }
     }
-    (accounting::connect(&name).ok().flatten(), Some(child))
+    (connect(), Some(child))
 }
 
 /// The first line `out` gives within `timeout` (empty if none).

@@ -17,14 +17,19 @@
 //! A removal first renames the segment to a hidden name (so nobody new can open
 //! it), checks that the file so taken is the one examined, looks at every
 //! process's mappings and descriptors once more, and only then unlinks it (or
-//! puts it back). Segments without a record (made by Python's stdlib, by C, by an
-//! older shmbridge) are never touched.
+//! puts it back). The hidden name says which process hid the segment (pid
+//! namespace, pid, start time): reclaimers running at once (two [`gc`], a [`gc`]
+//! and the tracker) never take over each other's hidden segments, only those of a
+//! reclaimer that died mid-removal. Segments without a record (made by Python's
+//! stdlib, by C, by an older shmbridge) are never touched.
 //!
 //! Three things reclaim, so that no action of the user's is needed:
 //!
 //! - **the tracker**, a small process (`shmbridge track`, the CLI binary) that the
-//!   first process creating a reclaimable segment starts, one per user; it waits on
-//!   the creators' pidfds and on `/dev/shm` (inotify: a file let go of by its last
+//!   first process creating a reclaimable segment starts, one per user (found on an
+//!   abstract socket, or, when another user squats that name, on a socket file in a
+//!   directory private to the user; a listener of another user is never used); it
+//!   waits on the creators' pidfds and on `/dev/shm` (inotify: a file let go of by its last
 //!   user), so it burns no CPU while nothing happens, reclaims within milliseconds
 //!   of the last user leaving, and exits once no process that created through
 //!   shmbridge remains;
@@ -304,6 +309,9 @@ pub struct GcReport {
     /// Segments without a record (not made by shmbridge, or unrecorded): never
     /// touched.
     pub foreign: usize,
+    /// Segments that went away while this gc was removing them, by another hand
+    /// (somebody unlinked them meanwhile): gone, but not removed by this gc.
+    pub gone: Vec<String>,
 }
 
 /// Removes every reclaimable segment (see the [module docs](self)) in
@@ -320,15 +328,23 @@ pub fn gc(dry_run: bool) -> Result<GcReport> {
     let mut report = GcReport::default();
     let mut candidates = Vec::new();
     for file in files.into_iter().filter(|f| f.regular) {
+        if hidden_by_live_reclaimer(&file.name) {
+            // Another reclaimer (a gc, a tracker, a last mapper) is removing it right
+            // now: that one reports it. Taking it over would make that removal fail
+            // and could put a segment still in use back under that reclaimer's
+            // hidden name instead of its own.
+            continue;
+        }
         match judge_record(&file) {
             Judged::Foreign => report.foreign += 1,
             Judged::Keep(reason) => report.kept.push(Kept { name: file.name, reason }),
             Judged::Candidate(record) => candidates.push((file, record)),
         }
     }
-    let (removed, kept) = reclaim_batch(candidates, dry_run)?;
-    report.removed = removed;
-    report.kept.extend(kept);
+    let batch = reclaim_batch(candidates, dry_run)?;
+    report.removed = batch.removed;
+    report.kept.extend(batch.kept);
+    report.gone = batch.gone;
     report.kept.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(report)
 }
@@ -359,6 +375,31 @@ fn judge_record(file: &ShmFile) -> Judged {
     }
 }
 
+/// Whether `name` is a hidden name (see the [module docs](self)) of a reclaimer
+/// that may still run: those are its own, in the middle of a removal, and are
+/// never touched. Only the hidden names of a reclaimer that provably died (by the
+/// rules for creators: no such pid, a zombie, or another start time) are looked at
+/// like any segment, so that what a crashed reclaimer left behind still goes.
+fn hidden_by_live_reclaimer(name: &str) -> bool {
+    if !name.trim_start_matches('/').starts_with(sys::accounting::HIDDEN_PREFIX) {
+        return false;
+    }
+    // A hidden name in neither known form is not ours to judge.
+    let Some(hider) = sys::accounting::hider_of(name) else { return true };
+    if let Some(namespace) = hider.namespace {
+        let here = sys::accounting::pid_namespace().unwrap_or(0);
+        if namespace == 0 || here == 0 || namespace != here {
+            return true; // its pid means another process here
+        }
+    }
+    match sys::accounting::process_stat(hider.pid) {
+        Ok(None) => false,
+        Ok(Some(stat)) if stat.exited => false,
+        Ok(Some(stat)) => hider.start.is_none_or(|hidden_at| hidden_at == stat.start),
+        Err(_) => true,
+    }
+}
+
 /// The processes that use `file`, if any.
 ///
 /// Processes whose mappings the kernel does not show us (another user's, when not
@@ -371,16 +412,23 @@ fn users_of(file: &ShmFile, users: &Users) -> Option<KeptReason> {
     Some(KeptReason::InUse(pids.clone()))
 }
 
+/// What [`reclaim_batch`] did.
+#[derive(Default)]
+struct Batch {
+    removed: Vec<Reclaimed>,
+    kept: Vec<Kept>,
+    /// Names of segments that vanished between the hiding and the unlink.
+    gone: Vec<String>,
+}
+
 /// Removes those of `candidates` (files whose creator is dead) that nobody uses,
-/// by hiding them, looking again, then unlinking; returns what was removed and
-/// what was kept.
-fn reclaim_batch(
-    candidates: Vec<(ShmFile, OwnershipRecord)>,
-    dry_run: bool,
-) -> Result<(Vec<Reclaimed>, Vec<Kept>)> {
-    let (mut removed, mut kept) = (Vec::new(), Vec::new());
+/// by hiding them, looking again, then unlinking; returns what was removed, what
+/// was kept and what went away meanwhile.
+fn reclaim_batch(candidates: Vec<(ShmFile, OwnershipRecord)>, dry_run: bool) -> Result<Batch> {
+    let mut batch = Batch::default();
+    let Batch { removed, kept, gone } = &mut batch;
     if candidates.is_empty() {
-        return Ok((removed, kept));
+        return Ok(batch);
     }
     let scan = || sys::accounting::scan_users().map_err(|e| Error::from_os("/proc", "scan", e));
     let users = scan()?;
@@ -407,7 +455,7 @@ fn reclaim_batch(
         }
     }
     if hidden.is_empty() {
-        return Ok((removed, kept));
+        return Ok(batch);
     }
     // Nobody can open these by name now; whoever opened one before it was hidden
     // shows up in this second look.
@@ -418,7 +466,7 @@ fn reclaim_batch(
                 let _ = sys::accounting::restore(&hidden_name, &file.name);
                 kept.push(Kept { name: file.name, reason: KeptReason::Failed(e.to_string()) });
             }
-            return Ok((removed, kept));
+            return Ok(batch);
         }
     };
     for (file, record, hidden_name) in hidden {
@@ -431,12 +479,15 @@ fn reclaim_batch(
         }
         match sys::accounting::remove(&hidden_name) {
             Ok(()) => removed.push(Reclaimed { name: file.name, size: file.size, record }),
+            // Somebody unlinked it under its hidden name (nothing of shmbridge does:
+            // no reclaimer takes over a live one's hidden names): gone, not kept.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(file.name),
             Err(e) => {
                 kept.push(Kept { name: file.name, reason: KeptReason::Failed(e.to_string()) })
             }
         }
     }
-    Ok((removed, kept))
+    Ok(batch)
 }
 
 /// The last-mapper path: the segment `name` carries `record` (read when it was
@@ -455,7 +506,7 @@ pub(crate) fn reclaim_if_unused(name: &str, record: &OwnershipRecord) {
 /// tracker: owned by `uid`, reclaimable records. For the tracker.
 #[cfg(target_os = "linux")]
 fn recorded_of(uid: u32, file: &ShmFile) -> Option<OwnershipRecord> {
-    if !file.regular || file.uid != uid {
+    if !file.regular || file.uid != uid || hidden_by_live_reclaimer(&file.name) {
         return None;
     }
     let record = OwnershipRecord::parse(file.record.as_deref()?).ok()?;

@@ -1,7 +1,9 @@
 //! The tracker: one small process per user that reclaims the segments of dead
 //! creators as soon as their last user lets go.
 //!
-//! It listens on an abstract socket (which also makes it the only one). Every
+//! It listens on an abstract socket (which also makes it the only one), or, when
+//! a stranger holds that name, on a socket file in a directory private to the
+//! user (see `listen` and `sys::tracker_socket`). Every
 //! process that creates a reclaimable segment connects first, and stays
 //! connected; the tracker watches each such creator through a pidfd, and at
 //! startup adopts the live creators of the segments `/dev/shm` already holds.
@@ -24,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::record::{CreatorState, OwnershipRecord};
 use crate::sys::ProcessWatch;
 use crate::sys::accounting::{self, ShmEvent, ShmWatch};
+use crate::sys::tracker_socket::{self, Listened, TrackerAddress};
 
 /// The shortest time between two looks at every process (a look costs a few
 /// milliseconds of CPU with a hundred processes), however many events arrive.
@@ -41,8 +44,7 @@ pub fn run_tracker(options: &TrackerOptions) -> Result<TrackerExit> {
     if options.detach {
         accounting::detach();
     }
-    let Some(listener) = accounting::listen(&super::client::socket_name()).map_err(os("listen"))?
-    else {
+    let Some(listener) = listen().map_err(os("listen"))? else {
         if options.announce {
             accounting::announce("running").map_err(os("announce"))?;
         }
@@ -58,6 +60,36 @@ pub fn run_tracker(options: &TrackerOptions) -> Result<TrackerExit> {
     let mut tracker = Tracker::new(options.clone());
     tracker.adopt_all().map_err(os("list"))?;
     tracker.run(&listener)
+}
+
+/// Listens where this user's tracker is looked for (see `sys::tracker_socket`):
+/// `None` if a tracker of this user already listens there.
+///
+/// The abstract name first. If a process of another user holds it (any local
+/// user may bind any abstract name, to keep this user's segments from being
+/// reclaimed), the socket file in this user's private directory, which no
+/// stranger can take: creating processes look there too.
+fn listen() -> std::io::Result<Option<OwnedFd>> {
+    let squatter =
+        match tracker_socket::listen_on(&TrackerAddress::Abstract(super::client::socket_name()))? {
+            Listened::Listening(listener) => return Ok(Some(listener)),
+            Listened::Ours => return Ok(None),
+            Listened::Stranger { pid, uid } => (pid, uid),
+        };
+    let (pid, uid) = squatter;
+    let refused = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("process {pid} of user {uid} holds the tracker's abstract socket, and {what}"),
+        )
+    };
+    let dir = tracker_socket::private_dir(true)?
+        .ok_or_else(|| refused("every name for a private directory in /dev/shm is taken"))?;
+    match tracker_socket::listen_on(&TrackerAddress::in_dir(&dir))? {
+        Listened::Listening(listener) => Ok(Some(listener)),
+        Listened::Ours => Ok(None),
+        Listened::Stranger { .. } => Err(refused("another user listens in its private directory")),
+    }
 }
 
 /// A creator, watched until it exits: `(pid, start time)`.
@@ -334,7 +366,7 @@ impl Tracker {
         }
         self.scans += 1;
         match reclaim_batch(batch, false) {
-            Ok((removed, kept)) => {
+            Ok(super::Batch { removed, kept, .. }) => {
                 for gone in removed {
                     self.candidates.remove(&gone.name);
                     self.reclaimed += 1;

@@ -35,6 +35,62 @@ const RECORD_MAX: usize = 256;
 /// removing it (see [`hide`]); listings skip them unless asked.
 pub(crate) const HIDDEN_PREFIX: &str = ".shmbridge-reclaim-";
 
+/// Who took a segment out of sight under a hidden name (see [`hide`]), as the name
+/// says: `/.shmbridge-reclaim-<pid namespace>-<pid>-<start>-<n>`, or, from builds
+/// before the namespace and start time were written, `/.shmbridge-reclaim-<pid>-<n>`
+/// (then `namespace` and `start` are `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hider {
+    pub(crate) namespace: Option<u64>,
+    pub(crate) pid: u32,
+    pub(crate) start: Option<u64>,
+}
+
+/// A hidden name for this process's `serial`th removal. It names the process
+/// (pid namespace, pid, start time) so that another reclaimer can tell whether the
+/// process that hid a segment still runs: a live one's hidden names are its own,
+/// in the middle of a removal, and are never taken over.
+fn hidden_name(serial: u32) -> String {
+    // The identity is read from /proc once per process (a child made by fork has
+    // another pid, and reads its own); try_lock, since in such a child a parent's
+    // thread may have held the lock at the fork.
+    static IDENTITY: std::sync::Mutex<Option<(u32, String)>> = std::sync::Mutex::new(None);
+    let pid = super::current_pid();
+    let mut cached = IDENTITY.try_lock().ok();
+    let known = cached.as_deref().and_then(|c| c.as_ref()).filter(|(p, _)| *p == pid);
+    let identity = match known {
+        Some((_, identity)) => identity.clone(),
+        None => {
+            let start = process_stat(pid).ok().flatten().map_or(0, |stat| stat.start);
+            let identity = format!("{}-{pid}-{start}", pid_namespace().unwrap_or(0));
+            if let Some(cached) = cached.as_deref_mut() {
+                *cached = Some((pid, identity.clone()));
+            }
+            identity
+        }
+    };
+    format!("/{HIDDEN_PREFIX}{identity}-{serial}")
+}
+
+/// Who hid the segment `name` (canonical), if it is a hidden name; `None` for any
+/// other name, and for a hidden name in neither form.
+pub(crate) fn hider_of(name: &str) -> Option<Hider> {
+    let rest = name.trim_start_matches('/').strip_prefix(HIDDEN_PREFIX)?;
+    let numbers: Vec<u64> =
+        rest.split('-').map(|n| n.parse().ok()).collect::<Option<Vec<u64>>>()?;
+    match numbers[..] {
+        [namespace, pid, start, _serial] => Some(Hider {
+            namespace: Some(namespace),
+            pid: u32::try_from(pid).ok()?,
+            start: Some(start),
+        }),
+        [pid, _serial] => {
+            Some(Hider { namespace: None, pid: u32::try_from(pid).ok()?, start: None })
+        }
+        _ => None,
+    }
+}
+
 /// The path of a segment's file, from its canonical name.
 pub(crate) fn path_of(name: &str) -> String {
     format!("{SHM_DIR}/{}", name.trim_start_matches('/'))
@@ -115,6 +171,9 @@ pub(crate) fn list(hidden: bool, since: Option<i64>) -> io::Result<Vec<ShmFile>>
         };
         if !hidden && bare.starts_with(HIDDEN_PREFIX) {
             continue;
+        }
+        if bare.starts_with(super::tracker_socket::DIR_PREFIX) {
+            continue; // the tracker's private directories: not segments
         }
         let path = format!("{SHM_DIR}/{bare}");
         match fs::statat(fs::CWD, path.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -227,7 +286,7 @@ pub(crate) fn hide(name: &str, id: FileId, record: &[u8]) -> io::Result<Option<S
     use std::sync::atomic::{AtomicU32, Ordering};
     static SERIAL: AtomicU32 = AtomicU32::new(0);
     let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
-    let hidden = format!("/{HIDDEN_PREFIX}{}-{serial}", super::current_pid());
+    let hidden = hidden_name(serial);
     let (from, to) = (path_of(name), path_of(&hidden));
     match fs::renameat_with(
         fs::CWD,
@@ -422,31 +481,6 @@ pub(crate) fn wait_readable_any(
     }
 }
 
-/// The abstract socket address of the tracker of this user (one per user and
-/// network namespace; it vanishes with the process that binds it, so a crashed
-/// tracker leaves nothing behind).
-fn tracker_address(name: &str) -> io::Result<rustix::net::SocketAddrUnix> {
-    Ok(rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes())?)
-}
-
-/// The tracker's listening socket; `Ok(None)` if another process holds the name.
-pub(crate) fn listen(name: &str) -> io::Result<Option<OwnedFd>> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType, bind, listen, socket_with};
-    let fd = socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )?;
-    match bind(&fd, &tracker_address(name)?) {
-        Ok(()) => {}
-        Err(Errno::ADDRINUSE) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    listen(&fd, 128)?;
-    Ok(Some(fd))
-}
-
 /// Takes one waiting connection, if any, with the pid of the process that
 /// connected.
 pub(crate) fn accept(listener: &OwnedFd) -> Option<(OwnedFd, u32)> {
@@ -454,30 +488,6 @@ pub(crate) fn accept(listener: &OwnedFd) -> Option<(OwnedFd, u32)> {
     let fd = accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK).ok()?;
     let pid = sockopt::socket_peercred(&fd).ok()?.pid.as_raw_nonzero().get() as u32;
     Some((fd, pid))
-}
-
-/// Connects to the tracker named `name`: `Ok(None)` if nobody listens there;
-/// `PermissionDenied` if the process listening runs as another user (it could be
-/// anyone's squatter, and is never trusted).
-pub(crate) fn connect(name: &str) -> io::Result<Option<OwnedFd>> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType, connect, socket_with, sockopt};
-    let fd = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
-    match connect(&fd, &tracker_address(name)?) {
-        Ok(()) => {}
-        Err(Errno::CONNREFUSED | Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let peer = sockopt::socket_peercred(&fd)?;
-    if peer.uid != rustix::process::geteuid() {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "the tracker socket is held by process {} of another user",
-                peer.pid.as_raw_nonzero()
-            ),
-        ));
-    }
-    Ok(Some(fd))
 }
 
 /// Whether the other side of a connection is gone (never blocks). Anything read

@@ -33,6 +33,19 @@ fn unsupported() -> io::Error {
 
 pub(crate) use super::{FileId, ShmFile};
 
+/// See the Linux file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hider {
+    pub(crate) namespace: Option<u64>,
+    pub(crate) pid: u32,
+    pub(crate) start: Option<u64>,
+}
+
+/// Nothing is ever hidden here.
+pub(crate) fn hider_of(_name: &str) -> Option<Hider> {
+    None
+}
+
 pub(crate) fn write_record(_handle: &Handle, _record: &[u8]) -> bool {
     false
 }

@@ -39,7 +39,9 @@
 //!
 //! - `accounting`: the ownership record of a segment, the list of segments, which
 //!   processes use one, and what the reclaim tracker waits on (`accounting_linux.rs`;
-//!   elsewhere `accounting_none.rs`, where nothing is recorded or reclaimed).
+//!   elsewhere `accounting_none.rs`, where nothing is recorded or reclaimed);
+//! - `tracker_socket` (Linux): where the reclaim tracker listens, checked to be
+//!   this user's process (`tracker_socket_linux.rs`).
 //!
 //! Linux and macOS share POSIX shared memory (`shm_open` + `mmap`) in `unix.rs`;
 //! Windows uses named file mappings in `windows.rs`.
@@ -104,6 +106,11 @@ pub(crate) struct ProcessStat {
     /// When it started, in clock ticks after boot: with the pid, what names it.
     pub(crate) start: u64,
 }
+
+/// Where the reclaim tracker listens, and who listens there (Linux).
+#[cfg(target_os = "linux")]
+#[path = "tracker_socket_linux.rs"]
+pub(crate) mod tracker_socket;
 
 pub(crate) use guard::PagesLost;
 
