@@ -164,10 +164,8 @@ def _cancel_a_woken_await(kind: str, peer: Peer, name: str) -> str:
             task = asyncio.create_task(aio.acquire(obj))
             command, give = f"take {name}", obj.release  # type: ignore[union-attr]
         keep.append(obj)  # type: ignore[arg-type]
+        await asyncio.sleep(0)  # the await registers...
         deadline = asyncio.get_running_loop().time() + DEADLINE
-        while not aio._waiter()._futures:  # the await tries again briefly, then registers...
-            assert asyncio.get_running_loop().time() < deadline, "the await never registered"
-            await asyncio.sleep(0)
         while not _asleep_in("self", "449"):  # ...and its waiter thread sleeps: first in line
             assert asyncio.get_running_loop().time() < deadline, "the waiter thread never slept"
             os.sched_yield()

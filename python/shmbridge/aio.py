@@ -1,9 +1,7 @@
 """Awaitable forms of shmbridge's blocking calls, for asyncio code.
 
-They wait for *readiness*, never in a thread of their own: first by trying again
-for a few microseconds between the loop's other work (an answer already on its
-way needs no more); then a few waiter threads per process (shared by every
-await, whatever their number) watch the words in
+They wait for *readiness*, never in a thread of their own: a few waiter threads
+per process (shared by every await, whatever their number) watch the words in
 shared memory, and a file descriptor tells the event loop when one may have
 changed. The operation itself (taking the message, the permit, the lock) is done
 by the coroutine, on the loop's thread, so cancelling or timing out an await can
@@ -35,7 +33,6 @@ and published in one step when the call returns; cancelled, nothing was sent.
 from __future__ import annotations
 
 import asyncio
-import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -82,26 +79,6 @@ class _LoopWaiter:
         self._native.unwatch(token, False)
 
 
-# How long an await tries again, between the loop's other work, before it asks the
-# waiter threads. An answer already on its way (a peer replying within microseconds)
-# then comes without the threads' hand-off (a wake-up, a descriptor, the loop's
-# poll: about 3 us here); an await that waits longer pays this once. The loop keeps
-# running meanwhile: each try is one pass of it (`asyncio.sleep(0)`).
-_TRY_AGAIN_FOR = 20e-6
-
-
-async def _tried_again(attempt: Any) -> bool:
-    """Whether `attempt()` (true once the operation went ahead) succeeded within
-    `_TRY_AGAIN_FOR`, tried once per pass of the loop."""
-    until = time.perf_counter() + _TRY_AGAIN_FOR
-    while True:
-        await asyncio.sleep(0)
-        if attempt():
-            return True
-        if time.perf_counter() >= until:
-            return False
-
-
 _waiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaiter] = weakref.WeakKeyDictionary()
 
 
@@ -118,8 +95,6 @@ async def wait(event: Event, timeout: float | None = None) -> bool:
     auto-reset event, the set is taken)."""
     try:
         async with asyncio.timeout(timeout):
-            if event.wait(0) or await _tried_again(lambda: event.wait(0)):
-                return True
             while not event.wait(0):
                 await _waiter().ready(event, "wait")
             return True
@@ -132,8 +107,6 @@ async def acquire(lock: Mutex | Semaphore, timeout: float | None = None) -> bool
     with ``lock.release()``)."""
     try:
         async with asyncio.timeout(timeout):
-            if lock.acquire(False) or await _tried_again(lambda: lock.acquire(False)):
-                return True
             while not lock.acquire(False):
                 await _waiter().ready(lock, "acquire")
             return True
@@ -154,21 +127,13 @@ async def locked(lock: Mutex | Semaphore, timeout: float | None = None) -> Async
 
 
 async def _channel_op(channel: Channel, op: str, size: int, attempt: Any, timeout: float | None) -> Any:
-    done: list[Any] = []
-
-    def went_ahead() -> bool:
-        try:
-            done.append(attempt())
-        except TimeoutError:
-            return False
-        return True
-
     async with asyncio.timeout(timeout):
-        if went_ahead() or await _tried_again(went_ahead):
-            return done[0]
-        while not went_ahead():
+        while True:
+            try:
+                return attempt()
+            except TimeoutError:
+                pass
             await _waiter().ready(channel, op, size)
-        return done[0]
 
 
 async def recv(channel: Channel, timeout: float | None = None) -> bytes:
