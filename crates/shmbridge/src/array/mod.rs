@@ -276,8 +276,8 @@ fn generation(shm: &SharedMemory) -> &AtomicU64 {
 /// The elements are contiguous (C or Fortran order); [`elements`](Self::elements)
 /// gives them in memory order as a [`SharedSlice`] (sound while other processes
 /// read and write them), [`to_vec`](Self::to_vec) copies them out. With the
-/// `ndarray` feature, [`to_ndarray`](Self::to_ndarray) copies the array with its
-/// shape, and the `unsafe` [`view`](Self::view) gives an `ndarray` view in place.
+/// `ndarray` feature, `to_ndarray` copies the array with its
+/// shape, and the `unsafe` `view` gives an `ndarray` view in place.
 ///
 /// # Example
 ///
