@@ -10,7 +10,8 @@ use shmbridge::reclaim::{self, KeptReason, TrackerExit, TrackerOptions};
 use shmbridge::record::CreatorState;
 use shmbridge::sync::PrimitiveState;
 
-use crate::{Command, Failure, json, show};
+use crate::args::{Command, Failure};
+use crate::{json, show};
 
 type Out = Vec<u8>;
 
