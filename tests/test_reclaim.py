@@ -276,6 +276,52 @@ def test_a_proc_of_another_pid_namespace_judges_nobody(name: str) -> None:
     assert creator["state"] == "unknown", creator
 
 
+def test_a_tracker_program_others_could_have_put_there_is_never_run(tmp_path: Path) -> None:
+    """A creating process starts the tracker found beside it or on PATH, as its own
+    user: one in a directory others may write (here /tmp-like, 1777) could be
+    anyone's program, and is never run."""
+    from conftest import cargo_binary
+
+    public = tmp_path / "public"
+    public.mkdir()
+    public.chmod(0o1777)
+    program = public / "prog"
+    program.write_bytes(cargo_binary("shmbridge-peer", "shmbridge-peer").read_bytes())
+    program.chmod(0o755)
+    ran = tmp_path / "ran"
+    planted = public / "shmbridge"
+    planted.write_text(f"#!/bin/sh\necho planted > {ran}\necho ready\n")
+    planted.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "SHMBRIDGE_TRACKER"}
+    env["PATH"] = "/usr/bin:/bin"
+    segment = shmbridge.unique_name("pytest_search_path")
+    if subprocess.run(["unshare", "-mn", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -mn is not allowed here")
+    # Alone in a network namespace and a /dev/shm of its own: no tracker already
+    # running can answer, so the creating process looks for the program.
+    isolated = 'mount -t tmpfs -o mode=1777 tmpfs /dev/shm && exec "$@"'
+    peer = subprocess.run(
+        ["unshare", "-mn", "sh", "-c", isolated, "sh", str(program)],
+        input=f"create {segment} 64\nquit\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert peer.returncode == 0, peer.stderr
+    assert peer.stdout.startswith("ok"), peer.stdout
+    assert not ran.exists(), "a program others could have planted ran as this user"
+
+
+def test_names_of_shmbridge_s_own_are_refused(name: str) -> None:
+    """Reclaim's hidden names and the tracker's directories begin with .shmbridge-:
+    a segment named so would be hidden from listings and never reclaimed."""
+    for reserved in ("/.shmbridge-reclaim-1-0", ".shmbridge-tracker-x", "/.shmbridge-anything"):
+        with pytest.raises(ValueError, match="shmbridge's own"):
+            shmbridge.SharedMemory.create(reserved, 64)
+    assert not any(n.startswith(".shmbridge-anything") for n in os.listdir(SHM))
+
+
 def test_names_reach_the_terminal_escaped(name: str) -> None:
     """Anyone can name a file in /dev/shm: a newline or an escape sequence in a name
     must not forge rows of `shmbridge ls` nor reach the reader's terminal."""
@@ -289,6 +335,12 @@ def test_names_reach_the_terminal_escaped(name: str) -> None:
             assert "\x1b" not in text and "\x07" not in text
             assert not any(line.startswith("forged") for line in text.splitlines())
         assert f"{name}\\nforged" in listing
+        lookalike = SHM / f"{name.lstrip('/')}_z\u200bw"  # shows as ..._zw
+        lookalike.write_bytes(b"x")
+        try:
+            assert f"{name}_z\\u{{200b}}w" in cli("ls").stdout
+        finally:
+            lookalike.unlink()
     finally:
         path.unlink()
 
@@ -503,11 +555,25 @@ if squatter == 0:  # another user takes every address it can think of
     os.setgid(stranger)
     os.setuid(stranger)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(f"\\0shmbridge-tracker-1-{uid}")
-    s.listen(8)
-    os.mkdir(f"/dev/shm/.shmbridge-tracker-{uid}", 0o777)
-    os.chmod(f"/dev/shm/.shmbridge-tracker-{uid}", 0o777)
-    os.symlink("/tmp", f"/dev/shm/.shmbridge-tracker-{uid}-1")
+    if sys.argv[1] != "visitor":  # "visitor": squats nothing, only connects later
+        s.bind(f"\\0shmbridge-tracker-1-{uid}")
+    held = []
+    if sys.argv[1] == "backlog":  # listens, never accepts, and keeps the queue full
+        s.listen(0)
+        for _ in range(4):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            try:
+                c.connect(f"\\0shmbridge-tracker-1-{uid}")
+            except OSError:
+                pass
+            held.append(c)
+    elif sys.argv[1] in ("some", "everything"):  # "bound": holds it, never listens
+        s.listen(8)
+    if sys.argv[1] in ("some", "everything"):
+        os.mkdir(f"/dev/shm/.shmbridge-tracker-{uid}", 0o777)
+        os.chmod(f"/dev/shm/.shmbridge-tracker-{uid}", 0o777)
+        os.symlink("/tmp", f"/dev/shm/.shmbridge-tracker-{uid}-1")
     if sys.argv[1] == "everything":
         for n in range(2, 16):
             os.mkdir(f"/dev/shm/.shmbridge-tracker-{uid}-{n}", 0o700)
@@ -555,6 +621,20 @@ if sys.argv[1] == "everything":
 result = {"stderr": killed_creator("/squatted_first")}
 result["first_gone"] = _native._wait_gone("/squatted_first", 30.0)
 result["trackers_after_first"] = trackers()
+if sys.argv[1] == "visitor":  # another user connects to this user's tracker
+    import socket
+    visitor = os.fork()
+    if visitor == 0:
+        os.setgid(stranger)
+        os.setuid(stranger)
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(10)
+        try:
+            c.connect(f"\\0shmbridge-tracker-1-{uid}")
+            os._exit(0 if c.recv(1) == b"" else 1)  # closed at once: 0
+        except OSError:
+            os._exit(2)
+    result["visitor_closed"] = os.waitpid(visitor, 0)[1] == 0
 result["stderr"] += killed_creator("/squatted_second")
 result["second_gone"] = _native._wait_gone("/squatted_second", 30.0)
 result["trackers_after_second"] = trackers()
@@ -600,6 +680,31 @@ def test_a_stranger_squatting_the_tracker_address_cannot_stop_reclaim() -> None:
     assert result["trackers_after_second"] == result["trackers_after_first"], "a later creator started another"
     assert f".shmbridge-tracker-{os.geteuid()}-2" in result["shm"], "the first private directory of its own"
     assert result["stderr"] == "", "nothing to complain about: reclaim works"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
+@pytest.mark.parametrize("how", ["backlog", "bound"])
+def test_a_stranger_who_never_answers_on_the_tracker_address_stops_nothing(how: str) -> None:
+    # The name held by another user's socket that listens and never accepts (its
+    # queue full: a blocking connect waited forever, and every create with it), or
+    # that never listens (connections refused: taken for "nobody", and the tracker
+    # gave up): creates go on at once and the tracker listens in its private
+    # directory.
+    result = run_squatted(how)
+    assert result["first_gone"] and result["second_gone"], result
+    assert len(result["trackers_after_first"]) == 1, result
+    assert f".shmbridge-tracker-{os.geteuid()}" in result["shm"], result
+    assert result["stderr"] == "", result
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
+def test_the_tracker_closes_other_users_connections() -> None:
+    # Any local user can connect to the tracker's address; the tracker must not
+    # keep such connections (a stranger could exhaust its descriptors) nor watch
+    # the stranger's process.
+    result = run_squatted("visitor")
+    assert result["first_gone"], result
+    assert result["visitor_closed"], "the tracker kept a stranger's connection open"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")

@@ -298,11 +298,11 @@ fn rm(names: &[String], as_json: bool, out: &mut Out) -> Result<i32, Failure> {
         let _ = writeln!(text, "removed {}", show::printable(name));
     }
     for note in notes {
-        let _ = writeln!(text, "note: {}", show::printable(&note));
+        let _ = writeln!(text, "note: {}", show::printable_message(&note));
     }
     out.extend_from_slice(text.as_bytes());
     for (_, error) in &errors {
-        eprintln!("shmbridge: rm: {}", show::printable(&error.to_string()));
+        eprintln!("shmbridge: rm: {}", show::printable_message(&error.to_string()));
     }
     Ok(status)
 }

@@ -55,7 +55,7 @@ where
     match result {
         Ok(status) => status,
         Err(Failure(message)) => {
-            let _ = writeln!(io::stderr(), "shmbridge: {}", show::printable(&message));
+            let _ = writeln!(io::stderr(), "shmbridge: {}", show::printable_message(&message));
             1
         }
     }

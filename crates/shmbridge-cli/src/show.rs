@@ -165,16 +165,30 @@ mod tests {
     }
 }
 
-/// `text` (a segment's name, or a message that quotes one) safe to print on a
-/// terminal: control characters, the bidirectional overrides and the backslash
-/// escaped as Rust writes them (`\n`, `\u{1b}`, `\\`), as `ls -b` does. Anyone may
-/// name a file in `/dev/shm`: unescaped, a name could forge table rows or send
-/// escape sequences to the reader's terminal. (`--json` output escapes by itself.)
+/// `text` (a segment's name) safe to print on a terminal: control characters,
+/// the invisible and direction-changing ones (zero-width spaces and joiners, line
+/// and paragraph separators, bidirectional overrides) and the backslash escaped as
+/// Rust writes them (`\n`, `\u{1b}`, `\u{200b}`, `\\`), as `ls -b` does. Anyone may
+/// name a file in `/dev/shm`: unescaped, a name could forge table rows, send escape
+/// sequences to the reader's terminal, or look like another name. (`--json` output
+/// escapes by itself.)
 pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    escaped(text, true)
+}
+
+/// As [`printable`], for a message whose names are already quoted with Rust's
+/// escapes (an error's text): the backslashes stay as they are.
+pub(crate) fn printable_message(text: &str) -> std::borrow::Cow<'_, str> {
+    escaped(text, false)
+}
+
+fn escaped(text: &str, backslash: bool) -> std::borrow::Cow<'_, str> {
     let unsafe_char = |c: char| {
-        c == '\\'
+        (backslash && c == '\\')
             || c.is_control()
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            || matches!(c,
+                '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}'
+                | '\u{feff}' | '\u{061c}' | '\u{00ad}')
     };
     if !text.chars().any(unsafe_char) {
         return text.into();
@@ -187,7 +201,7 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod printable_tests {
-    use super::printable;
+    use super::{printable, printable_message};
 
     #[test]
     fn names_cannot_forge_rows_or_reach_the_terminal() {
@@ -197,5 +211,10 @@ mod printable_tests {
         assert_eq!(printable("/esc\u{1b}]0;owned\u{7}"), "/esc\\u{1b}]0;owned\\u{7}");
         assert_eq!(printable("/a\\nb"), "/a\\\\nb");
         assert_eq!(printable("/rtl\u{202e}gpj.exe"), "/rtl\\u{202e}gpj.exe");
+        assert_eq!(printable("/z\u{200b}w"), "/z\\u{200b}w");
+        assert_eq!(printable("/a\u{2028}b"), "/a\\u{2028}b");
+        // An error's text already quotes names with escapes: not escaped twice.
+        assert_eq!(printable_message("no segment \"/q\\u{1b}\""), "no segment \"/q\\u{1b}\"");
+        assert_eq!(printable_message("raw \u{1b}"), "raw \\u{1b}");
     }
 }

@@ -5,6 +5,10 @@ use std::hash::{BuildHasher, RandomState};
 use crate::error::{Error, Result};
 use crate::sys;
 
+/// Names under this prefix are shmbridge's own (hidden names of a removal in
+/// progress, the tracker's private directories), never a segment's.
+pub(crate) const RESERVED_PREFIX: &str = ".shmbridge-";
+
 /// Checks `name` and returns its canonical form, which starts with `/`.
 ///
 /// A name given without its leading `/` means the same segment, so names made by
@@ -14,7 +18,8 @@ use crate::sys;
 /// # Errors
 ///
 /// [`Error::InvalidName`] if the name is empty, is `.` or `..`, contains a NUL byte
-/// or a `/` after the leading one (or a `\` on Windows), or is longer than the
+/// or a `/` after the leading one (or a `\` on Windows), begins with
+/// `.shmbridge-` (reclaim's and the tracker's own names), or is longer than the
 /// platform allows ([`max_name_len`], counted with the leading `/`).
 ///
 /// # Example
@@ -35,6 +40,13 @@ pub fn canonical_name(name: &str) -> Result<String> {
     }
     if bare.contains('\0') {
         return Err(invalid("a name cannot contain a NUL byte".into()));
+    }
+    if bare.starts_with(RESERVED_PREFIX) {
+        // Reclaim's hidden names and the tracker's directories: a segment named so
+        // would be hidden from listings and never reclaimed.
+        return Err(invalid(format!(
+            "names beginning with {RESERVED_PREFIX:?} are shmbridge's own"
+        )));
     }
     if bare.contains('/') {
         return Err(invalid("a name cannot contain '/' except as its first character".into()));

@@ -119,10 +119,10 @@ fn warn_squatted(squatter: Option<(i32, u32)>) {
     let Some((pid, uid)) = squatter else { return };
     if !WARNED.swap(true, Ordering::Relaxed) {
         eprintln!(
-            "shmbridge: the reclaim tracker cannot run: process {pid} of user {uid} holds its \
-             address, and no private directory for it could be made in /dev/shm; segments of \
-             creators that die are removed by the last process that maps them, or by \
-             `shmbridge gc`"
+            "shmbridge: the reclaim tracker cannot run: {} holds its address, and no private \
+             directory for it could be made in /dev/shm; segments of creators that die are \
+             removed by the last process that maps them, or by `shmbridge gc`",
+            tracker_socket::holder(pid, uid)
         );
     }
 }

@@ -44,8 +44,9 @@
 //! [persistent](crate::Lifetime::Persistent). The tracker is found at
 //! `SHMBRIDGE_TRACKER` (a path to the `shmbridge` binary), else as a binding said
 //! ([`set_tracker_command`]; the Python package runs its own CLI), else beside the
-//! running program, else on `PATH`; if there is none, the last mapper and [`gc`]
-//! still reclaim.
+//! running program, else on `PATH` (only one that neither group nor others may
+//! write, in a directory they may not write: it runs as this user); if there is
+//! none, the last mapper and [`gc`] still reclaim.
 
 #[cfg(target_os = "linux")]
 mod client;
@@ -124,13 +125,16 @@ pub fn tracker_command() -> Option<(PathBuf, Vec<OsString>)> {
     if let Some(command) = TRACKER_COMMAND.lock().unwrap_or_else(|p| p.into_inner()).clone() {
         return Some(command);
     }
+    // Only a program nobody else could have put there (see
+    // `sys::accounting::trusted_program`): it runs as this user.
+    let trusted = |p: &PathBuf| p.is_file() && sys::accounting::trusted_program(p);
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("shmbridge")))
-        .filter(|p| p.is_file());
+        .filter(trusted);
     let program = beside.or_else(|| {
         let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path).map(|dir| dir.join("shmbridge")).find(|p| p.is_file())
+        std::env::split_paths(&path).map(|dir| dir.join("shmbridge")).find(trusted)
     })?;
     Some((program, Vec::new()))
 }

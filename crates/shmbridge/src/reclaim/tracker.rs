@@ -80,7 +80,10 @@ fn listen() -> std::io::Result<Option<OwnedFd>> {
     let refused = |what: &str| {
         std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
-            format!("process {pid} of user {uid} holds the tracker's abstract socket, and {what}"),
+            format!(
+                "{} holds the tracker's abstract socket, and {what}",
+                tracker_socket::holder(pid, uid)
+            ),
         )
     };
     let dir = tracker_socket::private_dir(true)?

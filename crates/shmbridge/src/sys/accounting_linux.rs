@@ -46,11 +46,24 @@ pub(crate) struct Hider {
     pub(crate) start: Option<u64>,
 }
 
-/// A hidden name for this process's `serial`th removal. It names the process
+/// A number nobody can guess in advance (std's randomly seeded hasher, fed the
+/// time and a counter): the last part of a hidden name.
+fn unpredictable() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    hasher.write_u128(now.map_or(0, |d| d.as_nanos()));
+    hasher.finish()
+}
+
+/// A hidden name for one removal by this process (`serial` unpredictable). It names the process
 /// (pid namespace, pid, start time) so that another reclaimer can tell whether the
 /// process that hid a segment still runs: a live one's hidden names are its own,
 /// in the middle of a removal, and are never taken over.
-fn hidden_name(serial: u32) -> String {
+fn hidden_name(serial: u64) -> String {
     // The identity is read from /proc once per process (a child made by fork has
     // another pid, and reads its own); try_lock, since in such a child a parent's
     // thread may have held the lock at the fork.
@@ -283,22 +296,27 @@ fn read_into(path: &str, buf: &mut Vec<u8>) -> io::Result<()> {
 /// From then on nobody can open the segment by its name, so a caller that finds
 /// no user after this can remove it knowing no new user can appear.
 pub(crate) fn hide(name: &str, id: FileId, record: &[u8]) -> io::Result<Option<String>> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static SERIAL: AtomicU32 = AtomicU32::new(0);
-    let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
-    let hidden = hidden_name(serial);
-    let (from, to) = (path_of(name), path_of(&hidden));
-    match fs::renameat_with(
-        fs::CWD,
-        from.as_str(),
-        fs::CWD,
-        to.as_str(),
-        fs::RenameFlags::NOREPLACE,
-    ) {
-        Ok(()) => {}
-        Err(Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
+    let from = path_of(name);
+    // The last part of the hidden name is random: anyone may create files in
+    // /dev/shm, and names planted in advance would make every rename fail (and so
+    // stop every reclaim). A taken name is simply drawn again.
+    let mut attempts = 0;
+    let (hidden, to) = loop {
+        let hidden = hidden_name(unpredictable());
+        let to = path_of(&hidden);
+        match fs::renameat_with(
+            fs::CWD,
+            from.as_str(),
+            fs::CWD,
+            to.as_str(),
+            fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => break (hidden, to),
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::EXIST) if attempts < 8 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    };
     let same = fs::statat(fs::CWD, to.as_str(), AtFlags::SYMLINK_NOFOLLOW)
         .is_ok_and(|s| FileId { dev: s.st_dev, ino: s.st_ino } == id)
         && record_at(&to).is_some_and(|r| r.starts_with(record));
@@ -481,13 +499,22 @@ pub(crate) fn wait_readable_any(
     }
 }
 
-/// Takes one waiting connection, if any, with the pid of the process that
-/// connected.
+/// Takes one waiting connection of this user's, if any, with the pid of the
+/// process that connected. Connections of other users are closed as they come
+/// (any local user can connect to the tracker's address): a stranger can neither
+/// hold the tracker's descriptors nor have it watch a process.
 pub(crate) fn accept(listener: &OwnedFd) -> Option<(OwnedFd, u32)> {
     use rustix::net::{SocketFlags, accept_with, sockopt};
-    let fd = accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK).ok()?;
-    let pid = sockopt::socket_peercred(&fd).ok()?.pid.as_raw_nonzero().get() as u32;
-    Some((fd, pid))
+    let me = rustix::process::geteuid();
+    loop {
+        let fd = accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK).ok()?;
+        match sockopt::socket_peercred(&fd) {
+            Ok(peer) if peer.uid == me => {
+                return Some((fd, peer.pid.as_raw_nonzero().get() as u32));
+            }
+            _ => drop(fd),
+        }
+    }
 }
 
 /// Whether the other side of a connection is gone (never blocks). Anything read
@@ -585,4 +612,18 @@ pub(crate) fn announce(word: &str) -> io::Result<()> {
     let null = fs::open("/dev/null", OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
     rustix::stdio::dup2_stdout(&null)?;
     Ok(())
+}
+
+/// Whether running the program at `path` as this user trusts nobody else: the
+/// file it resolves to, and the directory holding it, belong to this user or to
+/// root, and neither group nor others may write them. A program found beside the
+/// running one, or on `PATH`, in a directory others may write (`/tmp`) could have
+/// been put there by anyone.
+pub(crate) fn trusted_program(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let safe = |m: &std::fs::Metadata| (m.uid() == me || m.uid() == 0) && m.mode() & 0o022 == 0;
+    let Ok(file) = std::fs::canonicalize(path) else { return false };
+    let (Ok(meta), Some(dir)) = (std::fs::metadata(&file), file.parent()) else { return false };
+    meta.is_file() && safe(&meta) && std::fs::metadata(dir).is_ok_and(|d| safe(&d))
 }

@@ -66,8 +66,22 @@ pub(crate) enum Reached {
     /// Nobody listens.
     Nobody,
     /// A process of another user listens (the connection is closed at once: it is
-    /// never used).
+    /// never used); or (`pid` 0) the address does not answer: it is held by a
+    /// process that does not listen, or whose queue of connections is full.
     Stranger { pid: i32, uid: u32 },
+}
+
+/// The [`Reached::Stranger`] and [`Listened::Stranger`] of an address that is held
+/// but does not answer, so that nobody can tell who holds it.
+pub(crate) const UNANSWERED: (i32, u32) = (0, u32::MAX);
+
+/// Who holds a tracker address, for messages.
+pub(crate) fn holder(pid: i32, uid: u32) -> String {
+    if (pid, uid) == UNANSWERED {
+        "a process that does not answer".to_owned()
+    } else {
+        format!("process {pid} of user {uid}")
+    }
 }
 
 /// What binding a tracker address gave.
@@ -81,16 +95,27 @@ pub(crate) enum Listened {
     Stranger { pid: i32, uid: u32 },
 }
 
-/// Connects to `address` and tells who listens there.
+/// Connects to `address` and tells who listens there. Never waits: a connection
+/// to a Unix socket completes at once or not at all, unless the listener's queue is
+/// full, and a stranger can keep it full (it listens and never accepts); that is
+/// [`UNANSWERED`], not a wait.
 pub(crate) fn connect(address: &TrackerAddress) -> io::Result<Reached> {
-    let fd = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
+    let fd = socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
     match connect_to(&fd, &address.unix()?) {
         Ok(()) => {}
         // ENOENT: no socket file; ECONNREFUSED: nobody listens (a tracker's file
         // left behind, or no abstract name).
         Err(Errno::CONNREFUSED | Errno::NOENT) => return Ok(Reached::Nobody),
+        Err(Errno::AGAIN) => {
+            let (pid, uid) = UNANSWERED;
+            return Ok(Reached::Stranger { pid, uid });
+        }
         Err(e) => return Err(e.into()),
     }
+    // The connection is used blocking, as before (its user reads the tracker's
+    // answers with its own deadlines).
+    rustix::io::ioctl_fionbio(&fd, false)?;
     // The credentials of the process that bound and listened, as the kernel
     // recorded them: they cannot be forged.
     let peer = sockopt::socket_peercred(&fd)?;
@@ -133,7 +158,11 @@ pub(crate) fn listen_on(address: &TrackerAddress) -> io::Result<Listened> {
                     Reached::Nobody => {}
                 }
             }
-            Err(io::Error::from(io::ErrorKind::AddrInUse))
+            // Bound, yet nobody answers: a process that bound the name and never
+            // listens (a stranger, as far as anyone can tell): the caller goes to
+            // its private directory.
+            let (pid, uid) = UNANSWERED;
+            Ok(Listened::Stranger { pid, uid })
         }
         TrackerAddress::Path(path) => {
             let dir = path.rsplit_once('/').map_or(".", |(dir, _)| dir);
