@@ -9,6 +9,21 @@ use crate::sys;
 /// progress, the tracker's private directories), never a segment's.
 pub(crate) const RESERVED_PREFIX: &str = ".shmbridge-";
 
+/// [`canonical_name`] of a segment to be created: names beginning with
+/// [`RESERVED_PREFIX`] are refused, since a segment named so would be hidden from
+/// listings and never reclaimed. (Open, unlink and the like accept them: a stale
+/// hidden name may be looked at or removed by hand.)
+pub(crate) fn name_to_create(name: &str) -> Result<String> {
+    let canonical = canonical_name(name)?;
+    if canonical[1..].starts_with(RESERVED_PREFIX) {
+        return Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason: format!("names beginning with {RESERVED_PREFIX:?} are shmbridge's own"),
+        });
+    }
+    Ok(canonical)
+}
+
 /// Checks `name` and returns its canonical form, which starts with `/`.
 ///
 /// A name given without its leading `/` means the same segment, so names made by
@@ -18,9 +33,9 @@ pub(crate) const RESERVED_PREFIX: &str = ".shmbridge-";
 /// # Errors
 ///
 /// [`Error::InvalidName`] if the name is empty, is `.` or `..`, contains a NUL byte
-/// or a `/` after the leading one (or a `\` on Windows), begins with
-/// `.shmbridge-` (reclaim's and the tracker's own names), or is longer than the
-/// platform allows ([`max_name_len`], counted with the leading `/`).
+/// or a `/` after the leading one (or a `\` on Windows), or is longer than the
+/// platform allows ([`max_name_len`], counted with the leading `/`). (Create also
+/// refuses names beginning with `.shmbridge-`, reclaim's and the tracker's own.)
 ///
 /// # Example
 ///
@@ -40,13 +55,6 @@ pub fn canonical_name(name: &str) -> Result<String> {
     }
     if bare.contains('\0') {
         return Err(invalid("a name cannot contain a NUL byte".into()));
-    }
-    if bare.starts_with(RESERVED_PREFIX) {
-        // Reclaim's hidden names and the tracker's directories: a segment named so
-        // would be hidden from listings and never reclaimed.
-        return Err(invalid(format!(
-            "names beginning with {RESERVED_PREFIX:?} are shmbridge's own"
-        )));
     }
     if bare.contains('/') {
         return Err(invalid("a name cannot contain '/' except as its first character".into()));

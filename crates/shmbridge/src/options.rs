@@ -2,7 +2,7 @@
 //! to it.
 
 use crate::error::{Error, Result};
-use crate::name::{canonical_name, unique_name};
+use crate::name::{canonical_name, name_to_create, unique_name};
 use crate::reclaim;
 use crate::record::{OwnershipRecord, SegmentKind};
 use crate::segment::SharedMemory;
@@ -219,7 +219,7 @@ impl SharedMemoryOptions {
     /// # Ok::<(), shmbridge::Error>(())
     /// ```
     pub fn create(&self, name: &str, size: usize) -> Result<SharedMemory> {
-        let name = canonical_name(name)?;
+        let name = name_to_create(name)?;
         check_mappable(&name, size as u64)?;
         if self.mode & !0o777 != 0 {
             return Err(Error::InvalidMode { name, mode: self.mode });
