@@ -41,6 +41,44 @@ def raises_eio(call, what):
     raise AssertionError(what + ": no error")
 
 BIG = b"b" * 8000        # a record reaching well past the ring's first page
+
+# Returns once a thread of this process sleeps in a futex wait on a word of the
+# segment (x86_64: syscall 202, whose first argument is the word's address, which
+# must lie in the segment's mapping). Elsewhere it returns at once: the shrink may
+# then come before the wait, which every case accepts as well.
+def asleep_on_segment(deadline=10.0):
+    if os.uname().machine != "x86_64":
+        return
+    # By inode: a created segment's mapping shows the unnamed file it was made as.
+    inode = str(os.stat("/dev/shm" + name).st_ino)
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) > 4 and fields[4] == inode:
+                lo, hi = fields[0].split("-")
+                ranges.append((int(lo, 16), int(hi, 16)))
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{{tid}}/syscall") as f:
+                    fields = f.read().split()
+            except OSError:
+                continue
+            if len(fields) > 1 and fields[0] == "202":
+                word = int(fields[1], 16)
+                if any(lo <= word < hi for lo, hi in ranges):
+                    return
+        os.sched_yield()
+    raise AssertionError("no thread ever slept on a word of the segment")
+
+# Returns once an await of this loop waits through shmbridge.aio's waiter.
+async def registered(deadline=10.0):
+    until = time.monotonic() + deadline
+    while not shmbridge.aio._waiter()._futures:
+        assert time.monotonic() < until, "the await never registered"
+        await asyncio.sleep(0)           # lets the await's task run
 """
 
 # Each case: (setup, then the hostile call(s)); `shrink()` is the peer's act.
@@ -143,7 +181,7 @@ def blocked():
     except OSError as e:
         out.append(e.errno)
 t = threading.Thread(target=blocked); t.start()
-time.sleep(0.2)                    # not a synchronization: the shrink may come first
+asleep_on_segment()
 shrink()
 t.join(30)
 assert not t.is_alive() and out == [5], out
@@ -153,7 +191,7 @@ print("recv OSError EIO", flush=True)
 tx = Channel.create(name, 1 << 16); rx = Channel.open(name)
 async def main():
     task = asyncio.ensure_future(shmbridge.aio.recv(rx))
-    await asyncio.sleep(0.2)
+    await registered()
     shrink()
     try:
         await asyncio.wait_for(task, 30)
@@ -202,7 +240,7 @@ def blocked():
     except OSError as e:
         out.append(e.errno)
 t = threading.Thread(target=blocked); t.start()
-time.sleep(0.2)
+asleep_on_segment()
 shrink()
 t.join(30)
 assert not t.is_alive() and out == [5], out
@@ -212,7 +250,7 @@ print("wait OSError EIO", flush=True)
 shm = SharedMemory.create(name, 3 * 4096); ev = Event(shm, 8192)
 async def main():
     task = asyncio.ensure_future(shmbridge.aio.wait(ev))
-    await asyncio.sleep(0.2)
+    await registered()
     shrink()
     try:
         await asyncio.wait_for(task, 30)
