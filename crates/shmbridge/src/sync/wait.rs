@@ -14,6 +14,9 @@ thread_local! {
     /// A wait of this thread gave up because of a signal, and the caller has not
     /// asked yet ([`interrupted`]).
     static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
+    /// This thread woke a sleeper (of any word) since its last spin: an answer to
+    /// what it just did comes after that sleeper's wake-up (see [`Spinner`]).
+    static WOKE_A_SLEEPER: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f`; while it runs, every blocking wait of this crate in this thread
@@ -53,6 +56,20 @@ pub(crate) fn interrupted() -> bool {
     INTERRUPTED.with(|i| i.replace(false))
 }
 
+/// An instant already past, read from the clock once per process: the deadline
+/// of a `try_` call or of a first attempt, so that a call that goes ahead at once
+/// reads no clock (a read costs ~25 ns on the machines measured, a sixth of a
+/// channel's send and receive together).
+pub(crate) fn past() -> Instant {
+    static PAST: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *PAST.get_or_init(Instant::now)
+}
+
+/// Whether `deadline` has passed (without reading the clock for [`past`]).
+pub(crate) fn passed(deadline: Instant) -> bool {
+    deadline <= past() || Instant::now() >= deadline
+}
+
 /// Sleeps on `word` as [`sys::wait_on`] does; `true` if this thread returns on
 /// signals and a signal cut the sleep short (then [`interrupted`] says so too).
 pub(crate) fn sleep_on(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
@@ -76,16 +93,28 @@ const MIN_BUDGET: Duration = Duration::from_nanos(500);
 const CHECKS_PER_CLOCK_READ: u32 = 32;
 
 /// A per-handle spin budget, in time, that adapts: after a spin that found the
-/// condition met it covers twice what that took, after one that did not it
-/// halves. On a busy machine spinning only burns the other side's CPU, and the
+/// condition met it covers twice what that took, after two in a row that did not
+/// it halves. On a busy machine spinning only burns the other side's CPU, and the
 /// budget falls to the minimum by itself.
 ///
 /// Halving alone is a trap in ping-pong: once one side oversleeps, the other's spin
-/// fails, its budget shrinks, and both settle into sleeping for good. So every
-/// [`PROBE_EVERY`]th wait spins up to the limit if the last wait was short: a pair
-/// that can run spinning finds its way back, an idle waiter never probes, and a
-/// probe costs at most the limit (20 us by default), never hundreds of
-/// microseconds.
+/// fails, its budget shrinks, and both settle into sleeping for good. Two probes
+/// lead back, both only after a short wait (an idle waiter never probes):
+///
+/// - every [`PROBE_EVERY`]th wait spins up to the limit (20 us by default): enough
+///   where the other side, when it answers, was running;
+/// - in a trap the other side was asleep, and its answer comes after its wake-up
+///   (tens of microseconds), then its work: no 20 us spin sees it, every wait of
+///   each side finds the other asleep, and one preemption of either is enough to
+///   fall in. The thread that has just woken a sleeper knows it ([`wake`] notes
+///   it), so its next wait spins up to [`LONG_PROBE`] limits: long enough to see
+///   the sleeper wake and answer. This side then answers at once, the other's
+///   next probe sees it within its budget, both budgets grow, and the pair spins
+///   again: a signal that finds the other side awake ends the streak. Where the
+///   other side's answers really are slow, every signal wakes it; after
+///   [`LONG_PROBE_STREAK`] long probes in a row (or one that saw nothing) they
+///   pause for a number of waits that doubles up to [`LONG_PROBE_PAUSE_MAX`]:
+///   a waker spins long in about 1.5 % of its waits there.
 #[derive(Debug)]
 pub(crate) struct Spinner {
     budget_ns: AtomicU32,
@@ -94,6 +123,13 @@ pub(crate) struct Spinner {
     /// The last wait ended within [`SHORT_WAIT`]: the other side answers fast, and
     /// spinning may pay. Idle waits (long sleeps, time-outs) do not probe.
     last_wait_short: AtomicBool,
+    /// The last spin ended without the condition.
+    missed: AtomicBool,
+    /// Long probes since a signal of this thread last found the other side awake.
+    long_streak: AtomicU32,
+    /// Waits still to pass before long probes resume, and the next such pause.
+    long_pause: AtomicU32,
+    long_pause_next: AtomicU32,
 }
 
 /// A wait that ends within this was a quick exchange, not idleness.
@@ -102,6 +138,17 @@ const SHORT_WAIT: Duration = Duration::from_millis(1);
 /// Every this many waits, spin up to the limit whatever the budget says.
 const PROBE_EVERY: u32 = 16;
 
+/// A long probe spins up to this many spin limits (100 us by default): the other
+/// side's wake-up from sleep, then its answer.
+const LONG_PROBE: u32 = 5;
+/// At most this many long probes in a row (as many as it takes the other side to
+/// probe once by itself, [`PROBE_EVERY`]) while every signal still wakes it.
+const LONG_PROBE_STREAK: u32 = PROBE_EVERY;
+/// The first pause of long probes after a streak that did not get the pair
+/// spinning, in waits; each next one doubles, up to [`LONG_PROBE_PAUSE_MAX`].
+const LONG_PROBE_PAUSE: u32 = 16;
+const LONG_PROBE_PAUSE_MAX: u32 = 1024;
+
 impl Spinner {
     pub(crate) fn new() -> Self {
         Self {
@@ -109,7 +156,45 @@ impl Spinner {
             limit_ns: AtomicU32::new(DEFAULT_SPIN_LIMIT.as_nanos() as u32),
             waits: AtomicU32::new(0),
             last_wait_short: AtomicBool::new(true),
+            missed: AtomicBool::new(false),
+            long_streak: AtomicU32::new(0),
+            long_pause: AtomicU32::new(0),
+            long_pause_next: AtomicU32::new(LONG_PROBE_PAUSE),
         }
+    }
+
+    /// Whether this wait may probe long, given whether this thread woke a
+    /// sleeper since its last wait (see the type's docs).
+    fn long_probe_due(&self, woke: bool) -> bool {
+        if !woke {
+            // The last signal found the other side awake: the pair spins. (Stores
+            // only when something changes: this runs on every spin.)
+            if self.long_streak.load(Ordering::Relaxed) != 0 {
+                self.long_streak.store(0, Ordering::Relaxed);
+            }
+            if self.long_pause_next.load(Ordering::Relaxed) != LONG_PROBE_PAUSE {
+                self.long_pause_next.store(LONG_PROBE_PAUSE, Ordering::Relaxed);
+            }
+            return false;
+        }
+        let pause = self.long_pause.load(Ordering::Relaxed);
+        if pause > 0 {
+            self.long_pause.store(pause - 1, Ordering::Relaxed);
+            return false;
+        }
+        if self.long_streak.fetch_add(1, Ordering::Relaxed) < LONG_PROBE_STREAK {
+            return true;
+        }
+        self.pause_long_probes();
+        false
+    }
+
+    /// Ends a streak of long probes that did not get the pair spinning again.
+    fn pause_long_probes(&self) {
+        let next = self.long_pause_next.load(Ordering::Relaxed);
+        self.long_pause.store(next, Ordering::Relaxed);
+        self.long_pause_next.store((next * 2).min(LONG_PROBE_PAUSE_MAX), Ordering::Relaxed);
+        self.long_streak.store(0, Ordering::Relaxed);
     }
 
     /// Caps the spinning (zero: never spin, sleep at once); at most one second.
@@ -119,23 +204,43 @@ impl Spinner {
         self.budget_ns.store(ns, Ordering::Relaxed);
     }
 
-    /// Checks `ready` until it holds or the budget is spent; whether it held.
-    fn spin(&self, word: &AtomicU32, ready: &impl Fn(u32) -> bool) -> bool {
+    /// Checks `ready` until it holds or the budget is spent; whether it held. A long
+    /// probe is made only for a wait that may last that long (`deadline`).
+    fn spin(
+        &self,
+        word: &AtomicU32,
+        ready: &impl Fn(u32) -> bool,
+        deadline: Option<Instant>,
+    ) -> bool {
         let limit = self.limit_ns.load(Ordering::Relaxed);
         if limit == 0 {
             return false;
         }
-        let probe = self.waits.fetch_add(1, Ordering::Relaxed).is_multiple_of(PROBE_EVERY)
-            && self.last_wait_short.load(Ordering::Relaxed);
-        let budget = if probe { limit } else { self.budget_ns.load(Ordering::Relaxed).min(limit) };
-        let min = (MIN_BUDGET.as_nanos() as u32).min(limit);
+        let woke = WOKE_A_SLEEPER.with(|w| w.replace(false));
         let start = Instant::now();
+        let every = self.waits.fetch_add(1, Ordering::Relaxed).is_multiple_of(PROBE_EVERY);
+        let stored = self.budget_ns.load(Ordering::Relaxed).min(limit);
+        let budget = if !self.last_wait_short.load(Ordering::Relaxed) {
+            stored
+        } else if self.long_probe_due(woke) && {
+            let long = Duration::from_nanos(u64::from(limit) * u64::from(LONG_PROBE));
+            deadline
+                .is_none_or(|d| d.checked_duration_since(start).is_some_and(|left| left >= long))
+        } {
+            limit.saturating_mul(LONG_PROBE)
+        } else if every {
+            limit
+        } else {
+            stored
+        };
+        let min = (MIN_BUDGET.as_nanos() as u32).min(limit);
         let mut checks = 0u32;
         loop {
             if ready(word.load(Ordering::Acquire)) {
                 let took = start.elapsed().as_nanos().min(u128::from(limit)) as u32;
-                let grown = budget.max(took.saturating_mul(2)).clamp(min, limit);
+                let grown = stored.max(took.saturating_mul(2)).clamp(min, limit);
                 self.budget_ns.store(grown, Ordering::Relaxed);
+                self.missed.store(false, Ordering::Relaxed);
                 return true;
             }
             checks += 1;
@@ -146,7 +251,14 @@ impl Spinner {
             }
             std::hint::spin_loop();
         }
-        self.budget_ns.store((budget / 2).max(min), Ordering::Relaxed);
+        if budget > limit {
+            self.pause_long_probes();
+        }
+        // One late answer (a preemption, a page fault) says little: the budget halves
+        // on the second miss in a row. A failed probe never changes it.
+        if self.missed.swap(true, Ordering::Relaxed) {
+            self.budget_ns.store((stored / 2).max(min), Ordering::Relaxed);
+        }
         false
     }
 }
@@ -189,7 +301,7 @@ pub(crate) fn wait_until_or(
     ready: impl Fn(u32) -> bool,
     may_sleep: impl FnOnce() -> bool,
 ) -> bool {
-    if ready(word.load(Ordering::Acquire)) || spinner.spin(word, &ready) {
+    if ready(word.load(Ordering::Acquire)) || spinner.spin(word, &ready, deadline) {
         spinner.last_wait_short.store(true, Ordering::Relaxed);
         return true;
     }
@@ -247,5 +359,56 @@ pub(crate) fn wake(word: &AtomicU32, sleepers: &AtomicU32, count: u32) {
 pub(crate) fn wake_after_rmw(word: &AtomicU32, sleepers: &AtomicU32, count: u32) {
     if sleepers.load(Ordering::SeqCst) > 0 {
         sys::wake(word, count);
+        WOKE_A_SLEEPER.with(|w| w.set(true));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that keeps waking a sleeper probes long for a streak, then pauses
+    /// for longer and longer; a signal that finds the other side awake starts
+    /// afresh. (The decisions only: no clock is involved.)
+    #[test]
+    fn long_probes_come_in_streaks_then_pause() {
+        let spinner = Spinner::new();
+        let streak = |s: &Spinner| (0..LONG_PROBE_STREAK).all(|_| s.long_probe_due(true));
+        assert!(streak(&spinner), "a waker probes long {LONG_PROBE_STREAK} times in a row");
+        let paused =
+            |s: &Spinner, waits: u32| (0..=waits).filter(|_| s.long_probe_due(true)).count() == 0;
+        // The streak's end, then the first pause.
+        assert!(paused(&spinner, LONG_PROBE_PAUSE), "then a pause of {LONG_PROBE_PAUSE} waits");
+        assert!(streak(&spinner));
+        assert!(paused(&spinner, 2 * LONG_PROBE_PAUSE), "the next pause is twice as long");
+        // A signal that found the other side awake: the pair spins again.
+        assert!(!spinner.long_probe_due(false), "no long probe without a wake-up");
+        assert!(streak(&spinner));
+        assert!(paused(&spinner, LONG_PROBE_PAUSE), "pauses start short again");
+    }
+
+    /// A long probe that saw nothing pauses long probes at once.
+    #[test]
+    fn a_long_probe_that_saw_nothing_pauses_them() {
+        let spinner = Spinner::new();
+        spinner.set_limit(Duration::from_micros(1));
+        let word = AtomicU32::new(0);
+        WOKE_A_SLEEPER.with(|w| w.set(true));
+        assert!(!spinner.spin(&word, &|v| v != 0, None), "nothing changes the word");
+        assert!(!spinner.long_probe_due(true), "paused after the long probe's miss");
+        assert!(!WOKE_A_SLEEPER.with(Cell::get), "the spin took the note");
+    }
+
+    /// Waking a sleeper leaves the note for this thread's next spin; a wake with
+    /// nobody asleep does not.
+    #[test]
+    fn waking_a_sleeper_is_noted_for_the_next_spin() {
+        let (word, sleepers) = (AtomicU32::new(0), AtomicU32::new(0));
+        WOKE_A_SLEEPER.with(|w| w.set(false));
+        wake(&word, &sleepers, 1);
+        assert!(!WOKE_A_SLEEPER.with(Cell::get));
+        sleepers.store(1, Ordering::SeqCst); // as a sleeper registers itself
+        wake(&word, &sleepers, 1);
+        assert!(WOKE_A_SLEEPER.with(Cell::get));
     }
 }
