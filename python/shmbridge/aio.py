@@ -23,6 +23,13 @@ Every function takes ``timeout`` (seconds, ``None`` for no limit) and works with
 time-out ``wait`` and ``acquire`` return False, as their blocking forms do; the
 channel functions raise TimeoutError.
 
+An operation that can go ahead at once (a set event, a message waiting) does so
+without suspending, as ``asyncio.Queue.get`` and a stream's buffered ``read`` do:
+it costs about what the blocking call costs. A loop that receives from a channel
+that is never empty therefore does not let other tasks run by itself; add
+``await asyncio.sleep(0)`` where that matters. Only an operation that must wait
+enters ``asyncio.timeout`` and registers with the waiter threads.
+
 Cancel-safety, per function: ``wait``, ``acquire``, ``locked``: nothing is taken
 unless the call returns (an auto-reset set or a permit it was woken for goes on
 to the next waiter). ``recv``, ``recv_view``, ``recv_array``: a message is taken
@@ -33,6 +40,7 @@ and published in one step when the call returns; cancelled, nothing was sent.
 from __future__ import annotations
 
 import asyncio
+import numbers
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -90,9 +98,23 @@ def _waiter() -> _LoopWaiter:
     return waiter
 
 
+def _check(timeout: float | None) -> None:
+    """Refuses what the blocking forms refuse (the fast path below never reaches
+    ``asyncio.timeout``, which would take a negative or NaN timeout as zero)."""
+    if timeout is None:
+        return
+    if type(timeout) is not float and type(timeout) is not int and not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}")
+    if not timeout >= 0:
+        raise ValueError(f"timeout must be a non-negative number, not {timeout}")
+
+
 async def wait(event: Event, timeout: float | None = None) -> bool:
     """``event.wait(timeout)``, awaitable: whether the event was set (for an
     auto-reset event, the set is taken)."""
+    _check(timeout)
+    if event.wait(0):
+        return True
     try:
         async with asyncio.timeout(timeout):
             while not event.wait(0):
@@ -105,6 +127,9 @@ async def wait(event: Event, timeout: float | None = None) -> bool:
 async def acquire(lock: Mutex | Semaphore, timeout: float | None = None) -> bool:
     """``lock.acquire(timeout=timeout)``, awaitable: whether it was taken (release
     with ``lock.release()``)."""
+    _check(timeout)
+    if lock.acquire(False):
+        return True
     try:
         async with asyncio.timeout(timeout):
             while not lock.acquire(False):
@@ -127,6 +152,11 @@ async def locked(lock: Mutex | Semaphore, timeout: float | None = None) -> Async
 
 
 async def _channel_op(channel: Channel, op: str, size: int, attempt: Any, timeout: float | None) -> Any:
+    _check(timeout)
+    try:
+        return attempt()
+    except TimeoutError:
+        pass
     async with asyncio.timeout(timeout):
         while True:
             try:
