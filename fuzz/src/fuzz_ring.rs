@@ -17,6 +17,8 @@ const HEAD: u64 = 64;
 const TAIL: u64 = 128;
 const PRODUCER_PID: u64 = 80;
 const PRODUCER_CLOSED: u64 = 84;
+const CONSUMER_PID: u64 = 32;
+const CONSUMER_CLOSED: u64 = 36;
 
 /// xorshift64*: fast, reproducible from the seed.
 struct Rng(u64);
@@ -80,9 +82,14 @@ fn run(channel: &Channel, raw: &SharedMemory, rng: &mut Rng) -> Result<(u64, u64
     let capacity = channel.capacity();
     let mut raw_w = SharedMemory::open(raw.name()).map_err(|e| e.to_string())?;
     // From a clean, valid state (the last case may have left anything).
-    for (at, len) in
-        [(HEAD, 8), (TAIL, 8), (PRODUCER_PID, 4), (PRODUCER_CLOSED, 4), (144, 4), (148, 4)]
-    {
+    for (at, len) in [
+        (HEAD, 8),
+        (TAIL, 8),
+        (PRODUCER_PID, 4),
+        (PRODUCER_CLOSED, 4),
+        (CONSUMER_PID, 4),
+        (CONSUMER_CLOSED, 4),
+    ] {
         raw_w.write_all_at(&[0u8; 8][..len], at).unwrap();
     }
     // A valid start: a sender writes some messages (wrapping at random places).

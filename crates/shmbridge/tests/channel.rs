@@ -375,7 +375,10 @@ fn corrupted_rings_of_every_size_are_reported_not_read() {
         }
         raw.write_all_at(&u64::MAX.to_ne_bytes(), 64).unwrap();
         assert!(matches!(rx.recv().unwrap_err(), ChannelError::Corrupt { .. }));
-        // And a consumer writing nonsense into `tail` cannot make the sender overwrite.
+        // And a consumer writing nonsense into `tail` cannot make the sender overwrite:
+        // with the ring full, the sender must look at `tail` for room (it keeps the
+        // last one it saw until then), and refuses what it finds.
+        while tx.try_send(b"x").is_ok() {}
         raw.write_all_at(&(u64::MAX - 7).to_ne_bytes(), 128).unwrap();
         assert!(matches!(tx.send(b"x").unwrap_err(), ChannelError::Corrupt { .. }));
     }

@@ -89,8 +89,10 @@ use crate::sys;
 /// The first 8 bytes of every channel segment.
 pub const MAGIC: [u8; 8] = *b"SHMBCHN\0";
 /// The layout version this build writes and reads (2: records carry flags, and a
-/// skipped record may stand where a loan was given up).
-pub const VERSION: u32 = 2;
+/// skipped record may stand where a loan was given up; 3: the consumer's pid and
+/// `closed` words moved off the line of `tail`, which the producer no longer reads
+/// on every send).
+pub const VERSION: u32 = 3;
 /// Where the ring starts.
 const RING: usize = 192;
 /// How often a waiting end checks whether the other is still alive.
@@ -102,6 +104,11 @@ const TURN_RECHECK: Duration = Duration::from_millis(1);
 
 // Word offsets in the header (see docs/FORMAT.md).
 const CAPACITY: usize = 16;
+// The consumer's end words share the first line with what never changes: the
+// producer reads `closed` on every send, and a line the consumer writes on every
+// release (`tail`'s) would cost it a cache miss each time.
+const CONSUMER_PID: usize = 32;
+const CONSUMER_CLOSED: usize = 36;
 const HEAD: usize = 64;
 const HEAD_SIGNAL: usize = 72;
 const CONSUMER_SLEEPERS: usize = 76;
@@ -110,8 +117,6 @@ const PRODUCER_CLOSED: usize = 84;
 const TAIL: usize = 128;
 const TAIL_SIGNAL: usize = 136;
 const PRODUCER_SLEEPERS: usize = 140;
-const CONSUMER_PID: usize = 144;
-const CONSUMER_CLOSED: usize = 148;
 
 /// Why a send or receive did not happen. Nothing is lost: a failed send leaves
 /// the caller its data, a failed receive leaves the message in the ring.

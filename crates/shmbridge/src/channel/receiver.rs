@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::owner::Owner;
 use crate::shared_slice::SharedSlice;
 use crate::sync::Readiness;
-use crate::sync::wait::wake_after_rmw;
+use crate::sync::wait::{passed, past, wake_after_rmw};
 
 /// The consuming end: `recv`, `try_recv`, `recv_timeout`. A message is a
 /// zero-copy view of the ring, released when dropped; several may be held at
@@ -144,7 +144,7 @@ impl Receiver {
     ///
     /// [`ChannelError::Empty`], and as [`recv`](Self::recv).
     pub fn try_recv(&self) -> Result<Message<'_>, ChannelError> {
-        self.recv_deadline(Some(Instant::now())).map_err(|e| match e {
+        self.recv_deadline(Some(past())).map_err(|e| match e {
             ChannelError::Timeout => ChannelError::Empty,
             e => e,
         })
@@ -156,7 +156,11 @@ impl Receiver {
     ///
     /// [`ChannelError::Timeout`], and as [`recv`](Self::recv).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message<'_>, ChannelError> {
-        self.recv_deadline(Instant::now().checked_add(timeout))
+        // A message already there needs no deadline, nor a clock read to make one.
+        match self.recv_deadline(Some(past())) {
+            Err(ChannelError::Timeout) => self.recv_deadline(Instant::now().checked_add(timeout)),
+            received => received,
+        }
     }
 
     /// Waits until `deadline` (forever if `None`) for the next message.
@@ -550,7 +554,7 @@ impl Receiver {
             }
             let waited = match self.waiting.peer_gone_cheaply(c, PRODUCER) {
                 Some(gone) => Err(gone),
-                None if deadline.is_some_and(|d| Instant::now() >= d) => {
+                None if deadline.is_some_and(passed) => {
                     return Err(ChannelError::Timeout);
                 }
                 None => {

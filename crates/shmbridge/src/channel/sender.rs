@@ -16,7 +16,7 @@ use crate::owner::Owner;
 use crate::shared_slice::SharedSlice;
 use crate::sync::Readiness;
 use crate::sync::local_lock::{Acquired, LocalLock};
-use crate::sync::wait::wake_after_rmw;
+use crate::sync::wait::{passed, past, wake_after_rmw};
 
 /// The producing end: `send`, `try_send`, `send_timeout`, `send_batch`, and
 /// `loan` to write a message in place. Dropping it closes the channel for the
@@ -48,6 +48,10 @@ pub struct Sender {
     turn: LocalLock,
     /// The next free stream position (the lock holder alone changes it).
     head: AtomicU64,
+    /// `tail` as last read from the segment. It only grows, so room it shows is
+    /// there; the segment's word, on a line the consumer writes at every release,
+    /// is read again only when this shows too little (a cache miss saved per send).
+    seen_tail: AtomicU64,
     /// Published or given-up records whose room must not be reused yet: a binding
     /// may still hand out views of them (see [`RawLoan`]). Oldest first.
     pins: std::sync::Mutex<VecDeque<u64>>,
@@ -80,6 +84,7 @@ impl Sender {
             owner,
             turn: LocalLock::new(),
             head: AtomicU64::new(head),
+            seen_tail: AtomicU64::new(tail),
             pins: std::sync::Mutex::new(VecDeque::new()),
             pin_floor: AtomicU64::new(u64::MAX),
             closed: AtomicBool::new(false),
@@ -105,7 +110,7 @@ impl Sender {
     ///
     /// [`ChannelError::Full`], and as [`send`](Self::send).
     pub fn try_send(&self, data: &[u8]) -> Result<(), ChannelError> {
-        self.send_deadline(data, Some(Instant::now())).map_err(|e| match e {
+        self.send_deadline(data, Some(past())).map_err(|e| match e {
             ChannelError::Timeout => ChannelError::Full,
             e => e,
         })
@@ -117,7 +122,13 @@ impl Sender {
     ///
     /// [`ChannelError::Timeout`], and as [`send`](Self::send).
     pub fn send_timeout(&self, data: &[u8], timeout: Duration) -> Result<(), ChannelError> {
-        self.send_deadline(data, Instant::now().checked_add(timeout))
+        // Room already there needs no deadline, nor a clock read to make one.
+        match self.send_deadline(data, Some(past())) {
+            Err(ChannelError::Timeout) => {
+                self.send_deadline(data, Instant::now().checked_add(timeout))
+            }
+            sent => sent,
+        }
     }
 
     /// Sends, waiting until `deadline` (forever if `None`) for room.
@@ -191,7 +202,7 @@ impl Sender {
         let c = &self.channel;
         let seen = c.word(TAIL_SIGNAL).load(Ordering::Acquire);
         let busy = self.turn.is_locked();
-        match self.send_deadline(data, Some(Instant::now())) {
+        match self.send_deadline(data, Some(past())) {
             Err(ChannelError::Timeout) => {}
             done => return Ok(done),
         }
@@ -637,8 +648,15 @@ impl Sender {
         if c.word(CONSUMER.closed).load(Ordering::Acquire) != 0 {
             return Err(ChannelError::Closed);
         }
-        let tail = c.counter(TAIL).load(Ordering::Acquire);
-        let room = ring::room(head, tail, c.capacity, len)?;
+        // The consumer gave back at least up to the tail seen last (its release of
+        // that room happened before the load that saw it): look there first.
+        let mut tail = self.seen_tail.load(Ordering::Acquire);
+        let mut room = ring::room(head, tail, c.capacity, len)?;
+        if room.is_none() {
+            tail = c.counter(TAIL).load(Ordering::Acquire);
+            self.seen_tail.store(tail, Ordering::Release);
+            room = ring::room(head, tail, c.capacity, len)?;
+        }
         let oldest_pin = self.pin_floor.load(Ordering::Acquire);
         if oldest_pin >= tail || room.is_none() {
             return Ok(room);
@@ -667,7 +685,7 @@ impl Sender {
             return Ok(());
         }
         self.usable()?;
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(passed) {
             return Err(ChannelError::Timeout);
         }
         self.waiting.wait(c, TAIL_SIGNAL, PRODUCER_SLEEPERS, seen, deadline, CONSUMER)
