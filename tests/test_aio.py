@@ -251,3 +251,46 @@ def test_awaited_round_trip_with_a_rust_peer(peer: Peer, name: str) -> None:
     assert asyncio.run(main()) == 1000
     assert peer.proc.stdout is not None
     assert peer.proc.stdout.readline().strip() == "ok"
+
+
+def test_timeouts_are_checked_as_the_blocking_forms_check_them(name: str) -> None:
+    """Also when the operation could go ahead at once (it does, without entering
+    asyncio.timeout, which takes a negative or NaN timeout as zero)."""
+    event = Event.create(name + "e")
+    event.set()
+    tx = Channel.create(name + "c", 4096)
+    rx = Channel.open(name + "c")
+    tx.send(b"waiting")
+    for bad, error in [(-1, ValueError), (float("nan"), ValueError), ("1", TypeError), ([], TypeError)]:
+        with pytest.raises(error):
+            event.wait(bad)  # type: ignore[arg-type]
+        with pytest.raises(error):
+            asyncio.run(aio.wait(event, bad))  # type: ignore[arg-type]
+        with pytest.raises(error):
+            asyncio.run(aio.recv(rx, bad))  # type: ignore[arg-type]
+        with pytest.raises(error):
+            asyncio.run(aio.send(tx, b"x", bad))  # type: ignore[arg-type]
+    assert asyncio.run(aio.recv(rx, np.float32(0.0))) == b"waiting"  # type: ignore[arg-type]
+    assert asyncio.run(aio.wait(event, True))
+
+
+def test_what_can_go_ahead_at_once_does_without_suspending(name: str) -> None:
+    """As asyncio.Queue.get: no other task runs in between (the README says so, and
+    that a task looping on a never-empty channel must yield by itself)."""
+    event = Event.create(name + "e")
+    event.set()
+    tx = Channel.create(name + "c", 4096)
+    rx = Channel.open(name + "c")
+
+    async def main() -> list[str]:
+        ran: list[str] = []
+        other = asyncio.create_task(asyncio.sleep(0, "other"))
+        other.add_done_callback(lambda t: ran.append(t.result()))
+        assert await aio.wait(event, DEADLINE)
+        await aio.send(tx, b"one", DEADLINE)
+        assert await aio.recv(rx, DEADLINE) == b"one"
+        ran.append("ready operations")
+        await other
+        return ran
+
+    assert asyncio.run(main()) == ["ready operations", "other"]
