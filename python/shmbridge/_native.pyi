@@ -292,7 +292,9 @@ class Event:
     def is_set(self) -> bool: ...
     def set_spin_limit(self, seconds: float) -> None:
         """Cap how long a waiter spins before sleeping, in seconds (default 20e-6;
-        0: sleep at once; at most 1)."""
+        0: sleep at once; at most 1). A spin never outlasts the wait's timeout;
+        right after this thread woke a sleeper, one wait may spin up to five limits
+        but no more than 100e-6 (or the limit, if longer)."""
     @property
     def auto_reset(self) -> bool: ...
     def wait(self, timeout: float | None = None) -> bool:

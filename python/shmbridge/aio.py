@@ -40,7 +40,6 @@ and published in one step when the call returns; cancelled, nothing was sent.
 from __future__ import annotations
 
 import asyncio
-import numbers
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -98,21 +97,31 @@ def _waiter() -> _LoopWaiter:
     return waiter
 
 
-def _check(timeout: float | None) -> None:
-    """Refuses what the blocking forms refuse (the fast path below never reaches
-    ``asyncio.timeout``, which would take a negative or NaN timeout as zero)."""
+def _seconds(timeout: Any) -> float | None:
+    """The timeout as the blocking forms take it: ``None``, or anything that
+    converts to a float (an int, a NumPy number, a ``Decimal``...), not negative,
+    not NaN; TypeError and ValueError otherwise. Checked before the fast path, which
+    never reaches ``asyncio.timeout`` (that would take a negative or NaN timeout as
+    zero, and a ``Decimal`` not at all)."""
     if timeout is None:
-        return
-    if type(timeout) is not float and type(timeout) is not int and not isinstance(timeout, numbers.Real):
+        return None
+    if type(timeout) is float or type(timeout) is int:
+        seconds = float(timeout)
+    elif isinstance(timeout, (str, bytes, bytearray)) or not (
+        hasattr(type(timeout), "__float__") or hasattr(type(timeout), "__index__")
+    ):
         raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}")
-    if not timeout >= 0:
+    else:
+        seconds = float(timeout)
+    if not seconds >= 0:
         raise ValueError(f"timeout must be a non-negative number, not {timeout}")
+    return seconds
 
 
 async def wait(event: Event, timeout: float | None = None) -> bool:
     """``event.wait(timeout)``, awaitable: whether the event was set (for an
     auto-reset event, the set is taken)."""
-    _check(timeout)
+    timeout = _seconds(timeout)
     if event.wait(0):
         return True
     try:
@@ -127,7 +136,7 @@ async def wait(event: Event, timeout: float | None = None) -> bool:
 async def acquire(lock: Mutex | Semaphore, timeout: float | None = None) -> bool:
     """``lock.acquire(timeout=timeout)``, awaitable: whether it was taken (release
     with ``lock.release()``)."""
-    _check(timeout)
+    timeout = _seconds(timeout)
     if lock.acquire(False):
         return True
     try:
@@ -152,7 +161,7 @@ async def locked(lock: Mutex | Semaphore, timeout: float | None = None) -> Async
 
 
 async def _channel_op(channel: Channel, op: str, size: int, attempt: Any, timeout: float | None) -> Any:
-    _check(timeout)
+    timeout = _seconds(timeout)
     try:
         return attempt()
     except TimeoutError:

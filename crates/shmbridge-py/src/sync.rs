@@ -144,7 +144,10 @@ impl Event {
 
     /// Cap how long a waiter spins before sleeping, in seconds (default 20e-6;
     /// 0: sleep at once; at most 1). Spinning answers a busy peer in well under a
-    /// microsecond; sleeping costs a wake-up (5 to 50 us) but no CPU.
+    /// microsecond; sleeping costs a wake-up (5 to 50 us) but no CPU. A spin never
+    /// outlasts the wait's timeout (``wait(0)`` does not spin); right after this
+    /// thread woke a sleeper, one wait may spin up to five limits but no more than
+    /// 100e-6 (or the limit, if longer).
     fn set_spin_limit(&self, seconds: f64) -> PyResult<()> {
         if !(0.0..=1.0).contains(&seconds) {
             return Err(PyValueError::new_err(format!(

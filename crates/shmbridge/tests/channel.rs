@@ -379,8 +379,13 @@ fn corrupted_rings_of_every_size_are_reported_not_read() {
         // with the ring full, the sender must look at `tail` for room (it keeps the
         // last one it saw until then), and refuses what it finds.
         while tx.try_send(b"x").is_ok() {}
+        let mut tail = [0u8; 8];
+        raw.read_exact_at(&mut tail, 128).unwrap();
         raw.write_all_at(&(u64::MAX - 7).to_ne_bytes(), 128).unwrap();
         assert!(matches!(tx.send(b"x").unwrap_err(), ChannelError::Corrupt { .. }));
+        // The bad value is not kept: with the word right again, the sender goes on.
+        raw.write_all_at(&tail, 128).unwrap();
+        assert_eq!(tx.try_send(b"x").unwrap_err(), ChannelError::Full);
     }
 }
 

@@ -307,7 +307,11 @@ impl Channel {
             return Err(bad("not a shmbridge channel".into()));
         }
         if version != VERSION {
-            return Err(bad(format!("channel version {version}; this build reads {VERSION}")));
+            return Err(bad(format!(
+                "channel layout version {version}; this build reads version {VERSION}: both \
+                 ends must come from shmbridge builds of the same channel layout (create the \
+                 channel again with this one)"
+            )));
         }
         match usize::try_from(capacity) {
             Ok(c)

@@ -654,8 +654,10 @@ impl Sender {
         let mut room = ring::room(head, tail, c.capacity, len)?;
         if room.is_none() {
             tail = c.counter(TAIL).load(Ordering::Acquire);
-            self.seen_tail.store(tail, Ordering::Release);
             room = ring::room(head, tail, c.capacity, len)?;
+            // Kept only once checked: a corrupt value is reported each time it is
+            // read, and a sender recovers when the word is right again.
+            self.seen_tail.store(tail, Ordering::Release);
         }
         let oldest_pin = self.pin_floor.load(Ordering::Acquire);
         if oldest_pin >= tail || room.is_none() {

@@ -248,7 +248,10 @@ impl Event {
 
     /// Caps how long a waiter spins before sleeping (default 20 us; zero: sleep
     /// at once, at most one second). Spinning answers a busy peer in well under a
-    /// microsecond; sleeping costs a wake-up (5 to 50 us) but no CPU.
+    /// microsecond; sleeping costs a wake-up (5 to 50 us) but no CPU. A spin never
+    /// outlasts the wait's deadline (a zero timeout does not spin); right after this
+    /// thread woke a sleeper, one wait may spin up to five limits but no more than
+    /// 100 us (or the limit, if that is longer), to see the sleeper's answer.
     pub fn set_spin_limit(&self, limit: Duration) {
         self.spinner.set_limit(limit);
     }

@@ -107,8 +107,9 @@ const CHECKS_PER_CLOCK_READ: u32 = 32;
 ///   (tens of microseconds), then its work: no 20 us spin sees it, every wait of
 ///   each side finds the other asleep, and one preemption of either is enough to
 ///   fall in. The thread that has just woken a sleeper knows it ([`wake`] notes
-///   it), so its next wait spins up to [`LONG_PROBE`] limits: long enough to see
-///   the sleeper wake and answer. This side then answers at once, the other's
+///   it), so its next wait spins up to [`LONG_PROBE`] limits (100 us by default,
+///   never more than [`LONG_PROBE_MAX`] or the limit if larger): long enough to
+///   see the sleeper wake and answer. This side then answers at once, the other's
 ///   next probe sees it within its budget, both budgets grow, and the pair spins
 ///   again: a signal that finds the other side awake ends the streak. Where the
 ///   other side's answers really are slow, every signal wakes it; after
@@ -139,8 +140,18 @@ const SHORT_WAIT: Duration = Duration::from_millis(1);
 const PROBE_EVERY: u32 = 16;
 
 /// A long probe spins up to this many spin limits (100 us by default): the other
-/// side's wake-up from sleep, then its answer.
+/// side's wake-up from sleep, then its answer; but no longer than
+/// [`LONG_PROBE_MAX`] unless the limit itself is longer (see [`long_probe`]).
 const LONG_PROBE: u32 = 5;
+/// The longest a long probe lasts beyond the spin limit: a raised limit (a user who
+/// wants spinning) is not multiplied.
+const LONG_PROBE_MAX: Duration = Duration::from_micros(100);
+
+/// How long a long probe spins (ns) for a spin limit of `limit` ns: five limits,
+/// at most [`LONG_PROBE_MAX`], at least the limit itself.
+fn long_probe(limit: u32) -> u32 {
+    limit.saturating_mul(LONG_PROBE).min(LONG_PROBE_MAX.as_nanos() as u32).max(limit)
+}
 /// At most this many long probes in a row (as many as it takes the other side to
 /// probe once by itself, [`PROBE_EVERY`]) while every signal still wakes it.
 const LONG_PROBE_STREAK: u32 = PROBE_EVERY;
@@ -212,27 +223,36 @@ impl Spinner {
         ready: &impl Fn(u32) -> bool,
         deadline: Option<Instant>,
     ) -> bool {
+        // The note is this wait's, whether it spins or not: a later, unrelated wait
+        // must not probe long on it.
+        let woke = WOKE_A_SLEEPER.with(|w| w.replace(false));
         let limit = self.limit_ns.load(Ordering::Relaxed);
         if limit == 0 {
             return false;
         }
-        let woke = WOKE_A_SLEEPER.with(|w| w.replace(false));
         let start = Instant::now();
+        // A spin never outlasts the wait's deadline (one that has passed: no spin).
+        let left = deadline.map_or(u32::MAX, |d| {
+            d.saturating_duration_since(start).as_nanos().min(u128::from(u32::MAX)) as u32
+        });
+        if left == 0 {
+            return false;
+        }
+        let long = long_probe(limit);
         let every = self.waits.fetch_add(1, Ordering::Relaxed).is_multiple_of(PROBE_EVERY);
         let stored = self.budget_ns.load(Ordering::Relaxed).min(limit);
-        let budget = if !self.last_wait_short.load(Ordering::Relaxed) {
+        let short = self.last_wait_short.load(Ordering::Relaxed);
+        let probing_long = short && left >= long && self.long_probe_due(woke);
+        let budget = if !short {
             stored
-        } else if self.long_probe_due(woke) && {
-            let long = Duration::from_nanos(u64::from(limit) * u64::from(LONG_PROBE));
-            deadline
-                .is_none_or(|d| d.checked_duration_since(start).is_some_and(|left| left >= long))
-        } {
-            limit.saturating_mul(LONG_PROBE)
+        } else if probing_long {
+            long
         } else if every {
             limit
         } else {
             stored
-        };
+        }
+        .min(left);
         let min = (MIN_BUDGET.as_nanos() as u32).min(limit);
         let mut checks = 0u32;
         loop {
@@ -251,7 +271,7 @@ impl Spinner {
             }
             std::hint::spin_loop();
         }
-        if budget > limit {
+        if probing_long {
             self.pause_long_probes();
         }
         // One late answer (a preemption, a page fault) says little: the budget halves
