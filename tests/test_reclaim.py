@@ -715,3 +715,70 @@ def test_with_every_tracker_address_squatted_the_creator_says_so_once_and_gc_wor
     assert len(complaints) == 2 and all("tracker cannot run" in c for c in complaints), result
     assert not result["gone_without_gc"], "no tracker, no last mapper: only gc removes it"
     assert result["gc_removed"] == ["/squatted_first"], result
+
+
+DESCRIPTOR_FLOOD = r"""
+import json, os, resource, socket, subprocess, sys, time
+uid = os.geteuid()
+address = f"\0shmbridge-tracker-1-{uid}"
+
+def limited():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))  # the hard limit too
+
+tracker = subprocess.Popen(
+    [sys.executable, "-m", "shmbridge._cli", "track", "--foreground", "--idle-exit", "60"],
+    preexec_fn=limited, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+)
+held = []
+give_up = time.monotonic() + 30
+while not held:  # until it listens
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        c.connect(address)
+        held.append(c)
+    except OSError:
+        c.close()
+        assert time.monotonic() < give_up, "the tracker never listened"
+        assert tracker.poll() is None, tracker.stderr.read()
+        time.sleep(0.01)
+for _ in range(80):  # far more than its descriptors: the rest wait or are turned away
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.setblocking(False)
+    try:
+        c.connect(address)
+    except OSError:
+        pass
+    held.append(c)
+
+def cpu():
+    fields = open(f"/proc/{tracker.pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+before, began = cpu(), time.monotonic()
+time.sleep(1.0)  # a window to measure the tracker's CPU in, not a wait for it
+spent = (cpu() - before) / (time.monotonic() - began)
+alive = tracker.poll() is None
+tracker.kill()
+tracker.wait()
+print(json.dumps({"cpu_share": spent, "alive": alive}))
+"""
+
+
+def test_a_tracker_out_of_descriptors_does_not_spin() -> None:
+    # Found by an outside attack: connections of this user's processes beyond the
+    # tracker's descriptor limit stayed queued, the listener stayed readable, and
+    # the tracker's loop spun on a full CPU for as long as they stayed. Run in a
+    # network namespace and a /dev/shm of its own (no other tracker there).
+    if subprocess.run(["unshare", "-mn", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -mn is not allowed here")
+    isolated = 'mount -t tmpfs -o mode=1777 tmpfs /dev/shm && exec "$@"'
+    run = subprocess.run(
+        ["unshare", "-mn", "sh", "-c", isolated, "sh", sys.executable, "-c", DESCRIPTOR_FLOOD],
+        capture_output=True,
+        text=True,
+        timeout=4 * DEADLINE,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["alive"], "the tracker died of the flood"
+    assert result["cpu_share"] < 0.1, f"the tracker spun: {result['cpu_share']:.0%} of a CPU"

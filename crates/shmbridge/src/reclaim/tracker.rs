@@ -138,6 +138,8 @@ impl Tracker {
 
     fn run(&mut self, listener: &OwnedFd) -> Result<TrackerExit> {
         let mut events = Vec::new();
+        accounting::raise_descriptor_limit();
+        let mut spare = accounting::spare_descriptor();
         loop {
             let now = Instant::now();
             let spaced = self.last_check.is_none_or(|at| now - at >= MIN_SPACING);
@@ -184,7 +186,7 @@ impl Tracker {
                 .collect();
 
             if ready[0] {
-                while let Some((client, pid)) = accounting::accept(listener) {
+                while let Some((client, pid)) = accounting::accept(listener, &mut spare) {
                     self.clients.push(client);
                     self.adopt(pid, None);
                 }

@@ -499,15 +499,52 @@ pub(crate) fn wait_readable_any(
     }
 }
 
+/// A descriptor kept open only to be given up when the process runs out of them
+/// (see [`accept`]).
+pub(crate) fn spare_descriptor() -> Option<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, open};
+    open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()
+}
+
+/// Raises this process's soft limit of open descriptors to its hard limit: the
+/// tracker holds one per connected process and one per creator it watches, and the
+/// usual soft limit (1024) is a few hundred processes.
+pub(crate) fn raise_descriptor_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        let _ = setrlimit(Resource::Nofile, raised);
+    }
+}
+
 /// Takes one waiting connection of this user's, if any, with the pid of the
 /// process that connected. Connections of other users are closed as they come
 /// (any local user can connect to the tracker's address): a stranger can neither
 /// hold the tracker's descriptors nor have it watch a process.
-pub(crate) fn accept(listener: &OwnedFd) -> Option<(OwnedFd, u32)> {
+///
+/// Out of descriptors, a connection would stay queued and the listener readable
+/// for ever, and the tracker's loop would spin: `spare` (from
+/// [`spare_descriptor`]) is then closed to take the connection and close it at
+/// once (that process is not watched: its segments are left to the last mapper
+/// and `shmbridge gc`), and taken again.
+pub(crate) fn accept(listener: &OwnedFd, spare: &mut Option<OwnedFd>) -> Option<(OwnedFd, u32)> {
     use rustix::net::{SocketFlags, accept_with, sockopt};
     let me = rustix::process::geteuid();
+    let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
     loop {
-        let fd = accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK).ok()?;
+        let fd = match accept_with(listener, flags) {
+            Ok(fd) => fd,
+            Err(Errno::MFILE | Errno::NFILE) => {
+                drop(spare.take()?);
+                // Closed before the spare is taken again: it needs that descriptor.
+                let turned_away = accept_with(listener, flags).map(drop);
+                *spare = spare_descriptor();
+                turned_away.ok()?;
+                continue;
+            }
+            Err(_) => return None,
+        };
         match sockopt::socket_peercred(&fd) {
             Ok(peer) if peer.uid == me => {
                 return Some((fd, peer.pid.as_raw_nonzero().get() as u32));
