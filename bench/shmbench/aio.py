@@ -124,11 +124,17 @@ def awaited(
 # --- shmbridge.aio, the Rust peer of the blocking round trips --------------------------
 
 
+def _event_echo(prefix: str, total: int) -> tuple[Event, Event, Any]:
+    """Two auto-reset events and the Rust peer that answers each set of the first
+    with a set of the second, `total` times (peer.rs `event_echo`)."""
+    name = shmbridge.unique_name(prefix)
+    ping, pong = Event.create(name + "_ping", auto_reset=True), Event.create(name + "_pong", auto_reset=True)
+    return ping, pong, harness.rust("peer", "event_echo", name, total, "default", stdout=None)
+
+
 def event_rust_py(total: int) -> AsyncSetup:
     def setup() -> tuple[AsyncTrip, Callable[[], None]]:
-        name = shmbridge.unique_name("bench_aioev")
-        ping, pong = Event.create(name + "_ping", auto_reset=True), Event.create(name + "_pong", auto_reset=True)
-        peer = harness.rust("peer", "event_echo", name, total, "default", stdout=None)
+        ping, pong, peer = _event_echo("bench_aioev", total)
 
         async def trip() -> None:
             ping.set()
@@ -146,9 +152,7 @@ def event_polled(total: int) -> AsyncSetup:
     trip could take (it burns the CPU, which no application should)."""
 
     def setup() -> tuple[AsyncTrip, Callable[[], None]]:
-        name = shmbridge.unique_name("bench_aiopl")
-        ping, pong = Event.create(name + "_ping", auto_reset=True), Event.create(name + "_pong", auto_reset=True)
-        peer = harness.rust("peer", "event_echo", name, total, "default", stdout=None)
+        ping, pong, peer = _event_echo("bench_aiopl", total)
 
         async def trip() -> None:
             ping.set()
@@ -233,15 +237,13 @@ def unix_stream(total: int) -> AsyncSetup:
             await streams["r"].readexactly(len(MESSAGE))
 
         def stop() -> None:
-            proc.join(PATIENCE)
-            if "w" in streams:
-                streams["w"].transport.abort()
-            os.unlink(path)
-            os.rmdir(directory)
-            if proc.exitcode != 0:
-                if proc.exitcode is None:
-                    proc.kill()
-                raise RuntimeError(f"the asyncio Unix-socket peer failed ({proc.exitcode})")
+            try:
+                harness.finish_forked(proc, "asyncio Unix-socket")
+            finally:
+                if "w" in streams:
+                    streams["w"].transport.abort()
+                os.unlink(path)
+                os.rmdir(directory)
 
         return trip, stop
 

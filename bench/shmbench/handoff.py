@@ -100,9 +100,7 @@ def echo_pair(
         try:
             proc = state.pop("proc", None)
             if proc is not None:
-                proc.join(PATIENCE)
-                if proc.exitcode != 0:
-                    raise RuntimeError(f"the {kind} peer failed ({proc.exitcode})")
+                harness.finish_forked(proc, kind)
         finally:
             if "release" in state:
                 state.pop("release")()

@@ -189,6 +189,17 @@ def finish(proc: subprocess.Popen[str], timeout: float = PATIENCE) -> None:
         raise
 
 
+def finish_forked(proc: Any, what: str, timeout: float = PATIENCE) -> None:
+    """As `finish`, for a peer forked with multiprocessing (`proc.join` rather than
+    `wait`): kill it if it does not end; RuntimeError naming `what` if it failed."""
+    proc.join(timeout)
+    if proc.exitcode != 0:
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+        raise RuntimeError(f"the {what} peer failed ({proc.exitcode})")
+
+
 # --- contenders and rounds ------------------------------------------------------------
 
 

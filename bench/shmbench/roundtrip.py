@@ -204,11 +204,7 @@ def forked(total: int, echo: Callable[..., None], pair: Callable[[], tuple[Calla
         proc.start()
 
         def stop() -> None:
-            proc.join(PATIENCE)
-            if proc.exitcode != 0:
-                if proc.exitcode is None:
-                    proc.kill()
-                raise RuntimeError(f"the {echo.__name__} peer failed ({proc.exitcode})")
+            harness.finish_forked(proc, echo.__name__)
 
         return trip, stop
 

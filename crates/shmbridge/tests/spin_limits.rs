@@ -22,6 +22,13 @@ fn segment(size: usize) -> Arc<SharedMemory> {
     Arc::new(SharedMemory::create_unique("ts_spin_limits", size).unwrap())
 }
 
+/// A manual-reset event nobody sets, whose waiters spin up to `limit`.
+fn unset_event(limit: Duration) -> Event {
+    let event = Event::in_segment(segment(4096), 0, Some(false)).unwrap();
+    event.set_spin_limit(limit);
+    event
+}
+
 /// CPU time this thread has used.
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -89,9 +96,7 @@ fn a_waker_spins_no_longer_than_the_spin_limit() {
 fn a_wait_with_a_passed_deadline_returns_at_once() {
     let _alone = alone();
     let limit = Duration::from_millis(300);
-    let shm = segment(4096);
-    let event = Event::in_segment(Arc::clone(&shm), 0, Some(false)).unwrap();
-    event.set_spin_limit(limit);
+    let event = unset_event(limit);
     let before = thread_cpu();
     assert!(!event.wait_timeout(Duration::ZERO).unwrap());
     let spun = thread_cpu() - before;
@@ -104,9 +109,7 @@ fn a_wait_with_a_passed_deadline_returns_at_once() {
 fn a_short_timeout_is_kept_whatever_the_spin_limit() {
     let _alone = alone();
     let limit = Duration::from_millis(500);
-    let shm = segment(4096);
-    let event = Event::in_segment(Arc::clone(&shm), 0, Some(false)).unwrap();
-    event.set_spin_limit(limit);
+    let event = unset_event(limit);
     let timeout = Duration::from_millis(10);
     let before = thread_cpu();
     assert!(!event.wait_timeout(timeout).unwrap());
